@@ -1,0 +1,137 @@
+"""The Method interface: ask for points, be told their losses. Pure: no Ray, no IO.
+
+A method searches the unit cube ``[0, 1]^d`` of a :class:`~hpcopt.space.Space` and always
+*minimises* a loss; the driver turns a maximised objective into a loss by negation and
+maps points to natural units. Its whole state is plain data (numbers, strings, lists,
+dicts and numpy arrays) returned by :meth:`Method.state_dict`, so that a method rebuilt
+from the same config and seed, then given that state, continues bit for bit.
+
+Drive one by hand::
+
+    method = build_method(config, space, seed=0)
+    while not method.done:
+        batch = method.ask()
+        losses = np.array([f(u) for u in batch.points])
+        method.tell(batch, losses)
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from hpcopt.space import Space
+
+Feasible = Callable[[np.ndarray], np.ndarray]
+"""Maps unit-cube points ``(n, d)`` to a boolean mask ``(n,)`` of those that may be evaluated."""
+
+
+@dataclass
+class Batch:
+    """Points to evaluate next: ``points`` of shape ``(n, d)`` in the unit cube.
+
+    ``gradient`` asks the problem for ``d loss / d u`` with every point. ``iteration`` is
+    the method's own counter (GD step, GA generation, GS sweep, BO batch) for the history.
+    """
+
+    points: np.ndarray
+    gradient: bool = False
+    iteration: int = 0
+
+    def __len__(self) -> int:
+        return len(self.points)
+
+
+class MethodConfig(BaseModel):
+    """Base of every method's config section. Subclasses set ``name`` to a Literal."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    method_class: ClassVar[str] = ""  # "module:Class"
+
+    name: str
+
+
+class Method(ABC):
+    """Ask/tell search over the unit cube. Subclasses keep all state in ``self.state``."""
+
+    def __init__(
+        self,
+        config: MethodConfig,
+        space: Space,
+        seed: int,
+        feasible: Feasible | None = None,
+        has_gradient: bool = False,
+    ) -> None:
+        self.config = config
+        self.space = space
+        self.seed = int(seed)
+        self.feasible = feasible or (lambda u: np.ones(len(u), dtype=bool))
+        self.has_gradient = has_gradient
+        self.state: dict[str, Any] = {}
+
+    @abstractmethod
+    def ask(self) -> Batch:
+        """The next batch. Only valid while ``not done``; never contains infeasible points."""
+
+    @abstractmethod
+    def tell(self, batch: Batch, losses: np.ndarray, gradients: np.ndarray | None = None) -> None:
+        """Losses ``(n,)`` of the batch just asked (NaN where the evaluation failed) and,
+        if the batch asked for them, gradients ``(n, d)`` of the loss in unit coordinates."""
+
+    @property
+    @abstractmethod
+    def done(self) -> bool:
+        """True when the method's budget is spent or it has nothing left to try."""
+
+    @property
+    def expected_evaluations(self) -> int | None:
+        """How many evaluations the whole run will take, when known in advance."""
+        return None
+
+    def state_dict(self) -> dict[str, Any]:
+        """The whole state as plain data (copied, safe to serialise)."""
+        return _copy_plain(self.state)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a state produced by :meth:`state_dict` of the same config and seed."""
+        self.state = _copy_plain(state)
+
+
+def _copy_plain(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _copy_plain(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_copy_plain(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return obj.copy()
+    return obj
+
+
+METHODS: dict[str, str] = {
+    "gd": "hpcopt.methods.gd",
+    "gs": "hpcopt.methods.gs",
+    "ga": "hpcopt.methods.ga",
+    "bo": "hpcopt.methods.bo",
+}
+
+
+def build_method(
+    config: MethodConfig,
+    space: Space,
+    seed: int,
+    feasible: Feasible | None = None,
+    has_gradient: bool = False,
+) -> Method:
+    """Instantiate the method a config section names."""
+    import importlib
+
+    module, _, cls = config.method_class.partition(":")
+    return getattr(importlib.import_module(module), cls)(
+        config, space, seed, feasible=feasible, has_gradient=has_gradient
+    )

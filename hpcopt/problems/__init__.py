@@ -1,0 +1,1 @@
+"""Problems: the physics (or test function) being optimised."""

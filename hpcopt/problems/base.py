@@ -1,0 +1,134 @@
+"""The Problem interface: what a simulation must offer to be optimised.
+
+A problem is split in two so that the driver never pays for the physics:
+
+- a :class:`ProblemConfig` (pydantic, cheap) is what the campaign config holds. It knows
+  the parameter space, the direction, the constraints, and how to build the problem;
+- a :class:`Problem` is built from it once per worker (``setup`` loads a scene or reads
+  data) and evaluates batches of points, in natural units.
+
+Neither knows about Ray, Slurm or HDF5.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from hpcopt.space import Space
+
+Direction = Literal["minimize", "maximize"]
+
+
+@dataclass
+class Evaluation:
+    """The outcome of evaluating one point.
+
+    ``value`` is the objective in the problem's own units and direction (NaN when the
+    evaluation failed, with ``error`` saying why). ``gradient`` is ``d value / d x`` in
+    natural units, shape ``(d,)``, when it was asked for and the problem has one.
+    ``extras`` are named scalars or fixed-shape arrays recorded beside the value.
+    ``wall_time_s`` and ``worker`` are filled in by whoever ran it.
+    """
+
+    value: float
+    extras: dict[str, Any] = field(default_factory=dict)
+    gradient: np.ndarray | None = None
+    error: str = ""
+    wall_time_s: float = 0.0
+    worker: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.error
+
+    @classmethod
+    def failed(cls, error: str, wall_time_s: float = 0.0, worker: str = "") -> Evaluation:
+        return cls(value=float("nan"), error=error, wall_time_s=wall_time_s, worker=worker)
+
+
+def describe_exception(exc: BaseException) -> str:
+    """A one-paragraph error text for the store: type, message and the innermost frame."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
+    return f"{type(exc).__name__}: {exc}{where}"
+
+
+class Problem(ABC):
+    """A simulation to optimise. Built on a worker from its config; ``setup`` runs once."""
+
+    def __init__(self, config: ProblemConfig) -> None:
+        self.config = config
+        self.space = config.space()
+
+    def setup(self) -> None:  # noqa: B027 - an optional hook, empty by default
+        """Expensive once-per-worker preparation (load a scene, read data)."""
+
+    @abstractmethod
+    def evaluate(self, x: np.ndarray, gradient: bool = False) -> Evaluation:
+        """Evaluate one point ``x`` (natural units, shape ``(d,)``)."""
+
+    def evaluate_batch(self, points: np.ndarray, gradient: bool = False) -> list[Evaluation]:
+        """Evaluate ``points`` of shape ``(n, d)``, in order.
+
+        A failing point becomes a failed :class:`Evaluation` and the others go on.
+        Problems that can vectorise a batch override this.
+        """
+        out = []
+        for x in np.atleast_2d(points):
+            start = time.perf_counter()
+            try:
+                ev = self.evaluate(np.asarray(x, dtype=float), gradient=gradient)
+            except Exception as exc:
+                ev = Evaluation.failed(describe_exception(exc))
+            ev.wall_time_s = time.perf_counter() - start
+            out.append(ev)
+        return out
+
+
+class ProblemConfig(BaseModel, ABC):
+    """Base of every problem's config section. Subclasses set ``name`` to a Literal."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    problem_class: ClassVar[str] = ""  # "module:Class", imported only when built
+
+    name: str
+
+    @abstractmethod
+    def space(self) -> Space:
+        """The parameter space, in natural units."""
+
+    @property
+    def label(self) -> str:
+        """A short description for tables (``analytic (branin, 2-D)``)."""
+        return self.name
+
+    @property
+    def direction(self) -> Direction:
+        return "minimize"
+
+    @property
+    def has_gradient(self) -> bool:
+        """Whether the built problem returns exact gradients when asked."""
+        return False
+
+    def feasible(self, points: np.ndarray) -> np.ndarray:
+        """Boolean mask, shape ``(n,)``: which natural-unit points satisfy the constraints.
+
+        Computed on the driver, before any evaluation: violators are never evaluated.
+        """
+        return np.ones(len(np.atleast_2d(points)), dtype=bool)
+
+    def build(self) -> Problem:
+        """Construct the problem (not yet set up); heavy imports happen here only."""
+        import importlib
+
+        module, _, cls = self.problem_class.partition(":")
+        return getattr(importlib.import_module(module), cls)(self)

@@ -1,0 +1,89 @@
+"""Problems from the user's own code: ``problem: {name: custom, target: "pkg.mod:MyProblem"}``.
+
+``target`` is a :class:`~hpcopt.problems.base.Problem` subclass, importable wherever the
+campaign runs; it receives this config (``config.options`` holds its own settings).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from hpcopt.constraints import Constraint, all_satisfied, check_names
+from hpcopt.problems.base import Direction, Problem, ProblemConfig
+from hpcopt.space import Param, Space
+
+
+class ParamSpec(BaseModel):
+    """One parameter: ``{name: x, low: 0.0, high: 1.0, log: false}``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    low: float
+    high: float
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _bounds(self) -> ParamSpec:
+        if not self.low < self.high:
+            raise ValueError(f"{self.name}: low ({self.low}) must be < high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError(f"{self.name}: log scale needs low > 0, got {self.low}")
+        return self
+
+
+class CustomConfig(ProblemConfig):
+    """A user-defined problem class with a space declared in the config."""
+
+    name: Literal["custom"]
+    target: str
+    parameters: list[ParamSpec] = Field(min_length=1)
+    objective_direction: Direction = "minimize"
+    gradient: bool = False
+    constraints: list[Constraint] = Field(default_factory=list)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("target")
+    @classmethod
+    def _importable(cls, target: str) -> str:
+        _resolve(target)
+        return target
+
+    @model_validator(mode="after")
+    def _names(self) -> CustomConfig:
+        check_names(self.constraints, self.space())
+        return self
+
+    def space(self) -> Space:
+        return Space(Param(p.name, p.low, p.high, p.log) for p in self.parameters)
+
+    @property
+    def direction(self) -> Direction:
+        return self.objective_direction
+
+    @property
+    def has_gradient(self) -> bool:
+        return self.gradient
+
+    def feasible(self, points: np.ndarray) -> np.ndarray:
+        return all_satisfied(self.constraints, self.space(), points)
+
+    def build(self) -> Problem:
+        return _resolve(self.target)(self)
+
+
+def _resolve(target: str) -> type[Problem]:
+    module, sep, attr = target.partition(":")
+    if not sep or not module or not attr:
+        raise ValueError(f"target must look like 'package.module:ProblemClass', got {target!r}")
+    try:
+        obj = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"cannot import {target!r}: {exc}") from None
+    if not (isinstance(obj, type) and issubclass(obj, Problem)):
+        raise ValueError(f"{target!r} is not a subclass of hpcopt.problems.base.Problem")
+    return obj
