@@ -1,0 +1,515 @@
+"""The HDF5 campaign store: every evaluation, the method's checkpoint, status and summary.
+
+Layout of a campaign folder (see the README for every dataset)::
+
+    campaign.h5                 config as written and as validated, version, creation time
+    trials/<trial>.h5           consolidated history, latest checkpoint, status
+    trials/<trial>.journal/     segments appended since the last consolidation:
+        00000042.h5             one batch: its evaluations + the method state after it
+    summary.csv, summary.json   best result per trial (rewritten when trials finish)
+
+Crash safety comes from never modifying a file in place: every file is written under a
+temporary name, flushed and fsync'ed, then atomically renamed. A checkpoint is one
+segment: the batch's evaluations and the method state written together, so a ``kill -9``
+at any instant leaves either the old or the new segment, never half of one. Every
+``consolidate_every`` segments they are folded into ``trials/<trial>.h5`` (written the
+same way), which records the last segment it holds; readers skip segments at or below it,
+so a crash between the rename and the deletion of the folded segments is harmless.
+Readers never see a file that is open for writing, so a live dashboard on another node of
+a shared filesystem can read while the campaign writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import os
+import re
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from hpcopt import __version__, plain
+from hpcopt.problems.base import Evaluation
+
+STATUS_OK, STATUS_FAILED = 0, 1
+STATUS_NAMES = {STATUS_OK: "ok", STATUS_FAILED: "failed"}
+_SEGMENT = re.compile(r"^(\d{8})\.h5$")
+_STR = h5py.string_dtype()
+# Some NFS/Lustre mounts refuse HDF5's file locks; our atomic renames make them unneeded.
+os.environ.setdefault("HDF5_USE_FILE_LOCKING", "FALSE")
+
+
+class StoreError(RuntimeError):
+    """The campaign folder is missing, not a campaign, or cannot be written."""
+
+
+@dataclass
+class History:
+    """Every evaluation of a trial, in the order they were made. Row ``i`` of each array is
+    evaluation ``i``; ``x`` and ``gradient`` have shape ``(n, d)``."""
+
+    x: np.ndarray
+    value: np.ndarray
+    status: np.ndarray
+    error: np.ndarray
+    iteration: np.ndarray
+    batch: np.ndarray
+    wall_time_s: np.ndarray
+    finished_at: np.ndarray
+    worker: np.ndarray
+    gradient: np.ndarray | None = None
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.value)
+
+    @classmethod
+    def empty(cls, dim: int) -> History:
+        return cls(
+            x=np.empty((0, dim)),
+            value=np.empty(0),
+            status=np.empty(0, np.uint8),
+            error=np.empty(0, object),
+            iteration=np.empty(0, np.int64),
+            batch=np.empty(0, np.int64),
+            wall_time_s=np.empty(0),
+            finished_at=np.empty(0),
+            worker=np.empty(0, object),
+        )
+
+    @classmethod
+    def from_evaluations(
+        cls, x: np.ndarray, evaluations: list[Evaluation], iteration: int, batch: int
+    ) -> History:
+        """One batch's rows. Extras missing from a (failed) evaluation are NaN."""
+        n = len(evaluations)
+        now = time.time()
+        names = sorted({k for ev in evaluations for k in ev.extras})
+        extras = {}
+        for name in names:
+            shape = next(np.shape(ev.extras[name]) for ev in evaluations if name in ev.extras)
+            col = np.full((n, *shape), np.nan)
+            for i, ev in enumerate(evaluations):
+                if name in ev.extras:
+                    col[i] = ev.extras[name]
+            extras[name] = col
+        grads = [ev.gradient for ev in evaluations]
+        gradient = None
+        if any(g is not None for g in grads):
+            gradient = np.array(
+                [np.full(x.shape[1], np.nan) if g is None else np.asarray(g, float) for g in grads]
+            )
+        return cls(
+            x=np.asarray(x, dtype=float).reshape(n, -1),
+            value=np.array([ev.value for ev in evaluations], dtype=float),
+            status=np.array(
+                [STATUS_OK if ev.ok else STATUS_FAILED for ev in evaluations], np.uint8
+            ),
+            error=np.array([ev.error for ev in evaluations], dtype=object),
+            iteration=np.full(n, iteration, np.int64),
+            batch=np.full(n, batch, np.int64),
+            wall_time_s=np.array([ev.wall_time_s for ev in evaluations], dtype=float),
+            finished_at=np.full(n, now),
+            worker=np.array([ev.worker for ev in evaluations], dtype=object),
+            gradient=gradient,
+            extras=extras,
+        )
+
+    @classmethod
+    def concat(cls, parts: list[History], dim: int) -> History:
+        """Rows of all ``parts`` in order; a column missing from a part is NaN there."""
+        parts = [p for p in parts if len(p)]
+        if not parts:
+            return cls.empty(dim)
+        if len(parts) == 1:
+            return parts[0]
+
+        def cat(name: str) -> np.ndarray:
+            return np.concatenate([getattr(p, name) for p in parts])
+
+        gradient = None
+        if any(p.gradient is not None for p in parts):
+            gradient = np.concatenate(
+                [
+                    p.gradient if p.gradient is not None else np.full((len(p), dim), np.nan)
+                    for p in parts
+                ]
+            )
+        extras = {}
+        for name in sorted({k for p in parts for k in p.extras}):
+            shape = next(p.extras[name].shape[1:] for p in parts if name in p.extras)
+            extras[name] = np.concatenate(
+                [p.extras.get(name, np.full((len(p), *shape), np.nan)) for p in parts]
+            )
+        return cls(
+            x=cat("x"),
+            value=cat("value"),
+            status=cat("status"),
+            error=cat("error"),
+            iteration=cat("iteration"),
+            batch=cat("batch"),
+            wall_time_s=cat("wall_time_s"),
+            finished_at=cat("finished_at"),
+            worker=cat("worker"),
+            gradient=gradient,
+            extras=extras,
+        )
+
+    def write(self, group: h5py.Group) -> None:
+        for name in ("x", "value", "status", "iteration", "batch", "wall_time_s", "finished_at"):
+            group.create_dataset(name, data=getattr(self, name))
+        group.create_dataset("error", data=self.error.astype(object), dtype=_STR)
+        group.create_dataset("worker", data=self.worker.astype(object), dtype=_STR)
+        if self.gradient is not None:
+            group.create_dataset("gradient", data=self.gradient)
+        extras = group.create_group("extras")
+        for name, col in self.extras.items():
+            extras.create_dataset(name, data=col)
+
+    @classmethod
+    def read(cls, group: h5py.Group) -> History:
+        def strings(name: str) -> np.ndarray:
+            return np.array(group[name].asstr()[()], dtype=object).reshape(-1)
+
+        return cls(
+            x=group["x"][()],
+            value=group["value"][()],
+            status=group["status"][()],
+            error=strings("error"),
+            iteration=group["iteration"][()],
+            batch=group["batch"][()],
+            wall_time_s=group["wall_time_s"][()],
+            finished_at=group["finished_at"][()],
+            worker=strings("worker"),
+            gradient=group["gradient"][()] if "gradient" in group else None,
+            extras={k: v[()] for k, v in group["extras"].items()},
+        )
+
+
+@dataclass
+class TrialRecord:
+    """What the store holds for one trial: status, history and the latest checkpoint."""
+
+    name: str
+    status: str  # pending | running | completed | failed
+    history: History
+    method_state: dict[str, Any] | None
+    meta: dict[str, Any]
+    error: str = ""
+    batches: int = 0  # number of checkpointed batches
+
+    def best_index(self) -> int | None:
+        """Row of the best successful evaluation, by the trial's direction."""
+        ok = np.flatnonzero(self.history.status == STATUS_OK)
+        if not len(ok):
+            return None
+        values = self.history.value[ok]
+        pick = np.argmax(values) if self.meta.get("direction") == "maximize" else np.argmin(values)
+        return int(ok[pick])
+
+
+def _atomic_h5(path: Path, fill) -> None:
+    """Write an HDF5 file by ``fill(h5file)`` under a temporary name, fsync, rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        with h5py.File(tmp, "w", locking=False) as f:
+            fill(f)
+        _fsync(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _fsync(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _read_h5(path: Path):
+    return h5py.File(path, "r", locking=False)
+
+
+class CampaignStore:
+    """A campaign folder. Create it once with :meth:`create`; open it with :meth:`open`."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    @property
+    def campaign_file(self) -> Path:
+        return self.root / "campaign.h5"
+
+    @classmethod
+    def create(
+        cls, root: str | Path, name: str, document: dict[str, Any], trials: list[dict]
+    ) -> CampaignStore:
+        """Make a new campaign folder holding the config (``StoreError`` if one exists)."""
+        store = cls(Path(root))
+        if store.campaign_file.exists():
+            raise StoreError(
+                f"{store.root} already holds a campaign; continue it with "
+                f"'hpcopt resume {store.root}', or choose another output_dir"
+            )
+        try:
+            (store.root / "trials").mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create {store.root}: {exc.strerror}") from exc
+
+        def fill(f: h5py.File) -> None:
+            f.attrs["name"] = name
+            f.attrs["hpcopt_version"] = __version__
+            f.attrs["created_at"] = time.time()
+            f.attrs["format"] = "hpcopt-campaign-1"
+            f.create_dataset("config/document", data=json.dumps(document), dtype=_STR)
+            f.create_dataset("config/trials", data=json.dumps(trials), dtype=_STR)
+            f.create_dataset("config/trial_names", data=[t["name"] for t in trials], dtype=_STR)
+
+        _atomic_h5(store.campaign_file, fill)
+        return store
+
+    @classmethod
+    def open(cls, root: str | Path) -> CampaignStore:
+        """Open an existing campaign folder (``StoreError`` saying what is missing)."""
+        store = cls(Path(root))
+        if not store.root.is_dir():
+            raise StoreError(f"{store.root} does not exist")
+        if not store.campaign_file.is_file():
+            raise StoreError(f"{store.root} is not a campaign folder (no campaign.h5)")
+        return store
+
+    def document(self) -> dict[str, Any]:
+        """The campaign config as the user wrote it (before expansion)."""
+        with _read_h5(self.campaign_file) as f:
+            return json.loads(f["config/document"].asstr()[()])
+
+    def attrs(self) -> dict[str, Any]:
+        with _read_h5(self.campaign_file) as f:
+            return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()}
+
+    def stored_trials(self) -> list[dict[str, Any]]:
+        """The expanded, validated trial configs as written at creation."""
+        with _read_h5(self.campaign_file) as f:
+            return json.loads(f["config/trials"].asstr()[()])
+
+    def trial_names(self) -> list[str]:
+        with _read_h5(self.campaign_file) as f:
+            return list(f["config/trial_names"].asstr()[()])
+
+    def trial_path(self, name: str) -> Path:
+        return self.root / "trials" / f"{name}.h5"
+
+    def journal_path(self, name: str) -> Path:
+        return self.root / "trials" / f"{name}.journal"
+
+    def writer(self, name: str, meta: dict[str, Any], consolidate_every: int = 64) -> TrialWriter:
+        """A writer for trial ``name``, positioned after whatever it already holds."""
+        return TrialWriter(self, name, meta, consolidate_every)
+
+    def read_trial(self, name: str, attempts: int = 5) -> TrialRecord:
+        """Everything checkpointed for ``name`` (status ``pending`` if nothing yet).
+
+        Safe while a writer runs: if a consolidation removes segments under our feet, the
+        read starts again.
+        """
+        for attempt in range(attempts - 1):
+            try:
+                return self._read_trial(name)
+            except FileNotFoundError:
+                time.sleep(0.01 * (attempt + 1))
+        return self._read_trial(name)
+
+    def _read_trial(self, name: str) -> TrialRecord:
+        base_meta: dict[str, Any] = {}
+        parts: list[History] = []
+        state_json = None
+        status, error, last_seq = "pending", "", 0
+        path = self.trial_path(name)
+        if path.exists():
+            with _read_h5(path) as f:
+                base_meta = json.loads(f.attrs["meta"])
+                parts.append(History.read(f["history"]))
+                status, error = str(f.attrs["status"]), str(f.attrs["error"])
+                last_seq = int(f.attrs["last_seq"])
+                if "checkpoint/method_state" in f:
+                    state_json = f["checkpoint/method_state"].asstr()[()]
+        for seq, seg in self._segments(name, after=last_seq):
+            with _read_h5(seg) as f:
+                base_meta = base_meta or json.loads(f.attrs["meta"])
+                parts.append(History.read(f["history"]))
+                status, error = str(f.attrs["status"]), str(f.attrs["error"])
+                if "checkpoint/method_state" in f:
+                    state_json = f["checkpoint/method_state"].asstr()[()]
+            last_seq = seq
+        dim = len(base_meta.get("parameters", [])) or (parts[0].x.shape[1] if parts else 0)
+        return TrialRecord(
+            name=name,
+            status=status,
+            history=History.concat(parts, dim),
+            method_state=plain.loads(state_json) if state_json else None,
+            meta=base_meta,
+            error=error,
+            batches=last_seq,
+        )
+
+    def _segments(self, name: str, after: int) -> Iterator[tuple[int, Path]]:
+        journal = self.journal_path(name)
+        if not journal.is_dir():
+            return
+        found = []
+        for entry in os.scandir(journal):
+            m = _SEGMENT.match(entry.name)
+            if m and int(m.group(1)) > after:
+                found.append((int(m.group(1)), Path(entry.path)))
+        yield from sorted(found)
+
+    def summary(self) -> list[dict[str, Any]]:
+        """One row per trial: status, evaluations, failures, best value and point."""
+        rows = []
+        for name in self.trial_names():
+            rec = self.read_trial(name)
+            h = rec.history
+            best = rec.best_index()
+            row: dict[str, Any] = {
+                "trial": name,
+                "method": rec.meta.get("method", ""),
+                "problem": rec.meta.get("problem", ""),
+                "seed": rec.meta.get("seed", ""),
+                "status": rec.status,
+                "evaluations": len(h),
+                "failed": int(np.sum(h.status == STATUS_FAILED)),
+                "best_value": float(h.value[best]) if best is not None else None,
+                "best_evaluation": best,
+                "wall_time_s": float(h.wall_time_s.sum()),
+                "error": rec.error,
+            }
+            for pname, v in zip(
+                rec.meta.get("parameters", []), h.x[best] if best is not None else []
+            ):
+                row[f"best.{pname}"] = float(v)
+            rows.append(row)
+        return rows
+
+    def export_summary(self) -> list[dict[str, Any]]:
+        """Write ``summary.json`` and ``summary.csv`` (atomically) and return the rows."""
+        rows = self.summary()
+        _atomic_text(self.root / "summary.json", json.dumps(rows, indent=2) + "\n")
+        columns: list[str] = []
+        for row in rows:
+            columns += [k for k in row if k not in columns]
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+        _atomic_text(self.root / "summary.csv", buf.getvalue())
+        return rows
+
+
+class TrialWriter:
+    """Appends checkpoints (one batch of evaluations + the method state) to a trial."""
+
+    def __init__(
+        self, store: CampaignStore, name: str, meta: dict[str, Any], consolidate_every: int
+    ) -> None:
+        self.store = store
+        self.name = name
+        self.meta = meta
+        self.consolidate_every = max(1, consolidate_every)
+        rec = store.read_trial(name)
+        self.seq = rec.batches
+        self.status = rec.status
+        self._consolidated_seq = self._read_consolidated_seq()
+        self._meta_json = json.dumps(meta)
+
+    def _read_consolidated_seq(self) -> int:
+        path = self.store.trial_path(self.name)
+        if not path.exists():
+            return 0
+        with _read_h5(path) as f:
+            return int(f.attrs["last_seq"])
+
+    def checkpoint(
+        self,
+        rows: History,
+        method_state: dict[str, Any] | None,
+        status: str = "running",
+        error: str = "",
+    ) -> None:
+        """Durably record ``rows`` and the method state after them, as one segment."""
+        seq = self.seq + 1
+        state_json = plain.dumps(method_state) if method_state is not None else None
+
+        def fill(f: h5py.File) -> None:
+            f.attrs["seq"] = seq
+            f.attrs["status"] = status
+            f.attrs["error"] = error
+            f.attrs["meta"] = self._meta_json
+            f.attrs["written_at"] = time.time()
+            rows.write(f.create_group("history"))
+            if state_json is not None:
+                f.create_dataset("checkpoint/method_state", data=state_json, dtype=_STR)
+
+        path = self.store.journal_path(self.name) / f"{seq:08d}.h5"
+        _atomic_h5(path, fill)
+        self.seq = seq
+        self.status = status
+        if seq - self._consolidated_seq >= self.consolidate_every:
+            self.consolidate()
+
+    def consolidate(self) -> None:
+        """Fold the journal into ``trials/<name>.h5`` and delete the folded segments."""
+        if self.seq == self._consolidated_seq and self.store.trial_path(self.name).exists():
+            return
+        rec = self.store.read_trial(self.name)
+        state_json = plain.dumps(rec.method_state) if rec.method_state is not None else None
+
+        def fill(f: h5py.File) -> None:
+            f.attrs["last_seq"] = rec.batches
+            f.attrs["status"] = rec.status
+            f.attrs["error"] = rec.error
+            f.attrs["meta"] = self._meta_json
+            f.attrs["written_at"] = time.time()
+            rec.history.write(f.create_group("history"))
+            if state_json is not None:
+                f.create_dataset("checkpoint/method_state", data=state_json, dtype=_STR)
+            best = rec.best_index()
+            if best is not None:
+                f.attrs["best_evaluation"] = best
+                f.attrs["best_value"] = rec.history.value[best]
+
+        _atomic_h5(self.store.trial_path(self.name), fill)
+        self._consolidated_seq = rec.batches
+        for _, seg in self.store._segments(self.name, after=-1):
+            if int(seg.stem) <= rec.batches:
+                seg.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            self.store.journal_path(self.name).rmdir()
