@@ -88,11 +88,11 @@ class Space:
         return np.asarray(grad_x, dtype=float) * dx_du
 
     def indices(self, names: Iterable[str]) -> list[int]:
-        """Column indices of the named parameters (``KeyError`` naming the unknown one)."""
+        """Column indices of the named parameters (``ValueError`` naming the unknown one)."""
         out = []
         for name in names:
             if name not in self.names:
-                raise KeyError(f"unknown parameter {name!r}; the space has {list(self.names)}")
+                raise ValueError(f"unknown parameter {name!r}; the space has {list(self.names)}")
             out.append(self.names.index(name))
         return out
 
@@ -102,15 +102,15 @@ class Space:
 
     def per_param(self, value: float | Mapping[str, float], what: str) -> np.ndarray:
         """Expand a scalar or a ``{name: value}`` mapping (others get the default under key
-        ``"default"`` or fail) into one value per parameter, for learning rates, sigmas..."""
+        ``"default"`` or ``ValueError``) into one value per parameter: learning rates, sigmas."""
         if not isinstance(value, Mapping):
             return np.full(self.dim, float(value))
         unknown = set(value) - set(self.names) - {"default"}
         if unknown:
-            raise KeyError(
+            raise ValueError(
                 f"{what}: unknown parameter(s) {sorted(unknown)}; the space has {list(self.names)}"
             )
         if "default" not in value and set(value) != set(self.names):
             missing = sorted(set(self.names) - set(value))
-            raise KeyError(f"{what}: no value for {missing} and no 'default'")
+            raise ValueError(f"{what}: no value for {missing} and no 'default'")
         return np.array([float(value.get(n, value.get("default", np.nan))) for n in self.names])

@@ -63,5 +63,5 @@ def test_per_param_expands_mapping_with_default():
 
 
 def test_per_param_names_unknown_parameter():
-    with pytest.raises(KeyError, match=r"lr: unknown parameter\(s\) \['b'\]"):
+    with pytest.raises(ValueError, match=r"lr: unknown parameter\(s\) \['b'\]"):
         make_space().per_param({"b": 1.0}, "lr")

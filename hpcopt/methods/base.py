@@ -71,13 +71,23 @@ class Method(ABC):
         self.config = config
         self.space = space
         self.seed = int(seed)
-        self.feasible = feasible or (lambda u: np.ones(len(u), dtype=bool))
+        self._feasible = feasible
         self.has_gradient = has_gradient
         self.state: dict[str, Any] = {}
 
+    def feasible(self, u: np.ndarray) -> np.ndarray:
+        """Mask ``(n,)`` of the unit-cube points ``u`` ``(n, d)`` that may be evaluated."""
+        if self._feasible is None or not len(u):
+            return np.ones(len(u), dtype=bool)
+        return np.asarray(self._feasible(u), dtype=bool)
+
     @abstractmethod
     def ask(self) -> Batch:
-        """The next batch. Only valid while ``not done``; never contains infeasible points."""
+        """The next batch. Only valid while ``not done``; never contains infeasible points.
+
+        Asking again before ``tell`` gives the same batch, so a checkpoint taken between
+        ``ask`` and ``tell`` resumes exactly.
+        """
 
     @abstractmethod
     def tell(self, batch: Batch, losses: np.ndarray, gradients: np.ndarray | None = None) -> None:
