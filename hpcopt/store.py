@@ -72,6 +72,14 @@ class History:
     def __len__(self) -> int:
         return len(self.value)
 
+    def best(self, direction: str) -> int | None:
+        """Row of the best successful evaluation (first of equals), or None."""
+        ok = np.flatnonzero(self.status == STATUS_OK)
+        if not len(ok):
+            return None
+        values = self.value[ok]
+        return int(ok[np.argmax(values) if direction == "maximize" else np.argmin(values)])
+
     @classmethod
     def empty(cls, dim: int) -> History:
         return cls(
@@ -175,6 +183,39 @@ class History:
         for name, col in self.extras.items():
             extras.create_dataset(name, data=col)
 
+    _COLUMNS = ("value", "status", "iteration", "batch", "wall_time_s", "finished_at")
+
+    def to_records(self) -> tuple[np.ndarray, dict[str, list[str]]]:
+        """The rows as one compound array (numbers) and their strings, for a segment:
+        one dataset is much cheaper to create than a dataset per column."""
+        d = self.x.shape[1]
+        fields = [("x", "f8", (d,))] + [(c, getattr(self, c).dtype) for c in self._COLUMNS]
+        if self.gradient is not None:
+            fields.append(("gradient", "f8", (d,)))
+        fields += [(f"extras/{k}", "f8", v.shape[1:]) for k, v in self.extras.items()]
+        records = np.empty(len(self), dtype=fields)
+        records["x"] = self.x
+        for c in self._COLUMNS:
+            records[c] = getattr(self, c)
+        if self.gradient is not None:
+            records["gradient"] = self.gradient
+        for k, v in self.extras.items():
+            records[f"extras/{k}"] = v
+        return records, {"row_errors": list(self.error), "row_workers": list(self.worker)}
+
+    @classmethod
+    def from_records(cls, records: np.ndarray, strings: dict[str, list[str]]) -> History:
+        """Inverse of :meth:`to_records`."""
+        names = records.dtype.names
+        return cls(
+            x=records["x"].copy(),
+            **{c: records[c].copy() for c in cls._COLUMNS},
+            error=np.array(strings["row_errors"], dtype=object).reshape(-1),
+            worker=np.array(strings["row_workers"], dtype=object).reshape(-1),
+            gradient=records["gradient"].copy() if "gradient" in names else None,
+            extras={n[7:]: records[n].copy() for n in names if n.startswith("extras/")},
+        )
+
     @classmethod
     def read(cls, group: h5py.Group) -> History:
         def strings(name: str) -> np.ndarray:
@@ -209,12 +250,7 @@ class TrialRecord:
 
     def best_index(self) -> int | None:
         """Row of the best successful evaluation, by the trial's direction."""
-        ok = np.flatnonzero(self.history.status == STATUS_OK)
-        if not len(ok):
-            return None
-        values = self.history.value[ok]
-        pick = np.argmax(values) if self.meta.get("direction") == "maximize" else np.argmin(values)
-        return int(ok[pick])
+        return self.history.best(self.meta.get("direction", "minimize"))
 
 
 def _atomic_h5(path: Path, fill) -> None:
@@ -364,11 +400,12 @@ class CampaignStore:
                     state_json = f["checkpoint/method_state"].asstr()[()]
         for seq, seg in self._segments(name, after=last_seq):
             with _read_h5(seg) as f:
-                base_meta = base_meta or json.loads(f.attrs["meta"])
-                parts.append(History.read(f["history"]))
-                status, error = str(f.attrs["status"]), str(f.attrs["error"])
-                if "checkpoint/method_state" in f:
-                    state_json = f["checkpoint/method_state"].asstr()[()]
+                header = json.loads(f.attrs["header"])
+                base_meta = base_meta or header["meta"]
+                parts.append(History.from_records(f["rows"][()], header))
+                status, error = header["status"], header["error"]
+                if "method_state" in f:
+                    state_json = f["method_state"].asstr()[()]
             last_seq = seq
         dim = len(base_meta.get("parameters", [])) or (parts[0].x.shape[1] if parts else 0)
         return TrialRecord(
@@ -435,7 +472,11 @@ class CampaignStore:
 
 
 class TrialWriter:
-    """Appends checkpoints (one batch of evaluations + the method state) to a trial."""
+    """Appends checkpoints (one batch of evaluations + the method state) to a trial.
+
+    The writer is the trial's only writer, so it keeps what the trial holds in memory and
+    consolidation writes it out without reading the journal back.
+    """
 
     def __init__(
         self, store: CampaignStore, name: str, meta: dict[str, Any], consolidate_every: int
@@ -444,11 +485,13 @@ class TrialWriter:
         self.name = name
         self.meta = meta
         self.consolidate_every = max(1, consolidate_every)
+        self._meta_json = json.dumps(meta)
         rec = store.read_trial(name)
         self.seq = rec.batches
-        self.status = rec.status
+        self.status, self._error = rec.status, rec.error
+        self._state_json = plain.dumps(rec.method_state) if rec.method_state is not None else None
+        self._parts = [rec.history]
         self._consolidated_seq = self._read_consolidated_seq()
-        self._meta_json = json.dumps(meta)
 
     def _read_consolidated_seq(self) -> int:
         path = self.store.trial_path(self.name)
@@ -464,52 +507,58 @@ class TrialWriter:
         status: str = "running",
         error: str = "",
     ) -> None:
-        """Durably record ``rows`` and the method state after them, as one segment."""
+        """Durably record ``rows`` and the method state after them, as one segment.
+
+        ``method_state=None`` keeps the previous checkpoint's state (a status change).
+        """
         seq = self.seq + 1
         state_json = plain.dumps(method_state) if method_state is not None else None
+        records, strings = rows.to_records()
+        header = {"seq": seq, "status": status, "error": error, "meta": self.meta}
+        header.update(strings, written_at=time.time())
 
         def fill(f: h5py.File) -> None:
-            f.attrs["seq"] = seq
-            f.attrs["status"] = status
-            f.attrs["error"] = error
-            f.attrs["meta"] = self._meta_json
-            f.attrs["written_at"] = time.time()
-            rows.write(f.create_group("history"))
+            f.attrs["header"] = json.dumps(header)
+            f.create_dataset("rows", data=records)
             if state_json is not None:
-                f.create_dataset("checkpoint/method_state", data=state_json, dtype=_STR)
+                f.create_dataset("method_state", data=state_json, dtype=_STR)
 
         path = self.store.journal_path(self.name) / f"{seq:08d}.h5"
         _atomic_h5(path, fill)
-        self.seq = seq
-        self.status = status
+        self.seq, self.status, self._error = seq, status, error
+        self._state_json = state_json or self._state_json
+        self._parts.append(rows)
         if seq - self._consolidated_seq >= self.consolidate_every:
             self.consolidate()
 
     def consolidate(self) -> None:
-        """Fold the journal into ``trials/<name>.h5`` and delete the folded segments."""
-        if self.seq == self._consolidated_seq and self.store.trial_path(self.name).exists():
+        """Fold the journal into ``trials/<name>.h5`` (one dataset per column, as the README
+        documents) and delete the folded segments."""
+        path = self.store.trial_path(self.name)
+        if self.seq == self._consolidated_seq and path.exists():
             return
-        rec = self.store.read_trial(self.name)
-        state_json = plain.dumps(rec.method_state) if rec.method_state is not None else None
+        history = History.concat(self._parts, len(self.meta.get("parameters", [])))
+        seq, best = self.seq, history.best(self.meta.get("direction", "minimize"))
 
         def fill(f: h5py.File) -> None:
-            f.attrs["last_seq"] = rec.batches
-            f.attrs["status"] = rec.status
-            f.attrs["error"] = rec.error
+            f.attrs["last_seq"] = seq
+            f.attrs["status"] = self.status
+            f.attrs["error"] = self._error
             f.attrs["meta"] = self._meta_json
             f.attrs["written_at"] = time.time()
-            rec.history.write(f.create_group("history"))
-            if state_json is not None:
-                f.create_dataset("checkpoint/method_state", data=state_json, dtype=_STR)
-            best = rec.best_index()
+            history.write(f.create_group("history"))
+            if self._state_json is not None:
+                f.create_dataset("checkpoint/method_state", data=self._state_json, dtype=_STR)
             if best is not None:
                 f.attrs["best_evaluation"] = best
-                f.attrs["best_value"] = rec.history.value[best]
+                f.attrs["best_value"] = history.value[best]
 
-        _atomic_h5(self.store.trial_path(self.name), fill)
-        self._consolidated_seq = rec.batches
+        _atomic_h5(path, fill)
+        self._parts = [history]
+        self._consolidated_seq = seq
         for _, seg in self.store._segments(self.name, after=-1):
-            if int(seg.stem) <= rec.batches:
+            if int(seg.stem) <= seq:
                 seg.unlink(missing_ok=True)
-        with contextlib.suppress(OSError):
-            self.store.journal_path(self.name).rmdir()
+        if self.status != "running":
+            with contextlib.suppress(OSError):
+                self.store.journal_path(self.name).rmdir()
