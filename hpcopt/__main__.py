@@ -1,0 +1,7 @@
+"""``python -m hpcopt`` is the ``hpcopt`` command."""
+
+import sys
+
+from hpcopt.cli import main
+
+sys.exit(main())

@@ -1,0 +1,297 @@
+"""The driver: run a campaign's trials through an engine, checkpointing after every batch.
+
+For each trial the loop is::
+
+    method = build_method(...)   # then load the trial's last checkpoint, if any
+    while not method.done:
+        batch = method.ask()                       # unit-cube points
+        evaluations = engine.map(problem, x)       # natural units, in order
+        method.tell(batch, losses, gradients)      # losses: minimised, NaN if failed
+        writer.checkpoint(rows, method.state_dict())
+
+Trials run one after another, in config order: the serial engine has one worker, and a
+trial's batches already fill a pool of workers. A trial that raises is recorded as
+failed and the campaign goes on; the run's exit status says whether any failed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, TextIO
+
+import numpy as np
+
+from hpcopt import config as cfg
+from hpcopt.engine.base import Engine
+from hpcopt.engine.local import LocalEngine
+from hpcopt.methods.base import build_method
+from hpcopt.problems.base import Evaluation, describe_exception
+from hpcopt.space import Space
+from hpcopt.store import CampaignStore, History, StoreError, TrialWriter
+
+
+@dataclass
+class TrialOutcome:
+    """How a trial ended: ``completed``, ``failed`` (with ``error``) or ``skipped``."""
+
+    name: str
+    status: str
+    evaluations: int
+    best_value: float | None
+    error: str = ""
+
+
+class Reporter(Protocol):
+    """Receives progress from the driver (the CLI prints it; tests may record it)."""
+
+    def trial_started(self, trial: str, done: int, expected: int | None) -> None: ...
+
+    def batch_done(
+        self, trial: str, done: int, expected: int | None, best: float | None
+    ) -> None: ...
+
+    def trial_finished(self, outcome: TrialOutcome) -> None: ...
+
+
+class LineReporter:
+    """Plain progress lines, at most one per ``every_s`` seconds per trial (log-file friendly)."""
+
+    def __init__(self, stream: TextIO = sys.stderr, every_s: float = 5.0) -> None:
+        self.stream = stream
+        self.every_s = every_s
+        self._last = 0.0
+
+    def _say(self, text: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] {text}", file=self.stream, flush=True)
+
+    def trial_started(self, trial: str, done: int, expected: int | None) -> None:
+        resumed = f", resuming after {done} evaluations" if done else ""
+        self._say(f"{trial}: started (expects {expected or '?'} evaluations{resumed})")
+        self._last = time.monotonic()
+
+    def batch_done(self, trial: str, done: int, expected: int | None, best: float | None) -> None:
+        if time.monotonic() - self._last >= self.every_s:
+            self._last = time.monotonic()
+            self._say(f"{trial}: {done}/{expected or '?'} evaluations, best {_fmt(best)}")
+
+    def trial_finished(self, outcome: TrialOutcome) -> None:
+        tail = f": {outcome.error}" if outcome.error else ""
+        self._say(
+            f"{outcome.name}: {outcome.status} after {outcome.evaluations} evaluations, "
+            f"best {_fmt(outcome.best_value)}{tail}"
+        )
+
+
+class SilentReporter:
+    """Reports nothing (``--quiet``)."""
+
+    def trial_started(self, trial: str, done: int, expected: int | None) -> None:
+        pass
+
+    def batch_done(self, trial: str, done: int, expected: int | None, best: float | None) -> None:
+        pass
+
+    def trial_finished(self, outcome: TrialOutcome) -> None:
+        pass
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.6g}"
+
+
+def create(campaign: cfg.Campaign) -> CampaignStore:
+    """Create the campaign folder and write the validated config into it."""
+    trials = [t.model_dump(mode="json", exclude_unset=True) for t in campaign.trials]
+    return CampaignStore.create(campaign.output_dir, campaign.name, campaign.document, trials)
+
+
+def reopen(root: str | Path) -> tuple[CampaignStore, cfg.Campaign]:
+    """Open a campaign folder and rebuild its campaign from the config stored in it.
+
+    The expanded trials stored at creation are used as they were, so an edit of the config
+    file cannot change a running campaign (only the keys the user set are stored).
+    """
+    store = CampaignStore.open(root)
+    campaign = cfg.parse(
+        store.document(), source=str(store.campaign_file), output_dir=str(store.root)
+    )
+    trials = tuple(cfg.TrialConfig.model_validate(t) for t in store.stored_trials())
+    return store, campaign.model_copy(update={"trials": trials})
+
+
+def run(
+    campaign: cfg.Campaign,
+    store: CampaignStore,
+    engine: Engine | None = None,
+    reporter: Reporter | None = None,
+    retry_failed: bool = False,
+) -> list[TrialOutcome]:
+    """Run (or continue) every trial of ``campaign`` into ``store``; return their outcomes."""
+    reporter = reporter or LineReporter()
+    outcomes = []
+    with driver_lock(store.root), _engine_or_local(engine) as eng:
+        for trial in campaign.trials:
+            outcomes.append(run_trial(trial, store, eng, reporter, retry_failed))
+        store.export_summary()
+    return outcomes
+
+
+@contextlib.contextmanager
+def _engine_or_local(engine: Engine | None) -> Iterator[Engine]:
+    if engine is not None:
+        yield engine
+        return
+    with LocalEngine() as local:
+        yield local
+
+
+def run_trial(
+    trial: cfg.TrialConfig,
+    store: CampaignStore,
+    engine: Engine,
+    reporter: Reporter,
+    retry_failed: bool = False,
+) -> TrialOutcome:
+    """Run one trial from its last checkpoint to the end of its budget."""
+    problem = trial.problem
+    space = problem.space()
+    meta = {
+        "trial": trial.name,
+        "method": trial.method.name,
+        "problem": problem.label,
+        "seed": trial.seed,
+        "direction": problem.direction,
+        "parameters": list(space.names),
+        "config": trial.model_dump(mode="json", exclude_unset=True),
+    }
+    record = store.read_trial(trial.name)
+    history = record.history
+    if record.status == "completed" or (record.status == "failed" and not retry_failed):
+        return _outcome(trial.name, record.status, history, problem.direction, record.error)
+    writer = store.writer(trial.name, meta)
+    method = build_method(
+        trial.method,
+        space,
+        trial.seed,
+        feasible=lambda u: problem.feasible(space.decode(u)),
+        has_gradient=problem.has_gradient,
+    )
+    if record.method_state is not None:
+        method.load_state_dict(record.method_state)
+    sign = -1.0 if problem.direction == "maximize" else 1.0
+    done = len(history)
+    best = _best(history, problem.direction)
+    expected = method.expected_evaluations
+    if trial.max_evaluations is not None:
+        expected = min(expected or trial.max_evaluations, trial.max_evaluations)
+    reporter.trial_started(trial.name, done, expected)
+    try:
+        while not method.done and (trial.max_evaluations is None or done < trial.max_evaluations):
+            batch = method.ask()
+            x = space.decode(batch.points)
+            evaluations = engine.map(problem, x, gradient=batch.gradient)
+            losses, gradients = _losses(evaluations, x, space, sign, batch.gradient)
+            method.tell(batch, losses, gradients)
+            rows = History.from_evaluations(x, evaluations, batch.iteration, writer.seq + 1)
+            writer.checkpoint(rows, method.state_dict())
+            done += len(rows)
+            best = _better(best, rows, problem.direction)
+            reporter.batch_done(trial.name, done, expected, best)
+    except Exception as exc:
+        error = describe_exception(exc)
+        _finish(writer, "failed", error)
+        outcome = TrialOutcome(trial.name, "failed", done, best, error)
+    else:
+        _finish(writer, "completed", "")
+        outcome = TrialOutcome(trial.name, "completed", done, best)
+    reporter.trial_finished(outcome)
+    return outcome
+
+
+def _finish(writer: TrialWriter, status: str, error: str) -> None:
+    writer.checkpoint(
+        History.empty(len(writer.meta["parameters"])), None, status=status, error=error
+    )
+    writer.consolidate()
+
+
+def _losses(
+    evaluations: list[Evaluation], x: np.ndarray, space: Space, sign: float, want_gradient: bool
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Minimised losses (NaN where failed) and unit-cube loss gradients (NaN rows if none)."""
+    losses = np.array([sign * ev.value if ev.ok else np.nan for ev in evaluations], dtype=float)
+    if not want_gradient:
+        return losses, None
+    grads = np.full(x.shape, np.nan)
+    for i, ev in enumerate(evaluations):
+        if ev.ok and ev.gradient is not None:
+            grads[i] = sign * space.gradient_to_unit(x[i], ev.gradient)
+    return losses, grads
+
+
+def _best(history: History, direction: str) -> float | None:
+    row = history.best(direction)
+    return None if row is None else float(history.value[row])
+
+
+def _better(best: float | None, rows: History, direction: str) -> float | None:
+    new = _best(rows, direction)
+    if best is None or new is None:
+        return new if best is None else best
+    return max(best, new) if direction == "maximize" else min(best, new)
+
+
+def _outcome(name: str, status: str, history: History, direction: str, error: str) -> TrialOutcome:
+    return TrialOutcome(name, status, len(history), _best(history, direction), error)
+
+
+@contextlib.contextmanager
+def driver_lock(root: Path) -> Iterator[None]:
+    """Mark the campaign as driven by this process (``driver.json``); refuse a second driver
+    on the same host while the first is alive."""
+    path = Path(root) / "driver.json"
+    holder = read_driver(root)
+    if holder and holder["alive"]:
+        raise StoreError(
+            f"{root} is already being run by pid {holder['pid']} on {holder['host']} "
+            f"(started {time.ctime(holder['started_at'])})"
+        )
+    me = {"host": socket.gethostname(), "pid": os.getpid(), "started_at": time.time()}
+    tmp = path.with_name(f".driver.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(me))
+    os.replace(tmp, path)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            if json.loads(path.read_text()).get("pid") == os.getpid():
+                path.unlink()
+
+
+def read_driver(root: str | Path) -> dict | None:
+    """Who drives the campaign: ``{host, pid, started_at, alive}``, or None.
+
+    ``alive`` is only known on the same host; elsewhere it is assumed true.
+    """
+    path = Path(root) / "driver.json"
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    info["alive"] = True
+    if info.get("host") == socket.gethostname():
+        try:
+            os.kill(int(info["pid"]), 0)
+        except ProcessLookupError:
+            info["alive"] = False
+        except PermissionError:
+            pass
+    return info

@@ -1,0 +1,215 @@
+"""The ``hpcopt`` command line.
+
+Exit status: 0 when every trial completed, 1 when a trial failed, 2 for a bad config,
+flag or campaign folder, 130 when interrupted (resume with ``hpcopt resume DIR``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+
+from rich.console import Console
+from rich.table import Table
+
+from hpcopt import __version__
+from hpcopt import campaign as drv
+from hpcopt import config as cfg
+from hpcopt.store import CampaignStore, StoreError
+
+EXIT_OK, EXIT_TRIAL_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+EPILOG = """\
+examples:
+  hpcopt run configs/quickstart.yaml            run a campaign here, on the CPU
+  hpcopt expand configs/quickstart.yaml         list the trials a config expands to
+  hpcopt show runs/quickstart                   trials, status and best results
+  hpcopt resume runs/quickstart                 continue after Ctrl-C, kill or crash
+"""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``hpcopt`` console script; returns the exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except cfg.ConfigError as exc:
+        print(f"hpcopt: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except StoreError as exc:
+        print(f"hpcopt: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hpcopt",
+        description="Run long optimisation campaigns locally or on a cluster, resumable from HDF5.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"hpcopt {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser(
+        "run",
+        help="validate a campaign config and run it",
+        description="Validate CONFIG, create the campaign folder (output_dir) and run every "
+        "trial, checkpointing after each batch. Refuses a folder that already holds a "
+        "campaign: continue that one with 'hpcopt resume'.",
+    )
+    p.add_argument("config", help="campaign config file (YAML or JSON)")
+    p.add_argument(
+        "-o", "--output-dir", help="campaign folder (overrides output_dir in the config)"
+    )
+    p.add_argument("-q", "--quiet", action="store_true", help="print no progress lines")
+    p.set_defaults(func=_run)
+
+    p = sub.add_parser(
+        "resume",
+        help="continue an interrupted campaign from its store",
+        description="Continue the campaign in DIR from each trial's last checkpoint, with "
+        "the config stored in DIR. Completed trials are skipped; nothing is evaluated twice "
+        "except the batch that was in flight when the campaign stopped.",
+    )
+    p.add_argument("dir", help="campaign folder")
+    p.add_argument("--retry-failed", action="store_true", help="also continue failed trials")
+    p.add_argument("-q", "--quiet", action="store_true", help="print no progress lines")
+    p.set_defaults(func=_resume)
+
+    p = sub.add_parser(
+        "show",
+        help="print a campaign's trials, status and best results",
+        description="Print the trials of the campaign in DIR with their status, evaluations "
+        "and best result. Safe to run while the campaign is running.",
+    )
+    p.add_argument("dir", help="campaign folder")
+    p.add_argument("--json", action="store_true", help="print the summary rows as JSON")
+    p.set_defaults(func=_show)
+
+    p = sub.add_parser(
+        "expand",
+        help="validate a config and print the trials it expands to, without running",
+        description="Validate CONFIG and print its trials after merging 'shared' and "
+        "expanding 'sweep_groups'. Writes nothing.",
+    )
+    p.add_argument("config", help="campaign config file (YAML or JSON)")
+    p.add_argument("--json", action="store_true", help="print each trial's full config as JSON")
+    p.set_defaults(func=_expand)
+    return parser
+
+
+def _reporter(quiet: bool) -> drv.Reporter:
+    return drv.SilentReporter() if quiet else drv.LineReporter()
+
+
+def _finish(outcomes: list[drv.TrialOutcome], root: str) -> int:
+    failed = [o for o in outcomes if o.status == "failed"]
+    print(f"campaign folder: {root}", file=sys.stderr)
+    if failed:
+        print(
+            f"{len(failed)} trial(s) failed: {', '.join(o.name for o in failed)}", file=sys.stderr
+        )
+        return EXIT_TRIAL_FAILED
+    return EXIT_OK
+
+
+def _interrupted(root: str) -> int:
+    print(
+        f"\ninterrupted: the last checkpoint is kept; continue with 'hpcopt resume {root}'",
+        file=sys.stderr,
+    )
+    return EXIT_INTERRUPTED
+
+
+def _run(args: argparse.Namespace) -> int:
+    campaign = cfg.load(args.config, output_dir=args.output_dir)
+    store = drv.create(campaign)
+    try:
+        outcomes = drv.run(campaign, store, reporter=_reporter(args.quiet))
+    except KeyboardInterrupt:
+        return _interrupted(campaign.output_dir)
+    return _finish(outcomes, campaign.output_dir)
+
+
+def _resume(args: argparse.Namespace) -> int:
+    store, campaign = drv.reopen(args.dir)
+    try:
+        outcomes = drv.run(
+            campaign, store, reporter=_reporter(args.quiet), retry_failed=args.retry_failed
+        )
+    except KeyboardInterrupt:
+        return _interrupted(args.dir)
+    return _finish(outcomes, args.dir)
+
+
+def _show(args: argparse.Namespace) -> int:
+    store = CampaignStore.open(args.dir)
+    rows = store.summary()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return EXIT_OK
+    attrs = store.attrs()
+    driver = drv.read_driver(store.root)
+    if driver and driver["alive"]:
+        state = f"running (pid {driver['pid']} on {driver['host']})"
+    elif any(r["status"] in ("running", "pending") for r in rows):
+        state = "stopped before the end: continue with 'hpcopt resume'"
+    else:
+        state = "finished"
+    console = _console()
+    console.print(f"[bold]{attrs['name']}[/bold]  {store.root}")
+    console.print(f"created {time.ctime(attrs['created_at'])}  ·  {state}")
+    table = Table(show_edge=False)
+    for col in (
+        "trial",
+        "method",
+        "problem",
+        "seed",
+        "status",
+        "evaluations",
+        "failed",
+        "best value",
+        "best point",
+    ):
+        table.add_column(
+            col, justify="right" if col in ("evaluations", "failed", "seed") else "left"
+        )
+    for r in rows:
+        point = ", ".join(f"{k[5:]}={v:.4g}" for k, v in r.items() if k.startswith("best."))
+        best = "-" if r["best_value"] is None else f"{r['best_value']:.6g}"
+        status = r["status"] + (f" ({r['error'][:60]})" if r["error"] else "")
+        table.add_row(
+            r["trial"], r["method"], r["problem"], str(r["seed"]), status,
+            str(r["evaluations"]), str(r["failed"]), best, point,
+        )  # fmt: skip
+    console.print(table)
+    return EXIT_OK
+
+
+def _expand(args: argparse.Namespace) -> int:
+    campaign = cfg.load(args.config)
+    if args.json:
+        print(json.dumps([t.model_dump(mode="json") for t in campaign.trials], indent=2))
+        return EXIT_OK
+    table = Table(title=f"{campaign.name}: {len(campaign.trials)} trials -> {campaign.output_dir}")
+    for col in ("trial", "method", "problem", "seed"):
+        table.add_column(col)
+    for t in campaign.trials:
+        table.add_row(t.name, t.method.name, t.problem.label, str(t.seed))
+    _console().print(table)
+    return EXIT_OK
+
+
+def _console() -> Console:
+    """A console that does not squeeze tables to 80 columns when piped or logged."""
+    console = Console()
+    return console if console.is_terminal else Console(width=200)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,315 @@
+"""Campaign configs: schema, validation with clear errors, and sweep expansion.
+
+A campaign config (YAML or JSON) names the campaign, where it writes, the engine, and its
+trials. ``shared`` is deep-merged under every trial; ``trials`` lists trials explicitly;
+each of ``sweep_groups`` expands a ``grid`` of dotted keys and a list of ``seeds`` by
+Cartesian product into named trials. Everything is validated before anything is written:
+errors name the key path and what is allowed.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import re
+import types
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from hpcopt.methods.base import MethodConfig, build_method
+from hpcopt.methods.bo import BOConfig
+from hpcopt.methods.ga import GAConfig
+from hpcopt.methods.gd import GDConfig
+from hpcopt.methods.gs import GSConfig
+from hpcopt.problems.analytic import AnalyticConfig
+from hpcopt.problems.base import ProblemConfig
+from hpcopt.problems.custom import CustomConfig
+
+TRIAL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=+-]*$")
+
+ProblemSection = Annotated[Union[AnalyticConfig, CustomConfig], Field(discriminator="name")]  # noqa: UP007
+MethodSection = Annotated[
+    Union[GDConfig, GSConfig, GAConfig, BOConfig],  # noqa: UP007
+    Field(discriminator="name"),
+]
+
+
+class ConfigError(ValueError):
+    """A campaign config is invalid. ``problems`` lists ``"key.path: what is wrong"`` lines."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"invalid campaign config {source}:\n{lines}")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LocalEngineConfig(_Strict):
+    """``engine: {kind: local}``: evaluations run serially in the driver process."""
+
+    kind: Literal["local"] = "local"
+
+
+class TrialConfig(_Strict):
+    """One trial: a method searching one problem from one seed."""
+
+    name: str = Field(pattern=TRIAL_NAME.pattern)
+    seed: int = Field(0, ge=0)
+    problem: ProblemSection
+    method: MethodSection
+    max_evaluations: int | None = Field(None, gt=0)
+
+
+class SweepGroup(_Strict):
+    """Trials made by a Cartesian product of ``grid`` values (dotted keys) and ``seeds``."""
+
+    name: str = Field(pattern=TRIAL_NAME.pattern)
+    base: dict[str, Any] = Field(default_factory=dict)
+    grid: dict[str, list[Any]] = Field(default_factory=dict)
+    seeds: list[Annotated[int, Field(ge=0)]] = Field(default_factory=lambda: [0], min_length=1)
+
+
+class _Document(_Strict):
+    """The top level as written, before trials are merged and expanded."""
+
+    name: str = Field(pattern=TRIAL_NAME.pattern)
+    output_dir: str | None = None
+    engine: LocalEngineConfig = LocalEngineConfig()
+    shared: dict[str, Any] = Field(default_factory=dict)
+    trials: list[dict[str, Any]] = Field(default_factory=list)
+    sweep_groups: list[SweepGroup] = Field(default_factory=list)
+
+
+class Campaign(_Strict):
+    """A validated campaign: its trials fully expanded, in run order."""
+
+    name: str
+    output_dir: str
+    engine: LocalEngineConfig
+    trials: tuple[TrialConfig, ...]
+    document: dict[str, Any]
+
+    def trial(self, name: str) -> TrialConfig:
+        """The trial called ``name`` (``KeyError`` listing the names if there is none)."""
+        for t in self.trials:
+            if t.name == name:
+                return t
+        raise KeyError(f"no trial {name!r}; the campaign has {[t.name for t in self.trials]}")
+
+
+def load_document(path: str | Path) -> dict[str, Any]:
+    """Read a YAML or JSON campaign file into a dict (``ConfigError`` if unreadable)."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(str(path), [f"cannot read the file: {exc.strerror}"]) from exc
+    try:
+        doc = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (yaml.YAMLError, json.JSONDecodeError) as exc:
+        kind = "JSON" if path.suffix == ".json" else "YAML"
+        raise ConfigError(str(path), [f"not valid {kind}: {exc}"]) from None
+    if not isinstance(doc, dict):
+        raise ConfigError(str(path), ["the top level must be a mapping (name:, trials:, ...)"])
+    return doc
+
+
+def load(path: str | Path, output_dir: str | None = None) -> Campaign:
+    """Load and validate a campaign file; ``output_dir`` overrides the file's."""
+    return parse(load_document(path), source=str(path), output_dir=output_dir)
+
+
+def parse(
+    doc: Mapping[str, Any], source: str = "<config>", output_dir: str | None = None
+) -> Campaign:
+    """Validate a campaign document and expand its trials (``ConfigError`` on any problem)."""
+    try:
+        top = _Document.model_validate(doc)
+    except ValidationError as exc:
+        raise ConfigError(source, _messages(exc, _Document, prefix="")) from None
+    problems: list[str] = []
+    trials: list[TrialConfig] = []
+    for where, raw in _expand(top):
+        try:
+            trial = TrialConfig.model_validate(raw)
+        except ValidationError as exc:
+            problems.extend(_messages(exc, TrialConfig, prefix=where))
+            continue
+        problems.extend(_check_trial(trial, where))
+        trials.append(trial)
+    names = [t.name for t in trials]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        problems.append(f"trial names must be unique; repeated: {dupes}")
+    if not problems and not trials:
+        problems.append("the campaign has no trials: add 'trials' or 'sweep_groups'")
+    if problems:
+        raise ConfigError(source, problems)
+    return Campaign(
+        name=top.name,
+        output_dir=output_dir or top.output_dir or f"runs/{top.name}",
+        engine=top.engine,
+        trials=tuple(trials),
+        document=json.loads(json.dumps(dict(doc))),
+    )
+
+
+def _expand(top: _Document) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Yield ``(key path for errors, merged raw trial)`` for every trial, in run order."""
+    for i, trial in enumerate(top.trials):
+        yield f"trials[{i}]", deep_merge(top.shared, trial)
+    for i, group in enumerate(top.sweep_groups):
+        keys = list(group.grid)
+        for values in itertools.product(*(group.grid[k] for k in keys)):
+            for seed in group.seeds:
+                raw = deep_merge(top.shared, group.base)
+                for key, value in zip(keys, values):
+                    _set_dotted(raw, key, value)
+                raw["seed"] = seed
+                label = "-".join(
+                    f"{k.rsplit('.', 1)[-1]}={_label(v)}" for k, v in zip(keys, values)
+                )
+                raw["name"] = "-".join(p for p in (group.name, label, f"seed={seed}") if p)
+                yield f"sweep_groups[{i}] (trial {raw['name']!r})", raw
+
+
+def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """``override`` on top of ``base``; nested mappings merge, everything else replaces.
+
+    A section that names a different ``name`` or ``kind`` (another method, problem or
+    constraint) replaces the base section instead of merging into it.
+    """
+    out = copy.deepcopy(dict(base))
+    for key, value in override.items():
+        if (
+            isinstance(value, Mapping)
+            and isinstance(out.get(key), Mapping)
+            and not _other_kind(out[key], value)
+        ):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _other_kind(base: Mapping[str, Any], override: Mapping[str, Any]) -> bool:
+    return any(k in base and k in override and base[k] != override[k] for k in ("name", "kind"))
+
+
+def _set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    node = raw
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = copy.deepcopy(value)
+
+
+def _label(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+    return re.sub(r"[^A-Za-z0-9_.+-]", "", text) or "x"
+
+
+def _check_trial(trial: TrialConfig, where: str) -> list[str]:
+    """Checks that need the problem's space: parameter names in the method config."""
+    try:
+        space = trial.problem.space()
+        build_method(
+            trial.method,
+            space,
+            trial.seed,
+            feasible=lambda u: trial.problem.feasible(space.decode(u)),
+            has_gradient=trial.problem.has_gradient,
+        )
+    except (ValueError, ImportError) as exc:
+        msg = exc.args[0] if exc.args else str(exc)
+        return [f"{where}: {msg}"]
+    return []
+
+
+def _messages(exc: ValidationError, model: type[BaseModel], prefix: str) -> list[str]:
+    """One ``key.path: message`` line per problem; the alternatives of a union at one key
+    are folded into a single line."""
+    by_path: dict[str, list[str]] = {}
+    got: dict[str, str] = {}
+    for err in exc.errors():
+        path, allowed = _walk(model, err["loc"])
+        where = ".".join(p for p in (prefix, path) if p).replace(".[", "[") or "(top level)"
+        if err["type"] == "extra_forbidden":
+            msg = f"unknown key; allowed keys: {', '.join(allowed)}"
+        elif err["type"] == "missing":
+            msg = "required key is missing"
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            if "input" in err and not isinstance(err["input"], dict | list):
+                got[where] = f" (got {err['input']!r})"
+        if msg not in by_path.setdefault(where, []):
+            by_path[where].append(msg)
+    out = []
+    for where, msgs in by_path.items():
+        rest = [m.removeprefix("Input should be ") for m in msgs[1:]]
+        out.append(f"{where}: {', or '.join([msgs[0], *rest])}{got.get(where, '')}")
+    return out
+
+
+def _walk(model: type[BaseModel], loc: tuple[Any, ...]) -> tuple[str, list[str]]:
+    """Render a pydantic ``loc`` as a key path, dropping union tags; and the allowed keys at
+    the last mapping reached (for 'unknown key' messages)."""
+    parts: list[str] = []
+    current: Any = model
+    allowed: list[str] = sorted(model.model_fields)
+    for item in loc:
+        current = _strip(current)
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+            args = get_args(current)
+            current = args[0] if args else Any
+            continue
+        union = _union_members(current)
+        if union and item in union:  # a discriminator tag: pick the member, print nothing
+            current = union[item]
+            allowed = sorted(current.model_fields)
+            continue
+        if get_origin(current) in (Union, types.UnionType):  # a plain union's member label
+            current = Any
+            continue
+        parts.append(str(item))
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            allowed = sorted(current.model_fields)
+            field = current.model_fields.get(str(item))
+            current = field.annotation if field else Any
+        elif get_origin(current) is dict:
+            current = get_args(current)[1]
+        else:
+            current = Any
+    return ".".join(parts), allowed
+
+
+def _strip(tp: Any) -> Any:
+    while get_origin(tp) is Annotated:
+        tp = get_args(tp)[0]
+    if get_origin(tp) in (Union, types.UnionType):
+        args = [a for a in get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return _strip(args[0])
+    return tp
+
+
+def _union_members(tp: Any) -> dict[str, type[BaseModel]]:
+    if get_origin(tp) is not Union:
+        return {}
+    members = {}
+    for arg in get_args(tp):
+        if isinstance(arg, type) and issubclass(arg, ProblemConfig | MethodConfig):
+            tag = arg.model_fields["name"].annotation
+            for value in get_args(tag):
+                members[value] = arg
+    return members

@@ -1,0 +1,39 @@
+"""The Engine interface: map a problem over a batch of points, results in order."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from types import TracebackType
+
+import numpy as np
+
+from hpcopt.problems.base import Evaluation, ProblemConfig
+
+
+class Engine(ABC):
+    """Runs evaluations. Each worker builds and sets up a problem once, then reuses it.
+
+    ``map`` returns one :class:`Evaluation` per point, in the order of ``points``, with
+    ``wall_time_s`` and ``worker`` filled in. A point whose evaluation raised comes back as
+    a failed evaluation carrying the error text; it never aborts the batch.
+    """
+
+    @abstractmethod
+    def map(
+        self, problem: ProblemConfig, points: np.ndarray, gradient: bool = False
+    ) -> list[Evaluation]:
+        """Evaluate ``points`` (natural units, shape ``(n, d)``) of ``problem``."""
+
+    def close(self) -> None:  # noqa: B027 - engines without resources need nothing here
+        """Release workers and other resources."""
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

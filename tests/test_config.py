@@ -1,0 +1,162 @@
+import copy
+
+import pytest
+
+from hpcopt import config as cfg
+
+GOOD = {
+    "name": "demo",
+    "shared": {"problem": {"name": "analytic", "function": "branin"}},
+    "trials": [{"name": "gs", "method": {"name": "gs", "resolution": 5}}],
+}
+
+
+def with_changes(*edits):
+    doc = copy.deepcopy(GOOD)
+    for edit in edits:
+        edit(doc)
+    return doc
+
+
+def trial0(**kv):
+    return lambda d: d["trials"][0].update(kv)
+
+
+def method0(**kv):
+    return lambda d: d["trials"][0]["method"].update(kv)
+
+
+def problem(**kv):
+    return lambda d: d["shared"]["problem"].update(kv)
+
+
+BAD = [
+    ("unknown top-level key", lambda d: d.update(trails=[]),
+     "trails: unknown key; allowed keys: engine, name, output_dir, shared, sweep_groups, trials"),
+    ("missing name", lambda d: d.pop("name"), "name: required key is missing"),
+    ("unknown method", method0(name="annealing"),
+     "trials[0].method: Input tag 'annealing' found using 'name' does not match any of the "
+     "expected tags: 'gd', 'gs', 'ga', 'bo'"),
+    ("unknown problem", problem(name="weather"),
+     "trials[0].problem: Input tag 'weather' found using 'name' does not match any of the "
+     "expected tags: 'analytic', 'custom'"),
+    ("unknown analytic function", problem(function="himmelblau"),
+     "trials[0].problem.function: Input should be 'sphere', 'rosenbrock', 'rastrigin', "
+     "'branin' or 'ackley' (got 'himmelblau')"),
+    ("unknown key in a method", method0(learning_rate=0.1),
+     "trials[0].method.learning_rate: unknown key; allowed keys: batch_size, blocks, name, "),
+    ("wrong type", method0(resolution="fine"),
+     "trials[0].method.resolution: Input should be a valid integer"),
+    ("bound with lower >= upper", problem(bounds={"x0": [3.0, 1.0]}),
+     "trials[0].problem: bounds.x0: lower (3.0) must be < upper (1.0)"),
+    ("bound naming no parameter", problem(bounds={"y": [0, 1]}),
+     "trials[0].problem: bounds: unknown parameter 'y'; allowed: ['x0', 'x1'] or 'default'"),
+    ("log scale over negative bounds", problem(log=["x0"]),
+     "trials[0].problem: parameter 'x0': log scale needs low > 0, got -5.0"),
+    ("branin in 3-D", problem(dim=3), "trials[0].problem: branin is two-dimensional; got dim=3"),
+    ("negative seed", trial0(seed=-1),
+     "trials[0].seed: Input should be greater than or equal to 0 (got -1)"),
+    ("zero evaluation budget", trial0(max_evaluations=0),
+     "trials[0].max_evaluations: Input should be greater than 0 (got 0)"),
+    ("trial name with a slash", trial0(name="a/b"), "trials[0].name: String should match pattern"),
+    ("duplicate trial names", lambda d: d["trials"].append(copy.deepcopy(d["trials"][0])),
+     "trial names must be unique; repeated: ['gs']"),
+    ("no trials", lambda d: d.pop("trials"),
+     "the campaign has no trials: add 'trials' or 'sweep_groups'"),
+    ("unknown engine", lambda d: d.update(engine={"kind": "spark"}),
+     "engine.kind: Input should be 'local' (got 'spark')"),
+    ("method names a parameter the space lacks", method0(blocks=[["x0"], ["x7"]]),
+     "trials[0]: method.blocks[1]: unknown parameter 'x7'"),
+    ("constraint names a parameter the space lacks",
+     problem(constraints=[{"kind": "linear", "coefficients": {"z": 1.0}, "upper": 1.0}]),
+     "trials[0].problem: constraints[0] (linear) names unknown parameter(s) ['z']"),
+    ("unknown constraint kind", problem(constraints=[{"kind": "circle"}]),
+     "trials[0].problem.constraints[0]: Input tag 'circle' found using 'kind' does not match"),
+    ("custom target that cannot be imported",
+     lambda d: d["trials"][0].update(problem={"name": "custom", "target": "nowhere.mod:P",
+                                              "parameters": [{"name": "a", "low": 0, "high": 1}]}),
+     "trials[0].problem.target: cannot import 'nowhere.mod:P'"),
+    ("sweep grid over a key that does not exist",
+     lambda d: d.update(sweep_groups=[{"name": "g", "base": {"method": {"name": "gs"}},
+                                       "grid": {"method.fineness": [1]}}]),
+     "sweep_groups[0] (trial 'g-fineness=1-seed=0').method.fineness: unknown key"),
+    ("sweep group with no seeds", lambda d: d.update(sweep_groups=[{"name": "g", "seeds": []}]),
+     "sweep_groups[0].seeds: List should have at least 1 item"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("doc_edit", "message"), [b[1:] for b in BAD], ids=[b[0] for b in BAD])
+def test_bad_config_is_refused_with_a_message_naming_the_key(doc_edit, message):
+    with pytest.raises(cfg.ConfigError) as info:
+        cfg.parse(with_changes(doc_edit), source="demo.yaml")
+    assert any(message in p for p in info.value.problems), info.value.problems
+
+
+def test_the_good_config_is_accepted():
+    campaign = cfg.parse(GOOD)
+    assert [t.name for t in campaign.trials] == ["gs"]
+    assert campaign.output_dir == "runs/demo"
+
+
+def test_shared_defaults_merge_under_each_trial():
+    doc = with_changes(problem(dim=2), trial0(problem={"function": "sphere"}))
+    trial = cfg.parse(doc).trials[0]
+    assert trial.problem.function == "sphere" and trial.problem.dim == 2
+
+
+def test_a_trial_naming_another_method_replaces_the_shared_method():
+    doc = with_changes(
+        lambda d: d["shared"].update(method={"name": "gs", "resolution": 5}),
+        trial0(method={"name": "bo", "n_trials": 7}),
+    )
+    method = cfg.parse(doc).trials[0].method
+    assert method.name == "bo" and method.n_trials == 7
+
+
+def test_sweep_groups_expand_grid_and_seeds_into_named_trials():
+    doc = with_changes(
+        lambda d: d.update(
+            sweep_groups=[
+                {
+                    "name": "ga",
+                    "base": {"method": {"name": "ga"}, "problem": {"function": "sphere"}},
+                    "grid": {"method.population": [10, 20], "problem.dim": [2, 3]},
+                    "seeds": [0, 1],
+                }
+            ]
+        )
+    )
+    trials = cfg.parse(doc).trials[1:]
+    assert len(trials) == 8
+    assert trials[0].name == "ga-population=10-dim=2-seed=0"
+    assert trials[-1].name == "ga-population=20-dim=3-seed=1"
+    assert (trials[-1].method.population, trials[-1].problem.dim, trials[-1].seed) == (20, 3, 1)
+
+
+def test_all_problems_of_a_config_are_reported_together():
+    doc = with_changes(method0(resolution="fine"), trial0(seed=-1))
+    with pytest.raises(cfg.ConfigError) as info:
+        cfg.parse(doc)
+    assert len(info.value.problems) == 2
+
+
+def test_yaml_syntax_error_names_the_file(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("name: [unclosed\n")
+    with pytest.raises(cfg.ConfigError, match=r"broken\.yaml:\n  - not valid YAML"):
+        cfg.load(path)
+
+
+def test_top_level_must_be_a_mapping(tmp_path):
+    path = tmp_path / "list.yaml"
+    path.write_text("- a\n- b\n")
+    with pytest.raises(cfg.ConfigError, match="the top level must be a mapping"):
+        cfg.load(path)
+
+
+def test_json_configs_are_read_too(tmp_path):
+    import json
+
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(GOOD))
+    assert cfg.load(path).name == "demo"
