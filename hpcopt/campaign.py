@@ -30,8 +30,8 @@ from typing import Protocol, TextIO
 import numpy as np
 
 from hpcopt import config as cfg
-from hpcopt.engine.base import Engine
-from hpcopt.engine.local import LocalEngine
+from hpcopt.engine import Engine, build_engine
+from hpcopt.events import EventLog
 from hpcopt.methods.base import build_method
 from hpcopt.problems.base import Evaluation, describe_exception
 from hpcopt.space import Space
@@ -137,7 +137,7 @@ def run(
     """Run (or continue) every trial of ``campaign`` into ``store``; return their outcomes."""
     reporter = reporter or LineReporter()
     outcomes = []
-    with driver_lock(store.root), _engine_or_local(engine) as eng:
+    with driver_lock(store.root), _engine_for(campaign, store, engine) as eng:
         for trial in campaign.trials:
             outcomes.append(run_trial(trial, store, eng, reporter, retry_failed))
         store.export_summary()
@@ -145,12 +145,21 @@ def run(
 
 
 @contextlib.contextmanager
-def _engine_or_local(engine: Engine | None) -> Iterator[Engine]:
-    if engine is not None:
-        yield engine
-        return
-    with LocalEngine() as local:
-        yield local
+def _engine_for(
+    campaign: cfg.Campaign, store: CampaignStore, engine: Engine | None
+) -> Iterator[Engine]:
+    """The given engine, or the campaign's own, reporting to ``events.jsonl``."""
+    log = EventLog(store.root / "events.jsonl")
+    try:
+        if engine is not None:
+            engine.on_event = log
+            yield engine
+            return
+        with build_engine(campaign.engine) as own:
+            own.on_event = log
+            yield own
+    finally:
+        log.close()
 
 
 def run_trial(

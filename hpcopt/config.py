@@ -16,18 +16,19 @@ import re
 import types
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from hpcopt.methods.base import MethodConfig, build_method
+from hpcopt.engine import EngineConfig
+from hpcopt.engine.local import LocalEngineConfig
+from hpcopt.methods.base import build_method
 from hpcopt.methods.bo import BOConfig
 from hpcopt.methods.ga import GAConfig
 from hpcopt.methods.gd import GDConfig
 from hpcopt.methods.gs import GSConfig
 from hpcopt.problems.analytic import AnalyticConfig
-from hpcopt.problems.base import ProblemConfig
 from hpcopt.problems.custom import CustomConfig
 
 TRIAL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=+-]*$")
@@ -51,12 +52,6 @@ class ConfigError(ValueError):
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class LocalEngineConfig(_Strict):
-    """``engine: {kind: local}``: evaluations run serially in the driver process."""
-
-    kind: Literal["local"] = "local"
 
 
 class TrialConfig(_Strict):
@@ -83,7 +78,7 @@ class _Document(_Strict):
 
     name: str = Field(pattern=TRIAL_NAME.pattern)
     output_dir: str | None = None
-    engine: LocalEngineConfig = LocalEngineConfig()
+    engine: EngineConfig = LocalEngineConfig()
     shared: dict[str, Any] = Field(default_factory=dict)
     trials: list[dict[str, Any]] = Field(default_factory=list)
     sweep_groups: list[SweepGroup] = Field(default_factory=list)
@@ -94,7 +89,7 @@ class Campaign(_Strict):
 
     name: str
     output_dir: str
-    engine: LocalEngineConfig
+    engine: EngineConfig
     trials: tuple[TrialConfig, ...]
     document: dict[str, Any]
 
@@ -304,12 +299,13 @@ def _strip(tp: Any) -> Any:
 
 
 def _union_members(tp: Any) -> dict[str, type[BaseModel]]:
-    if get_origin(tp) is not Union:
+    """``{tag: model}`` of a union discriminated by a ``name`` or ``kind`` Literal."""
+    if get_origin(tp) not in (Union, types.UnionType):
         return {}
     members = {}
     for arg in get_args(tp):
-        if isinstance(arg, type) and issubclass(arg, ProblemConfig | MethodConfig):
-            tag = arg.model_fields["name"].annotation
-            for value in get_args(tag):
+        if isinstance(arg, type) and issubclass(arg, BaseModel):
+            field = arg.model_fields.get("name") or arg.model_fields.get("kind")
+            for value in get_args(field.annotation) if field else ():
                 members[value] = arg
     return members

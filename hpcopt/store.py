@@ -52,20 +52,34 @@ class StoreError(RuntimeError):
     """The campaign folder is missing, not a campaign, or cannot be written."""
 
 
+_NUMBERS = {
+    "value": np.float64,
+    "status": np.uint8,
+    "iteration": np.int64,
+    "batch": np.int64,
+    "wall_time_s": np.float64,
+    "finished_at": np.float64,
+}
+_STRINGS = ("error", "worker", "node", "gpu_ids")
+
+
 @dataclass
 class History:
     """Every evaluation of a trial, in the order they were made. Row ``i`` of each array is
-    evaluation ``i``; ``x`` and ``gradient`` have shape ``(n, d)``."""
+    evaluation ``i``; ``x`` and ``gradient`` have shape ``(n, d)``; the string columns
+    (``error``, ``worker``, ``node``, ``gpu_ids``) are object arrays of ``str``."""
 
     x: np.ndarray
     value: np.ndarray
     status: np.ndarray
-    error: np.ndarray
     iteration: np.ndarray
     batch: np.ndarray
     wall_time_s: np.ndarray
     finished_at: np.ndarray
+    error: np.ndarray
     worker: np.ndarray
+    node: np.ndarray
+    gpu_ids: np.ndarray
     gradient: np.ndarray | None = None
     extras: dict[str, np.ndarray] = field(default_factory=dict)
 
@@ -84,14 +98,8 @@ class History:
     def empty(cls, dim: int) -> History:
         return cls(
             x=np.empty((0, dim)),
-            value=np.empty(0),
-            status=np.empty(0, np.uint8),
-            error=np.empty(0, object),
-            iteration=np.empty(0, np.int64),
-            batch=np.empty(0, np.int64),
-            wall_time_s=np.empty(0),
-            finished_at=np.empty(0),
-            worker=np.empty(0, object),
+            **{c: np.empty(0, t) for c, t in _NUMBERS.items()},
+            **{c: np.empty(0, object) for c in _STRINGS},
         )
 
     @classmethod
@@ -100,34 +108,31 @@ class History:
     ) -> History:
         """One batch's rows. Extras missing from a (failed) evaluation are NaN."""
         n = len(evaluations)
-        now = time.time()
-        names = sorted({k for ev in evaluations for k in ev.extras})
         extras = {}
-        for name in names:
+        for name in sorted({k for ev in evaluations for k in ev.extras}):
             shape = next(np.shape(ev.extras[name]) for ev in evaluations if name in ev.extras)
             col = np.full((n, *shape), np.nan)
             for i, ev in enumerate(evaluations):
                 if name in ev.extras:
                     col[i] = ev.extras[name]
             extras[name] = col
-        grads = [ev.gradient for ev in evaluations]
         gradient = None
-        if any(g is not None for g in grads):
-            gradient = np.array(
-                [np.full(x.shape[1], np.nan) if g is None else np.asarray(g, float) for g in grads]
-            )
+        if any(ev.gradient is not None for ev in evaluations):
+            gradient = np.full((n, x.shape[1]), np.nan)
+            for i, ev in enumerate(evaluations):
+                if ev.gradient is not None:
+                    gradient[i] = ev.gradient
         return cls(
             x=np.asarray(x, dtype=float).reshape(n, -1),
             value=np.array([ev.value for ev in evaluations], dtype=float),
             status=np.array(
                 [STATUS_OK if ev.ok else STATUS_FAILED for ev in evaluations], np.uint8
             ),
-            error=np.array([ev.error for ev in evaluations], dtype=object),
             iteration=np.full(n, iteration, np.int64),
             batch=np.full(n, batch, np.int64),
             wall_time_s=np.array([ev.wall_time_s for ev in evaluations], dtype=float),
-            finished_at=np.full(n, now),
-            worker=np.array([ev.worker for ev in evaluations], dtype=object),
+            finished_at=np.full(n, time.time()),
+            **{c: np.array([getattr(ev, c) for ev in evaluations], dtype=object) for c in _STRINGS},
             gradient=gradient,
             extras=extras,
         )
@@ -140,10 +145,6 @@ class History:
             return cls.empty(dim)
         if len(parts) == 1:
             return parts[0]
-
-        def cat(name: str) -> np.ndarray:
-            return np.concatenate([getattr(p, name) for p in parts])
-
         gradient = None
         if any(p.gradient is not None for p in parts):
             gradient = np.concatenate(
@@ -158,81 +159,66 @@ class History:
             extras[name] = np.concatenate(
                 [p.extras.get(name, np.full((len(p), *shape), np.nan)) for p in parts]
             )
+        columns = ("x", *_NUMBERS, *_STRINGS)
         return cls(
-            x=cat("x"),
-            value=cat("value"),
-            status=cat("status"),
-            error=cat("error"),
-            iteration=cat("iteration"),
-            batch=cat("batch"),
-            wall_time_s=cat("wall_time_s"),
-            finished_at=cat("finished_at"),
-            worker=cat("worker"),
+            **{c: np.concatenate([getattr(p, c) for p in parts]) for c in columns},
             gradient=gradient,
             extras=extras,
         )
 
     def write(self, group: h5py.Group) -> None:
-        for name in ("x", "value", "status", "iteration", "batch", "wall_time_s", "finished_at"):
+        """One dataset per column under ``group`` (the consolidated layout)."""
+        for name in ("x", *_NUMBERS):
             group.create_dataset(name, data=getattr(self, name))
-        group.create_dataset("error", data=self.error.astype(object), dtype=_STR)
-        group.create_dataset("worker", data=self.worker.astype(object), dtype=_STR)
+        for name in _STRINGS:
+            group.create_dataset(name, data=getattr(self, name).astype(object), dtype=_STR)
         if self.gradient is not None:
             group.create_dataset("gradient", data=self.gradient)
         extras = group.create_group("extras")
         for name, col in self.extras.items():
             extras.create_dataset(name, data=col)
 
-    _COLUMNS = ("value", "status", "iteration", "batch", "wall_time_s", "finished_at")
+    @classmethod
+    def read(cls, group: h5py.Group) -> History:
+        """Inverse of :meth:`write`."""
+        n = len(group["value"])
+        return cls(
+            **{c: group[c][()] for c in ("x", *_NUMBERS)},
+            # Columns added in later versions read as empty strings from older files.
+            **{
+                c: np.array(group[c].asstr()[()] if c in group else [""] * n, dtype=object)
+                for c in _STRINGS
+            },
+            gradient=group["gradient"][()] if "gradient" in group else None,
+            extras={k: v[()] for k, v in group["extras"].items()},
+        )
 
     def to_records(self) -> tuple[np.ndarray, dict[str, list[str]]]:
         """The rows as one compound array (numbers) and their strings, for a segment:
         one dataset is much cheaper to create than a dataset per column."""
         d = self.x.shape[1]
-        fields = [("x", "f8", (d,))] + [(c, getattr(self, c).dtype) for c in self._COLUMNS]
+        fields = [("x", "f8", (d,))] + [(c, t) for c, t in _NUMBERS.items()]
         if self.gradient is not None:
             fields.append(("gradient", "f8", (d,)))
         fields += [(f"extras/{k}", "f8", v.shape[1:]) for k, v in self.extras.items()]
         records = np.empty(len(self), dtype=fields)
-        records["x"] = self.x
-        for c in self._COLUMNS:
+        for c in ("x", *_NUMBERS):
             records[c] = getattr(self, c)
         if self.gradient is not None:
             records["gradient"] = self.gradient
         for k, v in self.extras.items():
             records[f"extras/{k}"] = v
-        return records, {"row_errors": list(self.error), "row_workers": list(self.worker)}
+        return records, {f"rows.{c}": list(getattr(self, c)) for c in _STRINGS}
 
     @classmethod
     def from_records(cls, records: np.ndarray, strings: dict[str, list[str]]) -> History:
         """Inverse of :meth:`to_records`."""
         names = records.dtype.names
         return cls(
-            x=records["x"].copy(),
-            **{c: records[c].copy() for c in cls._COLUMNS},
-            error=np.array(strings["row_errors"], dtype=object).reshape(-1),
-            worker=np.array(strings["row_workers"], dtype=object).reshape(-1),
+            **{c: records[c].copy() for c in ("x", *_NUMBERS)},
+            **{c: np.array(strings[f"rows.{c}"], dtype=object).reshape(-1) for c in _STRINGS},
             gradient=records["gradient"].copy() if "gradient" in names else None,
             extras={n[7:]: records[n].copy() for n in names if n.startswith("extras/")},
-        )
-
-    @classmethod
-    def read(cls, group: h5py.Group) -> History:
-        def strings(name: str) -> np.ndarray:
-            return np.array(group[name].asstr()[()], dtype=object).reshape(-1)
-
-        return cls(
-            x=group["x"][()],
-            value=group["value"][()],
-            status=group["status"][()],
-            error=strings("error"),
-            iteration=group["iteration"][()],
-            batch=group["batch"][()],
-            wall_time_s=group["wall_time_s"][()],
-            finished_at=group["finished_at"][()],
-            worker=strings("worker"),
-            gradient=group["gradient"][()] if "gradient" in group else None,
-            extras={k: v[()] for k, v in group["extras"].items()},
         )
 
 

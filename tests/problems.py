@@ -24,3 +24,30 @@ class BrokenSetup(Problem):
 
     def evaluate(self, x: np.ndarray, gradient: bool = False) -> Evaluation:
         return Evaluation(value=0.0)
+
+
+class KillOnce(Problem):
+    """Sphere whose worker process SIGKILLs itself the first time it meets ``x0 > kill_above``
+    (a marker file at ``options.marker`` remembers that it happened, across processes)."""
+
+    def evaluate(self, x: np.ndarray, gradient: bool = False) -> Evaluation:
+        import os
+        import signal
+        from pathlib import Path
+
+        marker = Path(self.config.options["marker"])
+        if x[0] > self.config.options["kill_above"] and not marker.exists():
+            marker.write_text(str(os.getpid()))
+            os.kill(os.getpid(), signal.SIGKILL)
+        return Evaluation(value=float(x @ x))
+
+
+class Hang(Problem):
+    """Sphere that hangs (sleeps for an hour) where ``x0 > options.hang_above``."""
+
+    def evaluate(self, x: np.ndarray, gradient: bool = False) -> Evaluation:
+        import time
+
+        if x[0] > self.config.options["hang_above"]:
+            time.sleep(3600)
+        return Evaluation(value=float(x @ x))

@@ -3,6 +3,7 @@ import pytest
 
 from hpcopt import campaign as drv
 from hpcopt import config as cfg
+from hpcopt.engine import LocalEngine
 from hpcopt.store import STATUS_FAILED, StoreError
 
 
@@ -31,7 +32,7 @@ def test_every_evaluation_is_recorded_with_its_iteration_and_worker(tmp_path):
     rec = store.read_trial("g")
     assert outcome.status == rec.status == "completed"
     assert len(rec.history) == 25 and outcome.best_value == 0.0
-    assert set(rec.history.worker) == {drv.LocalEngine().worker}
+    assert set(rec.history.worker) == {LocalEngine().worker}
     assert (rec.history.wall_time_s >= 0).all() and "norm" in rec.history.extras
 
 

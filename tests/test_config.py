@@ -64,7 +64,12 @@ BAD = [
     ("no trials", lambda d: d.pop("trials"),
      "the campaign has no trials: add 'trials' or 'sweep_groups'"),
     ("unknown engine", lambda d: d.update(engine={"kind": "spark"}),
-     "engine.kind: Input should be 'local' (got 'spark')"),
+     "engine: Input tag 'spark' found using 'kind' does not match any of the expected tags: "
+     "'local', 'ray'"),
+    ("fractional GPU above one", lambda d: d.update(engine={"kind": "ray", "gpu_fraction": 1.5}),
+     "engine: gpu_fraction above 1 must be a whole number of GPUs, got 1.5"),
+    ("unknown ray engine key", lambda d: d.update(engine={"kind": "ray", "workers": 4}),
+     "engine.workers: unknown key; allowed keys: address, cpus_per_worker, gpu_fraction, "),
     ("method names a parameter the space lacks", method0(blocks=[["x0"], ["x7"]]),
      "trials[0]: method.blocks[1]: unknown parameter 'x7'"),
     ("constraint names a parameter the space lacks",

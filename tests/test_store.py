@@ -24,7 +24,8 @@ def batch_rows(seq, n=3):
     x = np.arange(n * 2, dtype=float).reshape(n, 2) + 10 * seq
     evs = [Evaluation(value=float(seq * 10 + i), extras={"p5": 1.5 * i, "pos": [i, 2.0, 3.0]})
            for i in range(n)]  # fmt: skip
-    evs[-1] = Evaluation.failed("ValueError: boom", wall_time_s=0.5, worker="w1")
+    evs[-1] = Evaluation.failed("ValueError: boom")
+    evs[-1].worker, evs[-1].node, evs[-1].gpu_ids = "w1", "127.0.0.2", "0,1"
     return History.from_evaluations(x, evs, iteration=seq, batch=seq)
 
 
@@ -56,6 +57,7 @@ def test_checkpoints_read_back_exactly(tmp_path):
     np.testing.assert_array_equal(rec.history.value, np.concatenate([r.value for r in written]))
     assert list(rec.history.status) == [STATUS_OK, STATUS_OK, STATUS_FAILED] * 2
     assert rec.history.error[2] == "ValueError: boom" and rec.history.worker[2] == "w1"
+    assert rec.history.node[2] == "127.0.0.2" and rec.history.gpu_ids[2] == "0,1"
     assert rec.history.extras["pos"].shape == (6, 3)
     assert np.isnan(rec.history.extras["p5"][2])
     assert rec.method_state["step"] == 2
@@ -68,6 +70,7 @@ def test_consolidation_folds_the_journal_without_changing_what_is_read(tmp_path)
     for s in range(1, 8):
         w.checkpoint(batch_rows(s), {"step": s})
     assert store.trial_path("t").exists()
+    assert store.read_trial("t").history.node[2] == "127.0.0.2"
     segments = sorted(p.name for p in store.journal_path("t").iterdir())
     assert segments == ["00000007.h5"]
     rec = store.read_trial("t")

@@ -7,6 +7,7 @@ from types import TracebackType
 
 import numpy as np
 
+from hpcopt.events import EventSink, ignore
 from hpcopt.problems.base import Evaluation, ProblemConfig
 
 
@@ -15,8 +16,14 @@ class Engine(ABC):
 
     ``map`` returns one :class:`Evaluation` per point, in the order of ``points``, with
     ``wall_time_s`` and ``worker`` filled in. A point whose evaluation raised comes back as
-    a failed evaluation carrying the error text; it never aborts the batch.
+    a failed evaluation carrying the error text; it never aborts the batch. A problem that
+    cannot be built or set up raises from ``map`` (its trial fails).
+
+    ``on_event(kind, **fields)`` receives progress events; the driver points it at the
+    campaign's event log.
     """
+
+    on_event: EventSink = staticmethod(ignore)
 
     @abstractmethod
     def map(

@@ -4,11 +4,21 @@ from __future__ import annotations
 
 import os
 import socket
+from typing import Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict
 
 from hpcopt.engine.base import Engine
 from hpcopt.problems.base import Evaluation, Problem, ProblemConfig
+
+
+class LocalEngineConfig(BaseModel):
+    """``engine: {kind: local}``: evaluations run serially in the driver process."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["local"] = "local"
 
 
 class LocalEngine(Engine):

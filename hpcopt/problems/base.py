@@ -34,23 +34,29 @@ class Evaluation:
     evaluation failed, with ``error`` saying why). ``gradient`` is ``d value / d x`` in
     natural units, shape ``(d,)``, when it was asked for and the problem has one.
     ``extras`` are named scalars or fixed-shape arrays recorded beside the value.
-    ``wall_time_s`` and ``worker`` are filled in by whoever ran it.
+    ``raised`` marks a failure that came from an exception (an engine may retry those),
+    as opposed to a result the problem itself declared failed (a diverging solve).
+    ``wall_time_s``, ``worker``, ``node`` and ``gpu_ids`` are filled in by whoever ran it.
     """
 
     value: float
     extras: dict[str, Any] = field(default_factory=dict)
     gradient: np.ndarray | None = None
     error: str = ""
+    raised: bool = False
     wall_time_s: float = 0.0
     worker: str = ""
+    node: str = ""
+    gpu_ids: str = ""
 
     @property
     def ok(self) -> bool:
         return not self.error
 
     @classmethod
-    def failed(cls, error: str, wall_time_s: float = 0.0, worker: str = "") -> Evaluation:
-        return cls(value=float("nan"), error=error, wall_time_s=wall_time_s, worker=worker)
+    def failed(cls, error: str, raised: bool = False) -> Evaluation:
+        """A failed evaluation: NaN value and the reason."""
+        return cls(value=float("nan"), error=error, raised=raised)
 
 
 def describe_exception(exc: BaseException) -> str:
@@ -86,7 +92,7 @@ class Problem(ABC):
             try:
                 ev = self.evaluate(np.asarray(x, dtype=float), gradient=gradient)
             except Exception as exc:
-                ev = Evaluation.failed(describe_exception(exc))
+                ev = Evaluation.failed(describe_exception(exc), raised=True)
             ev.wall_time_s = time.perf_counter() - start
             out.append(ev)
         return out

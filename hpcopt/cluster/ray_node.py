@@ -1,0 +1,174 @@
+"""Start and stop Ray nodes as processes this job owns, safely on shared machines.
+
+What Ray's own recipes get wrong on a shared cluster, and this module does instead:
+
+- every port is chosen free for this node (two campaigns on one machine never collide);
+- the temp dir is short (AF_UNIX socket paths are limited to 107 bytes) and private;
+- CPUs and GPUs are declared explicitly (``--num-cpus``, ``--num-gpus``);
+- token authentication is on, with a fresh token in a file only the user can read;
+- no dashboard, and the node is started with ``--block`` in its own process group, so
+  stopping it ends exactly this node's processes (never ``ray stop``, which ends every
+  Ray on the machine, other users' included).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+_PORTS = (
+    "--node-manager-port",
+    "--object-manager-port",
+    "--dashboard-agent-listen-port",
+    "--dashboard-agent-grpc-port",
+    "--runtime-env-agent-port",
+    "--metrics-export-port",
+)
+
+
+class ClusterError(RuntimeError):
+    """A Ray node did not start, or a cluster did not come together in time."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free on ``host`` right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def short_temp_dir(prefix: str = "hr-") -> Path:
+    """A fresh private directory with a short path (``/tmp/hr-XXXXXXXX``) for Ray's sockets."""
+    base = os.environ.get("HPCOPT_RAY_TMP") or ("/tmp" if os.path.isdir("/tmp") else None)
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=base))
+
+
+def new_token_file(directory: str | Path) -> Path:
+    """Write a fresh random Ray auth token to ``directory/ray-token`` (mode 0600)."""
+    path = Path(directory) / "ray-token"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_hex(32))
+    return path
+
+
+def auth_env(token_file: str | Path, base: dict[str, str] | None = None) -> dict[str, str]:
+    """``base`` (default: this process's environment) with Ray token authentication on."""
+    env = dict(os.environ if base is None else base)
+    env["RAY_AUTH_MODE"] = "token"
+    env["RAY_AUTH_TOKEN_PATH"] = str(token_file)
+    env.pop("RAY_AUTH_TOKEN", None)
+    return env
+
+
+@dataclass
+class RayNode:
+    """A Ray node process started by :func:`start_node`."""
+
+    process: subprocess.Popen
+    node_ip: str
+    temp_dir: Path
+    log: Path
+    address: str  # the head's GCS address, host:port
+
+    def stop(self, grace_s: float = 10.0) -> None:
+        """End every process of this node: SIGTERM to its process group, then SIGKILL."""
+        _kill_group(self.process, grace_s)
+
+
+def start_node(
+    *,
+    node_ip: str,
+    num_cpus: int,
+    num_gpus: int,
+    temp_dir: str | Path,
+    token_file: str | Path,
+    head_address: str | None = None,
+    resources: str | None = None,
+    timeout_s: float = 60.0,
+    env: dict[str, str] | None = None,
+) -> RayNode:
+    """Start a Ray head (``head_address=None``) or a worker joining ``head_address``.
+
+    Returns once the node reports it has started; ``ClusterError`` with the end of its log
+    if it exits or takes longer than ``timeout_s``.
+    """
+    temp_dir = Path(temp_dir)
+    temp_dir.mkdir(parents=True, exist_ok=True)
+    ray = shutil.which("ray", path=os.path.dirname(sys.executable)) or shutil.which("ray") or "ray"
+    cmd = [
+        ray, "start", "--block", "--disable-usage-stats",
+        "--node-ip-address", node_ip,
+        "--num-cpus", str(num_cpus), "--num-gpus", str(num_gpus),
+        "--temp-dir", str(temp_dir),
+    ]  # fmt: skip
+    for flag in _PORTS:
+        cmd += [flag, str(free_port(node_ip))]
+    if resources:
+        cmd += ["--resources", resources]
+    if head_address is None:
+        port = free_port(node_ip)
+        address = f"{node_ip}:{port}"
+        cmd += ["--head", "--port", str(port), "--include-dashboard=false"]
+        cmd += ["--ray-client-server-port", str(free_port(node_ip))]
+    else:
+        address = head_address
+        cmd += ["--address", head_address]
+    log = temp_dir / f"ray-start-{node_ip}.log"
+    with open(log, "w") as out:
+        process = subprocess.Popen(
+            cmd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=auth_env(token_file, env),
+            start_new_session=True,
+        )
+    node = RayNode(process, node_ip, temp_dir, log, address)
+    deadline = time.monotonic() + timeout_s
+    while "Ray runtime started" not in log.read_text():
+        if process.poll() is not None or time.monotonic() > deadline:
+            node.stop(grace_s=2)
+            late = f"did not start in {timeout_s:g} s"
+            why = "exited" if process.returncode is not None else late
+            tail = "\n".join(log.read_text().splitlines()[-15:])
+            raise ClusterError(f"ray node on {node_ip} {why}; end of {log}:\n{tail}")
+        time.sleep(0.1)
+    return node
+
+
+def _kill_group(process: subprocess.Popen, grace_s: float) -> None:
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=grace_s)
+    # Ray's own children may outlive the `ray start` process: end the whole group.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def processes_using(path: str | Path) -> list[int]:
+    """PIDs of live processes whose command line mentions ``path`` (Linux ``/proc``)."""
+    needle = str(path).encode()
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/cmdline", "rb") as f:
+                if needle in f.read():
+                    found.append(int(entry.name))
+        except OSError:
+            continue
+    return found

@@ -1,0 +1,197 @@
+"""The Ray engine on real Ray clusters started on this machine (CPU-only; GPUs declared)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from hpcopt import campaign as drv
+from hpcopt import config as cfg
+from hpcopt.cluster.ray_node import new_token_file, processes_using, short_temp_dir, start_node
+from hpcopt.engine.ray_pool import EngineError, RayEngine, RayEngineConfig
+from hpcopt.events import read_events
+from hpcopt.problems.analytic import AnalyticConfig
+from hpcopt.store import STATUS_FAILED, STATUS_OK
+from tests.conftest import node_env
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+SPHERE = {"name": "analytic", "function": "sphere"}
+
+
+def engine_config(cluster, **kw):
+    address, token = cluster
+    return {"kind": "ray", "address": address, "token_file": str(token), **kw}
+
+
+def custom(target, **options):
+    params = [{"name": "a", "low": -1, "high": 1}, {"name": "b", "low": -1, "high": 1}]
+    return {"name": "custom", "target": f"tests.problems:{target}", "parameters": params,
+            "options": options}  # fmt: skip
+
+
+def run_campaign(tmp_path, engine, trials, shared=None):
+    doc = {
+        "name": "ray",
+        "output_dir": str(tmp_path / "c"),
+        "engine": engine,
+        "shared": shared or {"problem": SPHERE},
+        "trials": trials,
+    }
+    campaign = cfg.parse(doc)
+    store = drv.create(campaign)
+    outcomes = drv.run(campaign, store, reporter=drv.SilentReporter())
+    return store, outcomes
+
+
+def test_half_gpu_workers_run_four_at_once_on_two_declared_gpus(ray_cluster):
+    config = RayEngineConfig(**engine_config(ray_cluster, num_workers=4, gpu_fraction=0.5,
+                                             cpus_per_worker=1))  # fmt: skip
+    events = []
+    with RayEngine(config) as engine:
+        engine.on_event = lambda kind, **f: events.append((kind, f))
+        problem = AnalyticConfig(name="analytic", function="sphere", delay_s=0.2)
+        results = engine.map(problem, np.zeros((8, 2)))
+    up = [f for kind, f in events if kind == "worker_up"]
+    assert len(up) == 4
+    assert Counter(f["gpu_ids"] for f in up) == {"0": 2, "1": 2}
+    assert all(f["cuda_visible_devices"] == f["gpu_ids"] for f in up)
+    assert {ev.gpu_ids for ev in results} == {"0", "1"}
+    assert len({ev.worker for ev in results}) == 4
+
+
+def test_ray_engine_gives_the_serial_engine_results(tmp_path, ray_cluster):
+    trials = [
+        {"name": "ga", "seed": 2, "problem": {"function": "rastrigin"},
+         "method": {"name": "ga", "population": 12, "generations": 4}},
+        {"name": "bo", "method": {"name": "bo", "sampler": "tpe", "n_trials": 12,
+                                  "max_concurrent": 4}},
+        {"name": "gd", "method": {"name": "gd", "starts": 3, "steps": 5, "gradient": "fd"}},
+    ]  # fmt: skip
+    local, _ = run_campaign(tmp_path / "local", {"kind": "local"}, trials)
+    ray, _ = run_campaign(tmp_path / "ray", engine_config(ray_cluster, num_workers=3), trials)
+    for name in ("ga", "bo", "gd"):
+        a, b = local.read_trial(name).history, ray.read_trial(name).history
+        assert a.x.tobytes() == b.x.tobytes() and a.value.tobytes() == b.value.tobytes(), name
+        assert set(b.node) == {"127.0.0.2"}
+
+
+def test_a_sigkilled_worker_is_replaced_and_its_point_runs_again(tmp_path, ray_cluster):
+    marker = tmp_path / "killed"
+    problem = custom("KillOnce", kill_above=0.5, marker=str(marker))
+    store, (outcome,) = run_campaign(
+        tmp_path, engine_config(ray_cluster, num_workers=2),
+        [{"name": "g", "problem": problem, "method": {"name": "gs", "resolution": 5}}],
+    )  # fmt: skip
+    h = store.read_trial("g").history
+    assert marker.exists(), "no worker was killed"
+    assert outcome.status == "completed" and len(h) == 25 and (h.status == STATUS_OK).all()
+    killed = marker.read_text()
+    assert killed not in {w.split(":")[1] for w in h.worker[h.x[:, 0] > 0.5]}
+    kinds = Counter(e["kind"] for e in read_events(store.root / "events.jsonl"))
+    assert kinds["worker_down"] == 1 and kinds["task_retried"] == 1
+
+
+def test_raising_points_are_retried_then_recorded_as_failed(tmp_path, ray_cluster):
+    problem = custom("Flaky", fail_above=0.5)
+    store, (outcome,) = run_campaign(
+        tmp_path, engine_config(ray_cluster, num_workers=2, max_retries=2),
+        [{"name": "g", "problem": problem, "method": {"name": "gs", "resolution": 5}}],
+    )  # fmt: skip
+    h = store.read_trial("g").history
+    failed = h.status == STATUS_FAILED
+    assert outcome.status == "completed" and failed.sum() == 5 and (~failed).sum() == 20
+    assert all("past fail_above" in e for e in h.error[failed])
+    retried = [e for e in read_events(store.root / "events.jsonl") if e["kind"] == "task_retried"]
+    assert len(retried) == 2 * 5
+
+
+def test_a_hanging_task_times_out_and_the_campaign_completes(tmp_path, ray_cluster):
+    problem = custom("Hang", hang_above=0.5)
+    store, (outcome,) = run_campaign(
+        tmp_path, engine_config(ray_cluster, num_workers=2, task_timeout_s=2),
+        [{"name": "g", "problem": problem, "method": {"name": "gs", "resolution": 3}}],
+    )  # fmt: skip
+    h = store.read_trial("g").history
+    failed = h.status == STATUS_FAILED
+    assert outcome.status == "completed" and failed.sum() == 3 and (~failed).sum() == 6
+    assert all("timed out after 2 s" in e for e in h.error[failed])
+    np.testing.assert_array_equal(h.value[~failed], (h.x[~failed] ** 2).sum(axis=1))
+
+
+def test_workers_are_replaced_after_max_tasks_per_worker(tmp_path, ray_cluster):
+    store, _ = run_campaign(
+        tmp_path, engine_config(ray_cluster, num_workers=2, max_tasks_per_worker=2),
+        [{"name": "g", "method": {"name": "gs", "resolution": 4}}],
+    )  # fmt: skip
+    per_worker = Counter(store.read_trial("g").history.worker)
+    assert len(per_worker) >= 8 and max(per_worker.values()) <= 2
+
+
+def test_a_problem_that_cannot_be_set_up_fails_its_trial(tmp_path, ray_cluster):
+    broken = custom("BrokenSetup")
+    _, (outcome, after) = run_campaign(
+        tmp_path, engine_config(ray_cluster, num_workers=1),
+        [{"name": "b", "problem": broken, "method": {"name": "gs", "resolution": 2}},
+         {"name": "ok", "method": {"name": "gs", "resolution": 2}}],
+    )  # fmt: skip
+    assert outcome.status == "failed" and "measurements.csv not found" in outcome.error
+    assert after.status == "completed"
+
+
+def test_workers_that_cannot_fit_fail_with_a_clear_error(ray_cluster):
+    config = RayEngineConfig(**engine_config(ray_cluster, num_workers=2, cpus_per_worker=64,
+                                             start_timeout_s=3))  # fmt: skip
+    with RayEngine(config) as engine, pytest.raises(EngineError, match="only 0 of 2 Ray workers"):
+        engine.map(AnalyticConfig(name="analytic", function="sphere"), np.zeros((2, 2)))
+
+
+def test_address_auto_starts_a_private_ray_and_removes_it(ray_home):
+    engine = RayEngine(RayEngineConfig(kind="ray", num_workers=2, num_cpus=2))
+    private = engine._private_dir
+    try:
+        results = engine.map(AnalyticConfig(name="analytic", function="sphere"), np.ones((4, 2)))
+        assert [ev.value for ev in results] == [2.0] * 4
+        assert len(str(private)) < 30 and (private / "ray-token").stat().st_mode & 0o077 == 0
+    finally:
+        engine.close()
+    assert not private.exists() and not processes_using(private)
+
+
+def test_two_node_cluster_places_workers_on_both_nodes(tmp_path, ray_home):
+    temp = short_temp_dir()
+    token = new_token_file(temp)
+    nodes = []
+    try:
+        kw = {"num_cpus": 2, "num_gpus": 1, "token_file": token, "env": node_env()}
+        nodes.append(start_node(node_ip="127.0.0.4", temp_dir=temp / "h", **kw))
+        nodes.append(start_node(node_ip="127.0.0.5", temp_dir=temp / "w",
+                                head_address=nodes[0].address, **kw))  # fmt: skip
+        engine = {"kind": "ray", "address": nodes[0].address, "token_file": str(token),
+                  "num_workers": 4, "cpus_per_worker": 1, "gpu_fraction": 0.5}  # fmt: skip
+        store, _ = run_campaign(
+            tmp_path, engine, [{"name": "g", "method": {"name": "gs", "resolution": 4}}]
+        )
+        h = store.read_trial("g").history
+        assert set(h.node) == {"127.0.0.4", "127.0.0.5"}
+        assert set(h.gpu_ids) == {"0"}
+    finally:
+        for node in reversed(nodes):
+            node.stop(grace_s=5)
+    assert not processes_using(temp)
+
+
+def test_a_client_without_the_token_is_refused(ray_cluster, tmp_path):
+    address, _ = ray_cluster
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+    env["HOME"] = str(tmp_path)  # no ~/.ray/auth_token to fall back on
+    code = f"import ray; ray.init(address={address!r}); print('connected')"
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert done.returncode != 0 and "connected" not in done.stdout
+    assert "auth" in (done.stdout + done.stderr).lower()
