@@ -20,6 +20,7 @@ lost or run again.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import shutil
 import time
@@ -66,6 +67,8 @@ class RayEngineConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> RayEngineConfig:
+        if importlib.util.find_spec("ray") is None:
+            raise ValueError("kind: ray needs Ray installed: pip install 'hpcopt[ray]'")
         if self.gpu_fraction > 1 and self.gpu_fraction != int(self.gpu_fraction):
             raise ValueError(
                 f"gpu_fraction above 1 must be a whole number of GPUs, got {self.gpu_fraction}"

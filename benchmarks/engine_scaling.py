@@ -1,0 +1,80 @@
+"""Ray engine throughput: parallel efficiency with 1 and 2 workers, and per-task overhead.
+
+Starts a private Ray on this machine (as ``engine: {kind: ray}`` does) and measures, in
+one run, side by side:
+
+- tasks that burn 0.2 s of CPU each, on 1 and on 2 workers: parallel efficiency
+  ``T1 / (2 * T2)`` (ideal 1.0; target >= 0.9 on a 2-core machine);
+- 1,000 no-op evaluations, one task each, on 1 and 2 workers: overhead per task in ms
+  (target < 5 ms), compared with the serial engine.
+
+    python benchmarks/engine_scaling.py [--tasks 20] [--noop 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from hpcopt.engine.local import LocalEngine
+from hpcopt.engine.ray_pool import RayEngine, RayEngineConfig
+from hpcopt.problems.analytic import AnalyticConfig
+from hpcopt.problems.custom import CustomConfig
+
+HERE = Path(__file__).resolve().parent
+
+
+def timed_map(engine, problem, points) -> float:
+    engine.map(problem, points[:2])  # workers up and problem set up: not what is measured
+    start = time.perf_counter()
+    engine.map(problem, points)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", type=int, default=20, help="CPU-burning tasks per run")
+    parser.add_argument("--noop", type=int, default=1000, help="no-op tasks per run")
+    args = parser.parse_args()
+    # Ray workers start from this environment: they must import the Burn problem.
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])
+    sys.path.insert(0, str(HERE))
+    burn = CustomConfig(
+        name="custom",
+        target="burn:Burn",
+        parameters=[{"name": "a", "low": 0, "high": 1}],
+        options={"cpu_s": 0.2},
+    )
+    noop = AnalyticConfig(name="analytic", function="sphere", dim=1)
+    work = np.full((args.tasks, 1), 0.5)
+    empty = np.full((args.noop, 1), 0.5)
+
+    with LocalEngine() as serial:
+        t_serial_noop = timed_map(serial, noop, empty)
+    times = {}
+    for workers in (1, 2):
+        config = RayEngineConfig(kind="ray", num_workers=workers, num_cpus=2)
+        with RayEngine(config) as engine:
+            times[workers] = (timed_map(engine, burn, work), timed_map(engine, noop, empty))
+
+    t1, t2 = times[1][0], times[2][0]
+    ideal = args.tasks * 0.2
+    print(f"{args.tasks} tasks x 0.2 s CPU (ideal serial {ideal:.1f} s)")
+    print(f"  1 worker : {t1:6.2f} s   ({ideal / t1:.2f} of ideal)")
+    print(f"  2 workers: {t2:6.2f} s   speed-up {t1 / t2:.2f}")
+    print(f"  parallel efficiency T1/(2*T2) = {t1 / (2 * t2):.2f}   (target >= 0.9)")
+    print(f"{args.noop} no-op evaluations, one task each")
+    print(f"  serial engine : {1e3 * t_serial_noop / args.noop:6.3f} ms per evaluation")
+    for workers in (1, 2):
+        per_task = 1e3 * times[workers][1] / args.noop
+        print(f"  ray, {workers} worker{'s' if workers > 1 else ' '}: {per_task:6.3f} ms per task"
+              f"   (target < 5 ms)")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
