@@ -120,7 +120,6 @@ def start_node(
         port = free_port(node_ip)
         address = f"{node_ip}:{port}"
         cmd += ["--head", "--port", str(port), "--include-dashboard=false"]
-        cmd += ["--ray-client-server-port", str(free_port(node_ip))]
     else:
         address = head_address
         cmd += ["--address", head_address]
