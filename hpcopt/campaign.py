@@ -133,23 +133,31 @@ def run(
     engine: Engine | None = None,
     reporter: Reporter | None = None,
     retry_failed: bool = False,
+    only: str | None = None,
 ) -> list[TrialOutcome]:
-    """Run (or continue) every trial of ``campaign`` into ``store``; return their outcomes."""
+    """Run (or continue) the trials of ``campaign`` into ``store``; return their outcomes.
+
+    ``only`` runs one trial, as a job-array task does: drivers of different trials may then
+    share the campaign folder (each has its own lock and event log).
+    """
     reporter = reporter or LineReporter()
+    trials = campaign.trials if only is None else (campaign.trial(only),)
+    suffix = "" if only is None else f"-{only}"
     outcomes = []
-    with driver_lock(store.root), _engine_for(campaign, store, engine) as eng:
-        for trial in campaign.trials:
+    with (
+        driver_lock(store.root, f"driver{suffix}"),
+        _engine_for(campaign, engine, store.root / f"events{suffix}.jsonl") as eng,
+    ):
+        for trial in trials:
             outcomes.append(run_trial(trial, store, eng, reporter, retry_failed))
         store.export_summary()
     return outcomes
 
 
 @contextlib.contextmanager
-def _engine_for(
-    campaign: cfg.Campaign, store: CampaignStore, engine: Engine | None
-) -> Iterator[Engine]:
-    """The given engine, or the campaign's own, reporting to ``events.jsonl``."""
-    log = EventLog(store.root / "events.jsonl")
+def _engine_for(campaign: cfg.Campaign, engine: Engine | None, events: Path) -> Iterator[Engine]:
+    """The given engine, or the campaign's own, reporting to the event log ``events``."""
+    log = EventLog(events)
     try:
         if engine is not None:
             engine.on_event = log
@@ -263,18 +271,18 @@ def _outcome(name: str, status: str, history: History, direction: str, error: st
 
 
 @contextlib.contextmanager
-def driver_lock(root: Path) -> Iterator[None]:
-    """Mark the campaign as driven by this process (``driver.json``); refuse a second driver
-    on the same host while the first is alive."""
-    path = Path(root) / "driver.json"
-    holder = read_driver(root)
+def driver_lock(root: Path, name: str = "driver") -> Iterator[None]:
+    """Mark the campaign as driven by this process (``<name>.json``); refuse a second driver
+    with the same lock on the same host while the first is alive."""
+    path = Path(root) / f"{name}.json"
+    holder = _read_lock(path)
     if holder and holder["alive"]:
         raise StoreError(
             f"{root} is already being run by pid {holder['pid']} on {holder['host']} "
             f"(started {time.ctime(holder['started_at'])})"
         )
     me = {"host": socket.gethostname(), "pid": os.getpid(), "started_at": time.time()}
-    tmp = path.with_name(f".driver.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(me))
     os.replace(tmp, path)
     try:
@@ -285,12 +293,16 @@ def driver_lock(root: Path) -> Iterator[None]:
                 path.unlink()
 
 
-def read_driver(root: str | Path) -> dict | None:
-    """Who drives the campaign: ``{host, pid, started_at, alive}``, or None.
+def read_drivers(root: str | Path) -> list[dict]:
+    """Who drives the campaign: ``{host, pid, started_at, alive}`` per driver lock.
 
     ``alive`` is only known on the same host; elsewhere it is assumed true.
     """
-    path = Path(root) / "driver.json"
+    found = (_read_lock(p) for p in sorted(Path(root).glob("driver*.json")))
+    return [d for d in found if d]
+
+
+def _read_lock(path: Path) -> dict | None:
     try:
         info = json.loads(path.read_text())
     except (OSError, ValueError):

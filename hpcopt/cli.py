@@ -15,9 +15,10 @@ from collections.abc import Sequence
 from rich.console import Console
 from rich.table import Table
 
-from hpcopt import __version__
+from hpcopt import __version__, cli_slurm
 from hpcopt import campaign as drv
 from hpcopt import config as cfg
+from hpcopt.cluster.ray_node import ClusterError
 from hpcopt.store import CampaignStore, StoreError
 
 EXIT_OK, EXIT_TRIAL_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -28,6 +29,8 @@ examples:
   hpcopt expand configs/quickstart.yaml         list the trials a config expands to
   hpcopt show runs/quickstart                   trials, status and best results
   hpcopt resume runs/quickstart                 continue after Ctrl-C, kill or crash
+  hpcopt submit configs/ray-demo.yaml --nodes 2 --gpus-per-node 4 --time 24:00:00
+  hpcopt status runs/ray-demo                   Slurm state and progress
 """
 
 
@@ -40,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except cfg.ConfigError as exc:
         print(f"hpcopt: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except StoreError as exc:
+    except (StoreError, ClusterError) as exc:
         print(f"hpcopt: {exc}", file=sys.stderr)
         return EXIT_USAGE
 
@@ -78,6 +81,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("dir", help="campaign folder")
     p.add_argument("--retry-failed", action="store_true", help="also continue failed trials")
+    p.add_argument(
+        "--submit", action="store_true", help="resume as a Slurm job, configured as before"
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="print no progress lines")
     p.set_defaults(func=_resume)
 
@@ -100,6 +106,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="campaign config file (YAML or JSON)")
     p.add_argument("--json", action="store_true", help="print each trial's full config as JSON")
     p.set_defaults(func=_expand)
+    cli_slurm.add_parsers(sub)
     return parser
 
 
@@ -137,6 +144,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _resume(args: argparse.Namespace) -> int:
+    if args.submit:
+        return cli_slurm.resubmit(args.dir)
     store, campaign = drv.reopen(args.dir)
     try:
         outcomes = drv.run(
@@ -154,9 +163,9 @@ def _show(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=2))
         return EXIT_OK
     attrs = store.attrs()
-    driver = drv.read_driver(store.root)
-    if driver and driver["alive"]:
-        state = f"running (pid {driver['pid']} on {driver['host']})"
+    alive = [d for d in drv.read_drivers(store.root) if d["alive"]]
+    if alive:
+        state = "running (" + ", ".join(f"pid {d['pid']} on {d['host']}" for d in alive) + ")"
     elif any(r["status"] in ("running", "pending") for r in rows):
         state = "stopped before the end: continue with 'hpcopt resume'"
     else:

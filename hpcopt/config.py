@@ -21,6 +21,7 @@ from typing import Annotated, Any, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from hpcopt.cluster.slurm import SlurmConfig
 from hpcopt.engine import EngineConfig
 from hpcopt.engine.local import LocalEngineConfig
 from hpcopt.methods.base import build_method
@@ -79,6 +80,7 @@ class _Document(_Strict):
     name: str = Field(pattern=TRIAL_NAME.pattern)
     output_dir: str | None = None
     engine: EngineConfig = LocalEngineConfig()
+    slurm: SlurmConfig = SlurmConfig()
     shared: dict[str, Any] = Field(default_factory=dict)
     trials: list[dict[str, Any]] = Field(default_factory=list)
     sweep_groups: list[SweepGroup] = Field(default_factory=list)
@@ -90,6 +92,7 @@ class Campaign(_Strict):
     name: str
     output_dir: str
     engine: EngineConfig
+    slurm: SlurmConfig
     trials: tuple[TrialConfig, ...]
     document: dict[str, Any]
 
@@ -153,6 +156,7 @@ def parse(
         name=top.name,
         output_dir=output_dir or top.output_dir or f"runs/{top.name}",
         engine=top.engine,
+        slurm=top.slurm,
         trials=tuple(trials),
         document=json.loads(json.dumps(dict(doc))),
     )

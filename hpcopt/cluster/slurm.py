@@ -1,0 +1,391 @@
+"""Run a campaign on a Slurm allocation: one task per node, Ray brought up and down by us.
+
+Rank 0 starts the Ray head, publishes its address in the campaign folder (atomically),
+waits until every node has joined, then runs the driver with the Ray engine pointed at
+that head. Every other rank waits for the address, starts a Ray worker node that joins
+it, and keeps it up until the driver is done. Node addresses come from Slurm
+(``scontrol show node``'s NodeAddr); CPUs and GPUs from the allocation. Each (re)start
+of a job gets a fresh rendezvous folder and a fresh token, so a requeued job never reads
+a stale address.
+
+Stopping: on SIGTERM (``scancel``, a requeue, the end of the time limit) every rank ends
+its Ray node and exits; the store needs nothing more, since the driver checkpoints after
+every batch. Under submitit, USR2 (sent ``signal_delay_s`` before the time limit, or on
+preemption) makes rank 0 requeue the job through submitit's checkpointing; without
+submitit (``slurm/hpcopt.sbatch``) rank 0 requeues it with ``scontrol requeue``.
+
+The same entry point serves both: submitit calls :class:`CampaignJob`, and the sbatch
+template runs ``python -m hpcopt.cluster.slurm CONFIG_OR_DIR`` under ``srun``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from hpcopt.cluster.ray_node import ClusterError, new_token_file, short_temp_dir, start_node
+
+_TIME = re.compile(r"^(?:(\d+)-)?(\d+):(\d{2})(?::(\d{2}))?$")
+
+
+class SlurmConfig(BaseModel):
+    """``slurm:`` section of a campaign config; ``hpcopt submit`` flags override it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    nodes: int = Field(1, ge=1)
+    gpus_per_node: int = Field(0, ge=0)
+    cpus_per_task: int | None = Field(None, ge=1)
+    partition: str | None = None
+    time: str = "01:00:00"
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None
+    mem: str | None = None
+    job_name: str | None = None
+    max_num_timeout: int = Field(3, ge=0)
+    signal_delay_s: int = Field(120, ge=10)
+    join_timeout_s: float = Field(300.0, gt=0)
+    array_per_trial: bool = False
+    setup: list[str] = Field(default_factory=list)
+
+    @field_validator("time")
+    @classmethod
+    def _time(cls, value: str) -> str:
+        if not (value.isdigit() or _TIME.match(value)):
+            raise ValueError(
+                f"time must be minutes, HH:MM:SS, MM:SS or D-HH:MM[:SS], got {value!r}"
+            )
+        return value
+
+    @property
+    def minutes(self) -> int:
+        """The time limit in whole minutes (at least 1)."""
+        if self.time.isdigit():
+            return max(1, int(self.time))
+        days, a, b, c = _TIME.match(self.time).groups()  # type: ignore[union-attr]
+        if c is None and days is None:  # MM:SS
+            return max(1, int(a) + (int(b) > 0))
+        hours = int(a) + 24 * int(days or 0)
+        return max(1, hours * 60 + int(b) + (int(c or 0) > 0))
+
+
+def check_submittable(campaign: Any) -> None:
+    """Refuse a campaign that cannot run on an allocation (its engine must be Ray)."""
+    if campaign.engine.kind != "ray":
+        raise ClusterError(
+            "a campaign on Slurm needs 'engine: {kind: ray}': its evaluations run on Ray "
+            "workers across the allocation's nodes"
+        )
+
+
+def sbatch_parameters(slurm: SlurmConfig, name: str) -> dict[str, Any]:
+    """submitit's ``SlurmExecutor`` parameters for a campaign: one task per node."""
+    params: dict[str, Any] = {
+        "job_name": slurm.job_name or f"hpcopt-{name}",
+        "nodes": slurm.nodes,
+        "ntasks_per_node": 1,
+        "time": slurm.minutes,
+        "signal_delay_s": slurm.signal_delay_s,
+        "stderr_to_stdout": True,
+        "setup": ["export HDF5_USE_FILE_LOCKING=FALSE", *slurm.setup],
+        "additional_parameters": {"requeue": True},
+    }
+    if slurm.gpus_per_node:
+        params["gpus_per_node"] = slurm.gpus_per_node
+    for key in ("cpus_per_task", "partition", "account", "qos", "constraint", "mem"):
+        value = getattr(slurm, key)
+        if value is not None:
+            params[key] = value
+    return params
+
+
+def executor(root: Path, slurm: SlurmConfig, name: str):  # -> submitit.SlurmExecutor
+    """A submitit executor that logs into ``root/slurm/``."""
+    import submitit
+
+    ex = submitit.SlurmExecutor(folder=root / "slurm" / "%j", max_num_timeout=slurm.max_num_timeout)
+    ex.update_parameters(**sbatch_parameters(slurm, name))
+    return ex
+
+
+def render_sbatch(root: Path, slurm: SlurmConfig, name: str) -> str:
+    """The sbatch script ``hpcopt submit`` would submit (for ``--dry-run`` and review)."""
+    ex = executor(root, slurm, name)
+    return ex._make_submission_file_text(ex._submitit_command_str, uid="dry-run")
+
+
+class CampaignJob:
+    """The callable submitit runs on every task of the allocation (checkpointable).
+
+    ``trial`` limits the job to one trial (job arrays: one Ray cluster per trial).
+    """
+
+    def __init__(self, root: str, trial: str | None = None) -> None:
+        self.root = root
+        self.trial = trial
+
+    def __call__(self) -> int:
+        from hpcopt import campaign as drv
+
+        _, campaign = drv.reopen(self.root)
+        return run_on_allocation(Path(self.root), campaign.slurm.join_timeout_s, self.trial)
+
+    def checkpoint(self, *args: Any, **kwargs: Any):  # -> submitit.helpers.DelayedSubmission
+        """Requeue the same job: it resumes from the store (checkpointed every batch)."""
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
+
+
+def submit(root: Path, slurm: SlurmConfig, name: str, trials: list[str]) -> list[str]:
+    """Submit the campaign in ``root``; return the job ids (one per trial with arrays)."""
+    ex = executor(root, slurm, name)
+    if slurm.array_per_trial:
+        with ex.batch():
+            jobs = [ex.submit(CampaignJob(str(root), trial)) for trial in trials]
+    else:
+        jobs = [ex.submit(CampaignJob(str(root)))]
+    ids = [str(job.job_id) for job in jobs]
+    record_jobs(root, ids)
+    return ids
+
+
+def record_jobs(root: Path, ids: list[str]) -> None:
+    """Append submitted job ids to ``root/slurm.json`` (atomically)."""
+    path = root / "slurm.json"
+    known = jobs_of(root)
+    known.append({"submitted_at": time.time(), "job_ids": ids})
+    tmp = path.with_name(f".slurm.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(known, indent=1))
+    os.replace(tmp, path)
+
+
+def jobs_of(root: Path) -> list[dict[str, Any]]:
+    """Every submission recorded for the campaign, oldest first."""
+    try:
+        return json.loads((root / "slurm.json").read_text())
+    except FileNotFoundError:
+        return []
+
+
+@dataclass
+class Allocation:
+    """What Slurm tells a task about itself."""
+
+    job_key: str
+    rank: int
+    nodes: int
+    node_name: str
+    cpus: int
+    gpus: int
+    restart: int
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Allocation:
+        e = os.environ if env is None else env
+        if "SLURM_JOB_ID" not in e:
+            raise ClusterError("not inside a Slurm job (SLURM_JOB_ID is not set)")
+        array = e.get("SLURM_ARRAY_JOB_ID")
+        key = f"{array}_{e['SLURM_ARRAY_TASK_ID']}" if array else e["SLURM_JOB_ID"]
+        visible = [d for d in e.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+        return cls(
+            job_key=key,
+            rank=int(e.get("SLURM_PROCID", "0")),
+            nodes=int(e.get("SLURM_JOB_NUM_NODES", e.get("SLURM_NNODES", "1"))),
+            node_name=e.get("SLURMD_NODENAME", ""),
+            cpus=int(e.get("SLURM_CPUS_ON_NODE", os.cpu_count() or 1)),
+            gpus=len(visible),
+            restart=int(e.get("SLURM_RESTART_COUNT", "0")),
+        )
+
+
+def node_address(node_name: str) -> str:
+    """The node's NodeAddr from ``scontrol show node`` (emulated nodes have their own)."""
+    out = subprocess.run(
+        ["scontrol", "show", "node", node_name, "-o"],
+        capture_output=True, text=True, check=True, timeout=60,
+    ).stdout  # fmt: skip
+    match = re.search(r"\bNodeAddr=(\S+)", out)
+    if not match:
+        raise ClusterError(f"scontrol shows no NodeAddr for node {node_name!r}")
+    return match.group(1)
+
+
+def _wait_for(path: Path, timeout_s: float, what: str) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise ClusterError(f"{what} did not appear within {timeout_s:g} s ({path})")
+        time.sleep(0.2)
+    return json.loads(path.read_text())
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
+
+
+class Stopped(SystemExit):
+    """SIGTERM arrived: unwind, tearing Ray down on the way out."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise Stopped(128 + signum)
+
+
+def run_on_allocation(root: Path, join_timeout_s: float, trial: str | None = None) -> int:
+    """This task's part of the campaign: the head and the driver on rank 0, a Ray worker
+    node elsewhere. Returns the driver's exit status on rank 0, 0 elsewhere.
+
+    ``join_timeout_s`` bounds both the wait of the workers for the head's address and the
+    wait of the head for every node to join."""
+    alloc = Allocation.from_env()
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    store_root = Path(root)
+    rendezvous = store_root / "cluster" / f"{alloc.job_key}.{alloc.restart}"
+    rendezvous.mkdir(parents=True, exist_ok=True)
+    node_ip = node_address(alloc.node_name) if alloc.node_name else "127.0.0.1"
+    temp = short_temp_dir()
+    log = _Log(alloc)
+    log(f"node {alloc.node_name} at {node_ip}: {alloc.cpus} CPUs, {alloc.gpus} GPUs")
+    if alloc.rank == 0:
+        return _head(store_root, rendezvous, node_ip, temp, alloc, join_timeout_s, trial, log)
+    _worker(rendezvous, node_ip, temp, alloc, join_timeout_s, log)
+    return 0
+
+
+class _Log:
+    def __init__(self, alloc: Allocation) -> None:
+        self.prefix = f"[hpcopt rank {alloc.rank}/{alloc.nodes} job {alloc.job_key}]"
+
+    def __call__(self, text: str) -> None:
+        print(f"{time.strftime('%H:%M:%S')} {self.prefix} {text}", file=sys.stderr, flush=True)
+
+
+def _head(
+    root: Path,
+    rendezvous: Path,
+    node_ip: str,
+    temp: Path,
+    alloc: Allocation,
+    join_timeout_s: float,
+    trial: str | None,
+    log: _Log,
+) -> int:
+    from hpcopt import campaign as drv
+    from hpcopt.engine.ray_pool import RayEngine
+
+    token = new_token_file(rendezvous)
+    head = start_node(
+        node_ip=node_ip, num_cpus=alloc.cpus, num_gpus=alloc.gpus, temp_dir=temp / "ray",
+        token_file=token,
+    )  # fmt: skip
+    log(f"ray head up at {head.address}")
+    try:
+        _write_json(rendezvous / "head.json", {"address": head.address, "token_file": str(token)})
+        store, campaign = drv.reopen(root)
+        engine_config = campaign.engine.model_copy(
+            update={"address": head.address, "token_file": str(token), "num_cpus": None,
+                    "num_gpus": None}
+        )  # fmt: skip
+        with RayEngine(engine_config) as engine:
+            _wait_for_nodes(alloc.nodes, join_timeout_s, log)
+            outcomes = drv.run(
+                campaign, store, engine=engine, reporter=drv.LineReporter(sys.stderr),
+                only=trial,
+            )  # fmt: skip
+        failed = [o.name for o in outcomes if o.status == "failed"]
+        log(f"driver done; failed trials: {failed or 'none'}")
+        return 1 if failed else 0
+    finally:
+        with contextlib.suppress(OSError):
+            (rendezvous / "done").write_text("")
+        head.stop(grace_s=5)
+        log("ray head stopped")
+
+
+def _wait_for_nodes(expected: int, timeout_s: float, log: _Log) -> None:
+    import ray
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        alive = [n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"]]
+        if len(alive) >= expected:
+            log(f"all {expected} nodes joined: {sorted(alive)}")
+            return
+        if time.monotonic() > deadline:
+            raise ClusterError(
+                f"only {len(alive)} of {expected} nodes joined the Ray cluster within "
+                f"{timeout_s:g} s (joined: {sorted(alive)}); see the other ranks' lines in "
+                "this log, and raise slurm.join_timeout_s if nodes are slow to start"
+            )
+        time.sleep(0.5)
+
+
+def _worker(
+    rendezvous: Path, node_ip: str, temp: Path, alloc: Allocation, join_timeout_s: float, log: _Log
+) -> None:
+    head = _wait_for(rendezvous / "head.json", join_timeout_s, "the Ray head's address")
+    node = start_node(
+        node_ip=node_ip, num_cpus=alloc.cpus, num_gpus=alloc.gpus, temp_dir=temp / "ray",
+        token_file=head["token_file"], head_address=head["address"],
+    )  # fmt: skip
+    log(f"ray worker node joined {head['address']}")
+    try:
+        while not (rendezvous / "done").exists() and node.process.poll() is None:
+            time.sleep(0.5)
+    finally:
+        node.stop(grace_s=5)
+        log("ray worker node stopped")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m hpcopt.cluster.slurm CONFIG_OR_DIR`` under ``srun``, one task per node.
+
+    A config file makes (on rank 0) or finds the campaign folder; a folder is resumed.
+    """
+    from hpcopt import campaign as drv
+    from hpcopt import config as cfg
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m hpcopt.cluster.slurm CONFIG_OR_CAMPAIGN_DIR", file=sys.stderr)
+        return 2
+    target = Path(args[0])
+    alloc = Allocation.from_env()
+    if target.is_dir():
+        _, campaign = drv.reopen(target)
+        root = target
+    else:
+        campaign = cfg.load(target)
+        root = Path(campaign.output_dir)
+        if alloc.rank == 0 and not (root / "campaign.h5").exists():
+            drv.create(campaign)
+    check_submittable(campaign)
+    if alloc.rank == 0:
+        signal.signal(signal.SIGUSR2, _requeue_on_usr2)
+    return run_on_allocation(root.resolve(), campaign.slurm.join_timeout_s)
+
+
+def _requeue_on_usr2(signum: int, frame: Any) -> None:
+    """Time limit or preemption without submitit: requeue this job, then stop."""
+    job = os.environ["SLURM_JOB_ID"]
+    subprocess.run(["scontrol", "requeue", job], check=False, timeout=60)
+    raise Stopped(128 + signum)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
