@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.slurm_cluster import slurm_fixture
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -45,3 +47,6 @@ def ray_cluster(ray_home):
     yield head.address, token
     head.stop(grace_s=5)
     shutil.rmtree(temp, ignore_errors=True)
+
+
+slurm = pytest.fixture(scope="session", name="slurm")(slurm_fixture)

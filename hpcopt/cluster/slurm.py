@@ -261,6 +261,11 @@ def run_on_allocation(root: Path, join_timeout_s: float, trial: str | None = Non
     temp = short_temp_dir()
     log = _Log(alloc)
     log(f"node {alloc.node_name} at {node_ip}: {alloc.cpus} CPUs, {alloc.gpus} GPUs")
+    # Where each rank's Ray lives, for `hpcopt status` and for checking the teardown.
+    _write_json(
+        rendezvous / f"rank-{alloc.rank}.json",
+        {"node": alloc.node_name, "ip": node_ip, "pid": os.getpid(), "temp_dir": str(temp)},
+    )
     if alloc.rank == 0:
         return _head(store_root, rendezvous, node_ip, temp, alloc, join_timeout_s, trial, log)
     _worker(rendezvous, node_ip, temp, alloc, join_timeout_s, log)
