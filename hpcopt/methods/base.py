@@ -100,6 +100,17 @@ class Method(ABC):
         """True when the method's budget is spent or it has nothing left to try."""
 
     @property
+    def best(self) -> tuple[np.ndarray, float] | None:
+        """The best evaluated point (unit cube, shape ``(d,)``) and its loss; None before any.
+
+        Methods that track it keep ``best_u`` and ``best_loss`` in their state; others
+        override this.
+        """
+        if self.state.get("best_loss", np.inf) == np.inf:
+            return None
+        return self.state["best_u"].copy(), float(self.state["best_loss"])
+
+    @property
     def expected_evaluations(self) -> int | None:
         """How many evaluations the whole run will take, when known in advance."""
         return None

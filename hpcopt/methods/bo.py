@@ -160,6 +160,15 @@ class BayesianOptimization(Method):
         return self.state["evaluated"] >= self.config.n_trials and not self.state["pending"]
 
     @property
+    def best(self) -> tuple[np.ndarray, float] | None:
+        """The best completed trial (unit cube) and its loss; None before any."""
+        values = self.state["trials"]["values"]
+        if not np.isfinite(values).any():
+            return None
+        i = int(np.nanargmin(values))
+        return self.state["trials"]["params"][i].copy(), float(values[i])
+
+    @property
     def expected_evaluations(self) -> int:
         """``n_trials``: infeasible proposals are never evaluated and do not count."""
         return self.config.n_trials

@@ -163,6 +163,14 @@ class GeneticAlgorithm(Method):
         return last and not np.isnan(self.state["losses"]).any()
 
     @property
+    def best(self) -> tuple[np.ndarray, float] | None:
+        """The hall of fame's first individual (unit cube) and its loss; None before any."""
+        hof = self.state["hall_of_fame"]
+        if not len(hof["losses"]):
+            return None
+        return hof["genes"][0].copy(), float(hof["losses"][0])
+
+    @property
     def expected_evaluations(self) -> int:
         """An upper bound: the initial population, then every offspring but the elite.
 

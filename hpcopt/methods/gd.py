@@ -166,13 +166,6 @@ class GradientDescent(Method):
         pairs = {"problem": 0, "fd": self.space.dim, "spsa": self.config.spsa_averages}
         return self.config.steps * self.config.starts * (1 + 2 * pairs[self._gradient])
 
-    @property
-    def best(self) -> tuple[np.ndarray, float] | None:
-        """The best evaluated point (unit cube, shape (d,)) and its loss; None before any."""
-        if self.state["best_loss"] == np.inf:
-            return None
-        return self.state["best_u"].copy(), float(self.state["best_loss"])
-
     def ask(self) -> Batch:
         """This step's batch: the N current points, then their probes (fd, spsa)."""
         if self.done:

@@ -165,13 +165,6 @@ class GridSearch(Method):
         sweeps = sum(self._size(cols) for cols in self._blocks)
         return self._size(self._outer) * rounds * sweeps
 
-    @property
-    def best(self) -> tuple[np.ndarray, float] | None:
-        """The best evaluated point (unit cube, shape (d,)) and its loss; None before any."""
-        if self.state["best_loss"] == np.inf:
-            return None
-        return self.state["best_u"].copy(), float(self.state["best_loss"])
-
     def ask(self) -> Batch:
         """The next up to ``batch_size`` feasible points of the current sweep."""
         if self.done:

@@ -274,3 +274,12 @@ def test_bo_config_rejects_n_startup_trials_without_startup_phase(sampler):
 def test_bo_config_rejects_invalid_values(field, value):
     with pytest.raises(ValidationError, match=field):
         BOConfig(name="bo", **{field: value})
+
+
+def test_bo_best_is_the_lowest_loss_told():
+    method = make(n_trials=8, max_concurrent=2)
+    assert method.best is None
+    seen = drive(method, BRANIN)
+    u, loss = method.best
+    assert loss == min(losses.min() for _, losses in seen)
+    assert any((batch.points == u).all(axis=1).any() for batch, _ in seen)

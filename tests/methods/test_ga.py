@@ -277,3 +277,12 @@ def test_ga_config_rejects_out_of_range_values(field, value):
 def test_ga_config_rejects_unknown_keys():
     with pytest.raises(ValidationError, match="sigmaa"):
         GAConfig(name="ga", sigmaa=0.1)
+
+
+def test_ga_best_is_the_lowest_loss_told():
+    method = make(population=10, generations=3)
+    assert method.best is None
+    seen = drive(method, RASTRIGIN)
+    u, loss = method.best
+    assert loss == min(losses.min() for _, losses in seen)
+    assert any((batch.points == u).all(axis=1).any() for batch, _ in seen)
