@@ -47,3 +47,37 @@ def drive(method: Method, problem: ProblemConfig, max_batches: int = 100_000) ->
 def roundtrip(state: dict) -> dict:
     """A method state as it comes back from the store."""
     return plain.loads(plain.dumps(state))
+
+
+def resumed(method: Method) -> Method:
+    """A new method of the same class, config and seed, given ``method``'s checkpoint."""
+    fresh = type(method)(
+        method.config,
+        method.space,
+        method.seed,
+        feasible=method.feasible,
+        has_gradient=method.has_gradient,
+    )
+    fresh.load_state_dict(roundtrip(method.state_dict()))
+    return fresh
+
+
+def run_interrupted(
+    method: Method, problem: ProblemConfig, interrupt: tuple[int, str] | None = None
+) -> tuple[list[np.ndarray], Method]:
+    """Drive ``method`` to the end on ``problem``; at ``(batch, "before_ask" | "after_ask")``
+    go on in a method resumed from a round-tripped checkpoint. Returns the asked points of
+    every batch and the final method."""
+    asked = []
+    for i in range(100_000):
+        if method.done:
+            break
+        if interrupt == (i, "before_ask"):
+            method = resumed(method)
+        batch = method.ask()
+        if interrupt == (i, "after_ask"):
+            method = resumed(method)
+            batch = method.ask()
+        asked.append(batch.points)
+        method.tell(batch, losses_of(problem, batch.points, gradient=False)[0])
+    return asked, method

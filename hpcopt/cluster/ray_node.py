@@ -48,7 +48,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def short_temp_dir(prefix: str = "hr-") -> Path:
-    """A fresh private directory with a short path (``/tmp/hr-XXXXXXXX``) for Ray's sockets."""
+    """A fresh private directory with a short path (``/tmp/hr-<random>``) for Ray's sockets."""
     base = os.environ.get("HPCOPT_RAY_TMP") or ("/tmp" if os.path.isdir("/tmp") else None)
     return Path(tempfile.mkdtemp(prefix=prefix, dir=base))
 

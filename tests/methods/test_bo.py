@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from hpcopt.methods.bo import BayesianOptimization, BOConfig
 from hpcopt.problems.analytic import KNOWN_MINIMUM, AnalyticConfig
-from tests.helpers import drive, losses_of, roundtrip
+from tests.helpers import drive, losses_of, roundtrip, run_interrupted
 
 SAMPLERS = ["tpe", "gp", "cmaes", "qmc", "random"]
 BRANIN = AnalyticConfig(name="analytic", function="branin")
@@ -40,28 +40,9 @@ def make(problem: AnalyticConfig = BRANIN, seed: int = 0, **fields) -> BayesianO
     )
 
 
-def resumed(method: BayesianOptimization) -> BayesianOptimization:
-    """A new BO of the same config and seed, given ``method``'s checkpoint."""
-    fresh = BayesianOptimization(method.config, method.space, method.seed, feasible=method.feasible)
-    fresh.load_state_dict(roundtrip(method.state_dict()))
-    return fresh
-
-
 def run(method: BayesianOptimization, interrupt: tuple[int, str] | None = None):
-    """Drive to the end on ``CONSTRAINED``; at ``(batch, "before_ask" | "after_ask")``
-    resume from a round-tripped checkpoint. Returns the asked batches and the trials."""
-    asked = []
-    for i in range(1000):
-        if method.done:
-            break
-        if interrupt == (i, "before_ask"):
-            method = resumed(method)
-        batch = method.ask()
-        if interrupt == (i, "after_ask"):
-            method = resumed(method)
-            batch = method.ask()
-        asked.append(batch.points)
-        method.tell(batch, losses_of(CONSTRAINED, batch.points, gradient=False)[0])
+    """Drive to the end on ``CONSTRAINED`` (see ``run_interrupted``); asks and trials."""
+    asked, method = run_interrupted(method, CONSTRAINED, interrupt)
     return asked, method.state["trials"]
 
 

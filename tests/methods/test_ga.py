@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from hpcopt import plain
 from hpcopt.methods.ga import GAConfig, GeneticAlgorithm
 from hpcopt.problems.analytic import AnalyticConfig
-from tests.helpers import drive, losses_of, roundtrip
+from tests.helpers import drive, losses_of, run_interrupted
 
 RASTRIGIN = AnalyticConfig(name="analytic", function="rastrigin", dim=2)
 # x0 + x1 <= 2 cuts the upper-right corner off the Rastrigin box.
@@ -37,29 +37,9 @@ def make(problem: AnalyticConfig = RASTRIGIN, seed: int = 0, **fields) -> Geneti
 
 
 def run(method: GeneticAlgorithm, interrupt: tuple[int, str] | None = None):
-    """Drive to the end; at ``(batch, "before_ask" | "after_ask")`` resume from a
-    round-tripped checkpoint in a new GA. Returns the asked batches and the final state."""
-    asked = []
-    for i in range(10_000):
-        if method.done:
-            break
-        if interrupt == (i, "before_ask"):
-            method = resumed(method)
-        batch = method.ask()
-        if interrupt == (i, "after_ask"):
-            method = resumed(method)
-            batch = method.ask()
-        asked.append(batch.points)
-        losses, _ = losses_of(RASTRIGIN, batch.points, gradient=False)
-        method.tell(batch, losses)
+    """Drive to the end on Rastrigin (see ``run_interrupted``); the asks and final state."""
+    asked, method = run_interrupted(method, RASTRIGIN, interrupt)
     return asked, method.state_dict()
-
-
-def resumed(method: GeneticAlgorithm) -> GeneticAlgorithm:
-    """A new GA of the same config and seed, given ``method``'s checkpoint."""
-    fresh = GeneticAlgorithm(method.config, method.space, method.seed, feasible=method.feasible)
-    fresh.load_state_dict(roundtrip(method.state_dict()))
-    return fresh
 
 
 def test_ga_reaches_rastrigin_minimum():
