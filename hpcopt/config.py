@@ -30,11 +30,15 @@ from hpcopt.methods.ga import GAConfig
 from hpcopt.methods.gd import GDConfig
 from hpcopt.methods.gs import GSConfig
 from hpcopt.problems.analytic import AnalyticConfig
+from hpcopt.problems.coverage.config import CoverageConfig
 from hpcopt.problems.custom import CustomConfig
 
 TRIAL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=+-]*$")
 
-ProblemSection = Annotated[Union[AnalyticConfig, CustomConfig], Field(discriminator="name")]  # noqa: UP007
+ProblemSection = Annotated[
+    Union[AnalyticConfig, CoverageConfig, CustomConfig],  # noqa: UP007
+    Field(discriminator="name"),
+]
 MethodSection = Annotated[
     Union[GDConfig, GSConfig, GAConfig, BOConfig],  # noqa: UP007
     Field(discriminator="name"),

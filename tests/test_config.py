@@ -40,7 +40,7 @@ BAD = [
      "expected tags: 'gd', 'gs', 'ga', 'bo'"),
     ("unknown problem", problem(name="weather"),
      "trials[0].problem: Input tag 'weather' found using 'name' does not match any of the "
-     "expected tags: 'analytic', 'custom'"),
+     "expected tags: 'analytic', 'coverage', 'custom'"),
     ("unknown analytic function", problem(function="himmelblau"),
      "trials[0].problem.function: Input should be 'sphere', 'rosenbrock', 'rastrigin', "
      "'branin' or 'ackley' (got 'himmelblau')"),

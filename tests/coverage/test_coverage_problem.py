@@ -1,0 +1,135 @@
+"""The coverage problem with real Sionna RT radio maps on the shipped office floor (CPU)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hpcopt import campaign as drv
+from hpcopt import config as cfg
+from hpcopt.problems.coverage.config import CoverageConfig
+
+pytestmark = [pytest.mark.sionna, pytest.mark.slow]
+
+RADIO = {"samples_per_tx": 100_000, "cell_size_m": 0.5, "max_depth": 3}
+
+
+def office(mode: str, **kw) -> CoverageConfig:
+    return CoverageConfig(name="coverage", mode=mode, **{"radio": RADIO, **kw})
+
+
+@pytest.fixture(scope="module")
+def two_aps():
+    problem = office("2ap").build()
+    problem.setup()
+    return problem
+
+
+A, B = (4.0, 3.0), (16.0, 9.0)
+
+
+def test_the_objective_is_taken_on_the_per_cell_best_server(two_aps):
+    x = np.array([*A, *B])
+    per_ap, _ = two_aps.radio_map(x)
+    ev = two_aps.evaluate(x)
+    combined = per_ap.max(axis=0)
+    cells = combined[np.isfinite(combined) & (combined > -150.0)]
+    assert ev.value == np.percentile(cells, 5) == ev.extras["p5_rss_dbm"]
+    # the best server beats either AP alone where they differ
+    assert ev.value > np.percentile(per_ap[0][np.isfinite(per_ap[0])], 5)
+
+
+def test_each_aps_map_is_the_map_it_makes_alone(two_aps):
+    alone = office("1ap").build()
+    alone.setup()
+    per_ap, _ = two_aps.radio_map(np.array([*A, *B]))
+    (single,), _ = alone.radio_map(np.array(A))
+    both = np.isfinite(per_ap[0]) & np.isfinite(single)
+    # Monte Carlo ray sampling differs between the two scenes: compare robustly
+    assert np.median(np.abs(per_ap[0][both] - single[both])) < 1.0
+    assert both.sum() > 200
+
+
+def test_records_positions_time_and_coverage(two_aps):
+    ev = two_aps.evaluate(np.array([*A, *B]))
+    np.testing.assert_allclose(ev.extras["ap1_position"], [*A, 2.5])
+    np.testing.assert_allclose(ev.extras["ap2_position"], [*B, 2.5])
+    assert ev.extras["radio_map_time_s"] > 0 and 0 <= ev.extras["coverage_fraction"] <= 1
+
+
+def test_turning_the_reflector_changes_the_map_in_its_room_and_towards_its_focus():
+    # AP1 in the corridor sees the plate on room N2's north wall through N2's door.
+    problem = office("2ap_reflector", radio=dict(RADIO, samples_per_tx=300_000)).build()
+    problem.setup()
+    base = dict(ap1_x=8.0, ap1_y=6.0, ap2_x=18.0, ap2_y=2.0, refl_u=0.5, refl_v=0.5, focus_y=9.0)
+    maps = {}
+    for fx in (6.5, 10.0):
+        point = dict(base, focus_x=fx)
+        per_ap, placed = problem.radio_map(np.array([point[n] for n in problem.space.names]))
+        maps[fx] = per_ap[0]
+        assert placed["reflector_normal"][0] * (fx - placed["reflector_position"][0]) > 0
+    ok = np.isfinite(maps[6.5]) & np.isfinite(maps[10.0])
+    diff = np.zeros_like(maps[6.5])
+    diff[ok] = maps[6.5][ok] - maps[10.0][ok]
+    ys, xs = np.mgrid[0 : diff.shape[0], 0 : diff.shape[1]]
+    cx, cy = (xs + 0.5) * 0.5, (ys + 0.5) * 0.5
+    room = (cx > 5.5) & (cx < 11.0) & (cy > 7.0)
+    assert np.abs(diff[room & ok]).mean() > 1.5 * np.abs(diff[~room & ok]).mean()
+
+    def near(x, y):
+        return ok & (np.hypot(cx - x, cy - y) < 1.0)
+
+    assert diff[near(6.5, 9.0)].mean() > 0 > diff[near(10.0, 9.0)].mean()
+
+
+def test_gd_improves_p5_from_its_starting_points(tmp_path):
+    doc = {
+        "name": "gd",
+        "output_dir": str(tmp_path / "gd"),
+        "trials": [{"name": "gd", "problem": {"name": "coverage", "mode": "1ap", "radio": RADIO},
+                    "method": {"name": "gd", "starts": 2, "steps": 4, "gradient": "fd",
+                               "fd_step": 0.05, "lr": 0.08}}],
+    }  # fmt: skip
+    campaign = cfg.parse(doc)
+    store = drv.create(campaign)
+    drv.run(campaign, store, reporter=drv.SilentReporter())
+    h = store.read_trial("gd").history
+    starts = h.value[(h.iteration == 0)][:2]
+    assert h.value.max() > starts.max()
+
+
+def test_infeasible_ap_pairs_are_never_evaluated(tmp_path):
+    doc = {
+        "name": "gs",
+        "output_dir": str(tmp_path / "gs"),
+        "trials": [{"name": "gs",
+                    "problem": {"name": "coverage", "mode": "2ap", "min_separation_m": 6.0,
+                                "radio": dict(RADIO, samples_per_tx=20_000, cell_size_m=1.0)},
+                    "method": {"name": "gs", "resolution": 3}}],
+    }  # fmt: skip
+    campaign = cfg.parse(doc)
+    store = drv.create(campaign)
+    drv.run(campaign, store, reporter=drv.SilentReporter())
+    h = store.read_trial("gs").history
+    gaps = np.hypot(h.x[:, 0] - h.x[:, 2], h.x[:, 1] - h.x[:, 3])
+    assert len(h) < 81 and (gaps >= 6.0).all()
+
+
+def test_grid_search_finds_the_best_cell_of_an_exhaustive_evaluation(tmp_path):
+    problem_cfg = {"name": "coverage", "mode": "1ap",
+                   "radio": dict(RADIO, samples_per_tx=20_000, cell_size_m=1.0)}  # fmt: skip
+    doc = {
+        "name": "gs",
+        "output_dir": str(tmp_path / "gs"),
+        "trials": [{"name": "gs", "problem": problem_cfg,
+                    "method": {"name": "gs", "resolution": {"ap1_x": 5, "ap1_y": 3}}}],
+    }  # fmt: skip
+    campaign = cfg.parse(doc)
+    store = drv.create(campaign)
+    (outcome,) = drv.run(campaign, store, reporter=drv.SilentReporter())
+    problem = campaign.trials[0].problem.build()
+    problem.setup()
+    (x0, y0), (x1, y1) = problem.space.low, problem.space.high
+    grid = [(x, y) for x in np.linspace(x0, x1, 5) for y in np.linspace(y0, y1, 3)]
+    exhaustive = [problem.evaluate(np.array(p)).value for p in grid]
+    assert outcome.best_value == max(exhaustive)
