@@ -1,0 +1,1 @@
+"""The coverage problem: Wi-Fi access points (and a reflector) placed on an indoor floor."""
