@@ -38,10 +38,11 @@ def main() -> None:
     parser.add_argument("--points", type=int, default=12)
     parser.add_argument("--objective", default="p5", choices=("p5", "softmin"))
     parser.add_argument("--samples", type=int, default=100_000, help="rays per AP per map")
+    parser.add_argument("--pattern", default="iso", help="antenna pattern; not iso adds ap1_yaw")
     args = parser.parse_args()
     config = CoverageConfig(
         name="coverage", mode="1ap", objective={"kind": args.objective},
-        radio={"samples_per_tx": args.samples},
+        radio={"samples_per_tx": args.samples, "pattern": args.pattern},
     )  # fmt: skip
     problem = config.build()
     problem.setup()

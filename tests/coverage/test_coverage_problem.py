@@ -74,7 +74,9 @@ def test_turning_the_reflector_changes_the_map_in_its_room_and_towards_its_focus
     ys, xs = np.mgrid[0 : diff.shape[0], 0 : diff.shape[1]]
     cx, cy = (xs + 0.5) * 0.5, (ys + 0.5) * 0.5
     room = (cx > 5.5) & (cx < 11.0) & (cy > 7.0)
-    assert np.abs(diff[room & ok]).mean() > 1.5 * np.abs(diff[~room & ok]).mean()
+    # the large changes (> 1 dB) crowd into the plate's room, far beyond its share of cells
+    large = ok & (np.abs(diff) > 1.0)
+    assert (large & room).sum() / large.sum() > 2 * (room & ok).sum() / ok.sum()
 
     def near(x, y):
         return ok & (np.hypot(cx - x, cy - y) < 1.0)
@@ -133,3 +135,18 @@ def test_grid_search_finds_the_best_cell_of_an_exhaustive_evaluation(tmp_path):
     grid = [(x, y) for x in np.linspace(x0, x1, 5) for y in np.linspace(y0, y1, 3)]
     exhaustive = [problem.evaluate(np.array(p)).value for p in grid]
     assert outcome.best_value == max(exhaustive)
+
+
+@pytest.mark.ray
+def test_the_ray_engine_gives_the_serial_engines_radio_maps(ray_home):
+    from hpcopt.engine.local import LocalEngine
+    from hpcopt.engine.ray_pool import RayEngine, RayEngineConfig
+
+    problem = office("2ap")
+    points = np.array([[*A, *B], [*B, *A], [10.0, 6.0, 3.0, 3.0]])
+    with LocalEngine() as serial:
+        expected = [ev.value for ev in serial.map(problem, points)]
+    with RayEngine(RayEngineConfig(kind="ray", num_workers=2, num_cpus=2)) as engine:
+        got = engine.map(problem, points)
+    assert [ev.value for ev in got] == expected
+    assert len({ev.worker for ev in got}) == 2

@@ -44,7 +44,7 @@ class RadioMapSettings(_Section):
     cell_size_m: float = Field(0.5, gt=0)
     plane_height_m: float = Field(1.5, gt=0)
     samples_per_tx: int = Field(10**5, ge=1000)
-    max_depth: int = Field(3, ge=0)
+    max_depth: int = Field(5, ge=0)
     specular_reflection: bool = True
     diffuse_reflection: bool = False
     refraction: bool = True

@@ -35,8 +35,9 @@ CORRIDOR = (5.0, 7.0)
 OUTER, PARTITION, SLAB, DOOR = 0.2, 0.1, 0.2, 1.0
 SOUTH_ROOMS = (0.0, 6.0, 10.0, 15.0, LENGTH)  # x of the partitions, ends included
 NORTH_ROOMS = (0.0, 5.5, 11.0, 14.5, LENGTH)
-MATERIALS = {"concrete": OUTER, "plasterboard": PARTITION}
-"""ITU materials, and the thickness Sionna uses for transmission through them (m)."""
+MATERIALS = {"concrete": OUTER / 2, "plasterboard": PARTITION / 2}
+"""ITU materials and the thickness (m) Sionna gives each *surface* a ray crosses. Every wall
+is a closed box, so a ray through it crosses two surfaces: each carries half the wall."""
 MESHES = {"structure": "concrete", "partitions": "plasterboard"}
 """Each mesh (scene object) and its material."""
 
