@@ -1,0 +1,1 @@
+"""dPBE problem: fit agglomeration and breakage kernels to particle-size distributions."""
