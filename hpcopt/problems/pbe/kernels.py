@@ -1,0 +1,177 @@
+"""Agglomeration kernels, breakage rates and fragment distributions of the dPBE.
+
+All functions are vectorised: kernels over pairs of classes, rates over classes, and over
+a leading batch axis of parameter sets where a parameter enters (arrays of shape ``(B,)``
+broadcast against ``(B, P)`` or ``(B, n)``).
+
+Agglomeration: ``beta = corr_beta * alpha * shape(u, v)`` (m^3/s), with shapes
+
+- ``constant``: 1; ``sum``: ``(u + v) / v0``; ``product``: ``u v / v0**2`` (dimensionless,
+  so ``corr_beta`` carries m^3/s);
+- ``shear`` (orthokinetic, Smoluchowski): ``4/3 G (r_u + r_v)^3``;
+- ``brownian`` (perikinetic): ``2 k T / (3 mu) (1/r_u + 1/r_v)(r_u + r_v)``
+  (``corr_beta`` is then dimensionless).
+
+``alpha`` is the collision efficiency: one number in 1-D; in 2-D ``alpha_11, alpha_12,
+alpha_22`` per pair of components, weighted by the colliding particles' volume fractions.
+
+Breakage rate ``S(v)`` (1/s), with ``V = v / v0``: ``constant``: ``pl_P1``; ``linear``:
+``pl_P1 V``; ``power_law``: ``pl_P1 G V^pl_P2`` and, in 2-D, ``+ pl_P3 G V_2^pl_P4`` where
+``V_c`` is the volume of component ``c`` over its smallest pivot (``V_1`` in the first term).
+
+Fragment distributions ``b(x)``: the number of fragments per unit ``x = w / v`` (fragment
+over parent volume, ``0 < x <= 1``), each with ``∫ x b dx = 1`` (volume is conserved):
+
+- ``binary``: ``2`` (two fragments, uniform);
+- ``four_fragments``: ``12 (1 - x)^2`` (four fragments, small ones favoured);
+- ``power_law``: ``(pl_v + 1) x^(pl_v - 1)``, ``(pl_v + 1) / pl_v`` fragments (many fines
+  for ``pl_v < 1``, binary uniform at ``pl_v = 1``);
+- ``parabolic``: ``2 (1 + parabolic_c (12 (x - 1/2)^2 - 1))``, binary, for
+  ``-1/2 <= parabolic_c <= 1`` (negative: halves favoured; positive: unequal pieces).
+
+In 2-D a fragment keeps its parent's composition.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+
+AgglomerationKernel = Literal["constant", "sum", "product", "shear", "brownian"]
+BreakageRate = Literal["none", "constant", "linear", "power_law"]
+FragmentDistribution = Literal["binary", "four_fragments", "power_law", "parabolic"]
+
+BOLTZMANN = 1.380649e-23  # J/K
+
+
+def kernel_parameters(kernel: AgglomerationKernel | None, dim: int) -> tuple[str, ...]:
+    """Parameter names an agglomeration kernel needs (none without agglomeration)."""
+    if kernel is None:
+        return ()
+    alphas = ("alpha",) if dim == 1 else ("alpha_11", "alpha_12", "alpha_22")
+    shear = ("G",) if kernel == "shear" else ()
+    return ("corr_beta", *alphas, *shear)
+
+
+def rate_parameters(rate: BreakageRate, dim: int) -> tuple[str, ...]:
+    """Parameter names a breakage rate needs."""
+    if rate == "none":
+        return ()
+    if rate in ("constant", "linear"):
+        return ("pl_P1",)
+    return ("pl_P1", "pl_P2", "G") + (("pl_P3", "pl_P4") if dim == 2 else ())
+
+
+def fragment_parameters(fragments: FragmentDistribution, rate: BreakageRate) -> tuple[str, ...]:
+    """Parameter names a fragment distribution needs (none when nothing breaks)."""
+    if rate == "none":
+        return ()
+    return {"power_law": ("pl_v",), "parabolic": ("parabolic_c",)}.get(fragments, ())
+
+
+def kernel_shape(
+    kernel: AgglomerationKernel,
+    u: np.ndarray,
+    v: np.ndarray,
+    v0: float,
+    temperature_k: float,
+    viscosity_pa_s: float,
+) -> np.ndarray:
+    """The parameter-free part of the kernel for pairs of total volumes ``u, v`` (m^3).
+
+    For ``shear`` the shear rate ``G`` is left out (it is a parameter): multiply by it.
+    """
+    if kernel == "constant":
+        return np.ones_like(u)
+    if kernel == "sum":
+        return (u + v) / v0
+    if kernel == "product":
+        return u * v / v0**2
+    ru = np.cbrt(3.0 * u / (4.0 * np.pi))
+    rv = np.cbrt(3.0 * v / (4.0 * np.pi))
+    if kernel == "shear":
+        return 4.0 / 3.0 * (ru + rv) ** 3
+    if kernel == "brownian":
+        return (
+            2.0 * BOLTZMANN * temperature_k / (3.0 * viscosity_pa_s) * (1 / ru + 1 / rv) * (ru + rv)
+        )
+    raise ValueError(f"unknown agglomeration kernel {kernel!r}")
+
+
+def efficiency_weights(vol_i: np.ndarray, vol_j: np.ndarray) -> np.ndarray:
+    """Weights of ``(alpha_11, alpha_12, alpha_22)`` for 2-D pairs, ``(P, 3)``.
+
+    ``vol_i, vol_j`` are the component volumes of the two partners, ``(P, 2)``; the
+    efficiency of a pair is ``sum_ab phi_a(i) phi_b(j) alpha_ab`` over volume fractions.
+    """
+    fi = vol_i / vol_i.sum(axis=1, keepdims=True)
+    fj = vol_j / vol_j.sum(axis=1, keepdims=True)
+    w11 = fi[:, 0] * fj[:, 0]
+    w22 = fi[:, 1] * fj[:, 1]
+    return np.stack([w11, 1.0 - w11 - w22, w22], axis=1)
+
+
+def breakage_rate(
+    rate: BreakageRate, volumes: np.ndarray, v0: np.ndarray, params: dict[str, np.ndarray]
+) -> np.ndarray:
+    """Breakage rate (1/s) of every class, ``(B, n)`` (``rate`` is not ``"none"``).
+
+    ``volumes`` are the classes' component volumes ``(n, dim)``, ``v0`` the smallest pivot
+    of each component, ``params`` arrays of shape ``(B,)``.
+    """
+    total = volumes.sum(axis=1)
+    V = (total / v0.min())[None, :]
+    p = {k: np.asarray(v, dtype=float)[:, None] for k, v in params.items()}
+    if rate == "constant":
+        return np.broadcast_to(p["pl_P1"], (p["pl_P1"].shape[0], len(total))) * (V > 0)
+    if rate == "linear":
+        return p["pl_P1"] * V
+    if volumes.shape[1] == 1:
+        return p["pl_P1"] * p["G"] * V ** p["pl_P2"]
+    V1 = (volumes[:, 0] / v0[0])[None, :]
+    V2 = (volumes[:, 1] / v0[1])[None, :]
+    with np.errstate(divide="ignore"):
+        first = np.where(V1 > 0, V1 ** p["pl_P2"], 0.0)
+        second = np.where(V2 > 0, V2 ** p["pl_P4"], 0.0)
+    return p["G"] * (p["pl_P1"] * first + p["pl_P3"] * second)
+
+
+def fragment_moments(
+    fragments: FragmentDistribution, x: np.ndarray, params: dict[str, np.ndarray]
+) -> np.ndarray:
+    """Antiderivatives ``∫_0^x s^m b(s) ds`` for ``m = 0, 1, 2``, shape ``(3, B, *x.shape)``.
+
+    ``x`` holds fragment-to-parent volume ratios in ``[0, 1]``; parameters are ``(B,)``.
+    """
+    x = np.asarray(x, dtype=float)[None, ...]
+    if fragments in ("binary", "four_fragments"):
+        m = 2 if fragments == "binary" else 4
+        y = 1.0 - x
+        # ∫ s^k m (m-1) (1-s)^(m-2) ds, written in y = 1 - s and shifted to vanish at 0
+        p0 = m * (1.0 - y ** (m - 1))
+        p1 = -m * y ** (m - 1) + (m - 1) * y**m + 1.0
+        p2 = -m * (m - 1) * (y ** (m - 1) / (m - 1) - 2 * y**m / m + y ** (m + 1) / (m + 1)) + m * (
+            m - 1
+        ) * (1 / (m - 1) - 2 / m + 1 / (m + 1))
+        shape = (1, *x.shape[1:])
+        return np.stack([np.broadcast_to(p, shape) for p in (p0, p1, p2)])
+    if fragments == "power_law":
+        nu = np.asarray(params["pl_v"], dtype=float).reshape((-1,) + (1,) * (x.ndim - 1))
+        return np.stack(
+            [
+                (nu + 1) / nu * x**nu,
+                x ** (nu + 1),
+                (nu + 1) / (nu + 2) * x ** (nu + 2),
+            ]
+        )
+    if fragments == "parabolic":
+        c = np.asarray(params["parabolic_c"], dtype=float).reshape((-1,) + (1,) * (x.ndim - 1))
+        z, z0 = x - 0.5, -0.5
+        p0 = 2 * (1 - c) * x + 8 * c * (z**3 - z0**3)
+        p1 = (1 - c) * x**2 + 6 * c * (z**4 - z0**4) + 4 * c * (z**3 - z0**3)
+        p2 = 2 * (1 - c) * x**3 / 3 + 24 * c * (
+            (z**5 - z0**5) / 5 + (z**4 - z0**4) / 4 + (z**3 - z0**3) / 12
+        )
+        return np.stack([p0, p1, p2])
+    raise ValueError(f"unknown fragment distribution {fragments!r}")

@@ -1,0 +1,218 @@
+"""The dPBE solver against closed-form solutions, conservation laws and its own Jacobian."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hpcopt.problems.pbe.grid import Grid, cell_edges
+from hpcopt.problems.pbe.solver import Model, Solver
+
+TIMES = np.array([0.0, 1.0, 2.0, 5.0])
+
+
+def exponential_start(grid: Grid) -> np.ndarray:
+    """n(v, 0) = exp(-v) (total number 1, mean volume 1) integrated over each cell."""
+    e = cell_edges(grid.components[0])
+    return np.exp(-e[:-1]) - np.exp(-e[1:])
+
+
+def moments(N: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, ...]:
+    return N.sum(axis=-1), N @ v, N @ v**2
+
+
+def solve_1d(ratio: float, classes: int, v0: float, model_kw: dict, params: dict):
+    grid = Grid.geometric(1, classes, ratio, (v0,))
+    n0 = exponential_start(grid)
+    solver = Solver(Model(grid, **model_kw), n0, rtol=1e-9, atol=1e-13)
+    sol = solver.solve(params, TIMES)
+    assert sol.error == [""]
+    return grid.total_volumes(), n0, sol.N[0]
+
+
+def m2_error_constant_kernel(ratio: float, classes: int) -> float:
+    v, _, N = solve_1d(ratio, classes, 1e-3, {}, {"corr_beta": 1.0, "alpha": 1.0})
+    _, m1, m2 = moments(N, v)
+    exact = m2[0] + m1[0] ** 2 * TIMES  # dM2/dt = beta M1^2 for a constant kernel
+    return float(np.max(np.abs(m2 / exact - 1)))
+
+
+def test_constant_kernel_number_follows_closed_form() -> None:
+    v, n0, N = solve_1d(2**0.5, 60, 1e-3, {}, {"corr_beta": 1.0, "alpha": 1.0})
+    m0, m1, _ = moments(N, v)
+    np.testing.assert_allclose(m0, n0.sum() / (1 + n0.sum() * TIMES / 2), rtol=1e-6)
+    np.testing.assert_allclose(m1, m1[0], rtol=1e-12)
+
+
+def test_constant_kernel_second_moment_error_falls_as_grid_refines() -> None:
+    coarse = m2_error_constant_kernel(2**0.5, 60)
+    fine = m2_error_constant_kernel(2**0.25, 120)
+    assert coarse < 0.06
+    assert fine < coarse / 3
+
+
+def test_sum_kernel_moments_follow_closed_form() -> None:
+    v0 = 1e-3
+    # beta = corr_beta (u + v) / v0: corr_beta = 0.1 v0 gives beta0 = 0.1
+    params = {"corr_beta": 0.1 * v0, "alpha": 1.0}
+    errors = []
+    for ratio, classes in ((2**0.5, 70), (2**0.25, 140)):
+        v, n0, N = solve_1d(ratio, classes, v0, {"agglomeration": "sum"}, params)
+        m0, m1, m2 = moments(N, v)
+        np.testing.assert_allclose(m0, n0.sum() * np.exp(-0.1 * m1[0] * TIMES), rtol=1e-6)
+        np.testing.assert_allclose(m1, m1[0], rtol=1e-12)
+        errors.append(np.max(np.abs(m2 / (m2[0] * np.exp(2 * 0.1 * m1[0] * TIMES)) - 1)))
+    assert errors[0] < 0.1  # the fixed pivot overpredicts the spread of a sum kernel
+    assert errors[1] < errors[0] / 3
+
+
+def test_binary_breakage_with_linear_rate_follows_closed_form() -> None:
+    # Ziff & McGrady: S(v) = v, b = 2/v', n(v, 0) = exp(-v)  =>  M0 = 1 + t, M2 = 2 / (1 + t)
+    errors = []
+    for ratio, classes in ((2**0.5, 60), (2**0.25, 120)):
+        v0 = 1e-4
+        model = {"agglomeration": None, "breakage": "linear", "fragments": "binary"}
+        v, n0, N = solve_1d(ratio, classes, v0, model, {"pl_P1": v0})
+        m0, m1, m2 = moments(N, v)
+        np.testing.assert_allclose(m1, m1[0], rtol=1e-12)
+        errors.append(np.max(np.abs(m0 / (n0.sum() * (1 + TIMES)) - 1)))
+        np.testing.assert_allclose(m2, m2[0] / (1 + TIMES), rtol=0.03)
+    assert errors[0] < 0.01
+    assert errors[1] < errors[0] / 3
+
+
+ALL_1D = {"corr_beta": 1.0, "alpha": 0.8, "G": 100.0, "pl_P1": 1e-4, "pl_P2": 0.7, "pl_v": 0.6}
+ALL_2D = {
+    "corr_beta": 1.0,
+    "alpha_11": 1.0,
+    "alpha_12": 0.4,
+    "alpha_22": 0.1,
+    "G": 100.0,
+    "pl_P1": 1e-4,
+    "pl_P2": 0.6,
+    "pl_P3": 3e-4,
+    "pl_P4": 0.4,
+    "pl_v": 1.5,
+}
+
+
+def primary_2d(grid: Grid) -> np.ndarray:
+    n0 = np.zeros(grid.n)
+    n2 = grid.shape[1]
+    n0[n2] = n0[1] = 1e14
+    return n0
+
+
+def test_mass_is_conserved_with_agglomeration_and_breakage_in_1d_and_2d() -> None:
+    t = np.linspace(0, 600, 7)
+    g1 = Grid.geometric(1, 30, 2.0, (5e-19,))
+    n0 = np.zeros(g1.n)
+    n0[0] = 2e14
+    sol = Solver(Model(g1, "shear", "power_law", "power_law"), n0).solve(ALL_1D, t)
+    volume = sol.N[0] @ g1.total_volumes()
+    np.testing.assert_allclose(volume, volume[0], rtol=1e-10)
+    assert volume.shape == (7,) and sol.error == [""]
+
+    g2 = Grid.geometric(2, 8, 2.0, (5e-19, 5e-19))
+    sol = Solver(Model(g2, "shear", "power_law", "power_law"), primary_2d(g2)).solve(ALL_2D, t)
+    per_component = sol.N[0] @ g2.volumes()
+    np.testing.assert_allclose(per_component, np.broadcast_to(per_component[0], (7, 2)), rtol=1e-10)
+
+
+def test_2d_constant_kernel_total_number_matches_1d_closed_form() -> None:
+    grid = Grid.geometric(2, 12, 2.0, (1.0, 1.0))
+    n0 = primary_2d(grid) * 1e-14  # one particle of each kind per unit volume
+    params = {"corr_beta": 0.5, "alpha_11": 1.0, "alpha_12": 1.0, "alpha_22": 1.0}
+    sol = Solver(Model(grid, "constant"), n0, rtol=1e-9, atol=1e-13).solve(params, TIMES)
+    tau = 0.5 * n0.sum() * TIMES
+    np.testing.assert_allclose(sol.N[0].sum(axis=1), n0.sum() / (1 + tau / 2), rtol=1e-6)
+
+
+@pytest.mark.parametrize("dim", [1, 2])
+def test_jacobian_matches_finite_differences(dim: int) -> None:
+    if dim == 1:
+        grid = Grid.geometric(1, 12, 2.0, (5e-19,))
+        params = ALL_1D
+    else:
+        grid = Grid.geometric(2, 5, 2.0, (5e-19, 5e-19))
+        params = ALL_2D
+    solver = Solver(Model(grid, "shear", "power_law", "power_law"), np.ones(grid.n) * 1e13)
+    rates = solver.rates(params)
+    y = np.random.default_rng(0).random((1, grid.n)) * grid.active()
+    jac = solver.jacobian(y, rates)[0]
+    h = 1e-6
+    fd = np.stack(
+        [
+            (solver.rhs(y + h * e, rates) - solver.rhs(y - h * e, rates))[0] / (2 * h)
+            for e in np.eye(grid.n)
+        ],
+        axis=1,
+    )
+    np.testing.assert_allclose(jac, fd, rtol=1e-6, atol=1e-9 * np.abs(fd).max())
+
+
+@pytest.mark.parametrize(
+    ("fragments", "params", "count"),
+    [
+        ("binary", {}, 2.0),
+        ("four_fragments", {}, 4.0),
+        ("power_law", {"pl_v": 0.5}, 3.0),
+        ("power_law", {"pl_v": 2.0}, 1.5),
+        ("parabolic", {"parabolic_c": 0.8}, 2.0),
+    ],
+)
+def test_fragment_matrices_conserve_volume_and_count_fragments(
+    fragments: str, params: dict, count: float
+) -> None:
+    grid = Grid.geometric(1, 40, 2**0.5, (1.0,))
+    model = Model(grid, None, "constant", fragments)
+    F = Solver(model, np.ones(grid.n)).rates({"pl_P1": 1.0, **params}).F[0]
+    v = grid.total_volumes()
+    np.testing.assert_allclose(v @ F, v, rtol=1e-12)  # every parent's volume, exactly
+    assert F[:, -1].sum() == pytest.approx(count, rel=0.02)  # a large parent: few fines lost
+
+
+def test_batch_matches_single_solves() -> None:
+    grid = Grid.geometric(1, 20, 2.0, (5e-19,))
+    n0 = np.zeros(grid.n)
+    n0[0] = 2e14
+    solver = Solver(Model(grid, "shear", "power_law", "power_law"), n0, rtol=1e-8)
+    batch = {k: np.array([v, v * 1.5, v * 0.7]) for k, v in ALL_1D.items()}
+    t = np.linspace(0, 600, 5)
+    together = solver.solve(batch, t)
+    for b in range(3):
+        alone = solver.solve({k: v[b] for k, v in batch.items()}, t)
+        np.testing.assert_allclose(together.N[b], alone.N[0], rtol=1e-5, atol=1e-6 * n0[0])
+
+
+def test_a_failing_parameter_set_fails_alone_with_its_reason() -> None:
+    grid = Grid.geometric(1, 20, 2.0, (5e-19,))
+    n0 = np.zeros(grid.n)
+    n0[0] = 2e14
+    solver = Solver(Model(grid, "shear", "power_law", "power_law"), n0)
+    batch = {k: np.array([v, v]) for k, v in ALL_1D.items()}
+    batch["pl_P2"] = np.array([0.7, np.nan])
+    sol = solver.solve(batch, np.linspace(0, 600, 5))
+    assert sol.error[0] == ""
+    assert "integrator failed" in sol.error[1] or "not finite" in sol.error[1]
+    assert np.all(np.isfinite(sol.N[0])) and np.all(np.isnan(sol.N[1]))
+
+
+def test_a_budget_overrun_is_a_failure_not_a_hang() -> None:
+    grid = Grid.geometric(1, 20, 2.0, (5e-19,))
+    n0 = np.zeros(grid.n)
+    n0[0] = 2e14
+    solver = Solver(Model(grid, "shear", "power_law", "power_law"), n0, max_rhs_evals=100)
+    sol = solver.solve(ALL_1D, np.linspace(0, 600, 5))
+    assert "gave up after 100 right-hand-side evaluations" in sol.error[0]
+
+
+def test_collisions_beyond_the_grid_are_not_counted_and_reported() -> None:
+    grid = Grid.geometric(1, 6, 2.0, (1.0,))
+    n0 = np.zeros(grid.n)
+    n0[0] = 1.0
+    solver = Solver(Model(grid, "constant"), n0)
+    sol = solver.solve({"corr_beta": 10.0, "alpha": 1.0}, np.array([0.0, 100.0]))
+    volume = sol.N[0] @ grid.total_volumes()
+    np.testing.assert_allclose(volume, volume[0], rtol=1e-10)
+    assert sol.top_mass_fraction[0] > 0.5
