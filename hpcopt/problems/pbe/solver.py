@@ -9,7 +9,7 @@ sparse matrix ``M`` (births at the fixed pivots minus the two partners' deaths),
 right-hand side is ``M r`` and the Jacobian ``M dr/dy`` is one sparse-times-dense product
 for the whole batch. Breakage is linear: ``F (S y) - S y`` with ``F[k, q]`` the fragments
 class ``q`` sends to class ``k``, integrated exactly from the fragment distribution's
-antiderivatives.
+antiderivatives. Both operators are built once per grid (:mod:`.operators`).
 
 Collisions whose product would lie beyond the grid's last pivot are not counted (neither
 partner dies): nothing leaves the grid, so number-weighted volume is conserved to
@@ -20,26 +20,26 @@ round-off. Check that the grid is wide enough with the mass in the last class, w
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.integrate import solve_ivp
+from scipy.integrate import BDF, Radau
 
-from hpcopt.problems.pbe.grid import Grid, pivot_weights
+from hpcopt.problems.pbe.grid import Grid
 from hpcopt.problems.pbe.kernels import (
     AgglomerationKernel,
     BreakageRate,
     FragmentDistribution,
     breakage_rate,
     efficiency_weights,
-    fragment_moments,
     fragment_parameters,
     kernel_parameters,
     kernel_shape,
     rate_parameters,
 )
+from hpcopt.problems.pbe.operators import FragmentOperator, PairOperator
 
 
 @dataclass(frozen=True)
@@ -89,6 +89,9 @@ class _Budget(Exception):
     pass
 
 
+METHODS = {"BDF": BDF, "Radau": Radau}
+
+
 class Solver:
     """A dPBE on one grid from one initial state, for any batch of parameter sets.
 
@@ -125,119 +128,23 @@ class Solver:
         with np.errstate(divide="ignore"):
             self.atol = np.where(self.v > 0, atol * volume0 / self.v, atol)
         if model.agglomeration is not None:
-            self._build_agglomeration()
+            self.pairs = PairOperator.build(self.grid)
+            m = model
+            shape = kernel_shape(
+                m.agglomeration,
+                self.v[self.pairs.first],
+                self.v[self.pairs.second],
+                self.v0.min(),
+                m.temperature_k,
+                m.viscosity_pa_s,
+            )
+            self.pair_shape = np.where(self.pairs.first == self.pairs.second, 0.5, 1.0) * shape
+            if self.grid.dim == 2:
+                self.pair_efficiency = efficiency_weights(
+                    self.volumes[self.pairs.first], self.volumes[self.pairs.second]
+                )
         if model.breakage != "none":
-            self._build_breakage()
-
-    # -- set-up ------------------------------------------------------------------------
-
-    def _build_agglomeration(self) -> None:
-        n, vols = self.grid.n, self.volumes
-        active = np.flatnonzero(self.grid.active())
-        ii, jj = np.triu_indices(len(active))
-        first, second = active[ii], active[jj]
-        landing = vols[first] + vols[second]
-        tops = np.array([u[-1] for u in self.grid.components])
-        keep = np.all(landing <= tops * (1 + 1e-12), axis=1)
-        first, second, landing = first[keep], second[keep], landing[keep]
-        P = len(first)
-        self.first, self.second = first, second
-        rows, cols, vals = (
-            [np.concatenate([first, second])],
-            [np.tile(np.arange(P), 2)],
-            [-np.ones(2 * P)],
-        )
-        corners = self._corners(landing)
-        for dest, weight in corners:
-            nz = weight != 0
-            rows.append(dest[nz])
-            cols.append(np.arange(P)[nz])
-            vals.append(weight[nz])
-        self.M = sp.csr_matrix(
-            (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, P)
-        )
-        coo = self.M.tocoo()
-        self.Z = sp.csr_matrix(
-            (
-                np.concatenate([coo.data, coo.data]),
-                (
-                    np.concatenate([coo.row * n + first[coo.col], coo.row * n + second[coo.col]]),
-                    np.concatenate([coo.col, P + coo.col]),
-                ),
-            ),
-            shape=(n * n, 2 * P),
-        )
-        m = self.model
-        shape = kernel_shape(
-            m.agglomeration,
-            self.v[first],
-            self.v[second],
-            self.v0.min(),
-            m.temperature_k,
-            m.viscosity_pa_s,
-        )
-        self.pair_shape = np.where(first == second, 0.5, 1.0) * shape
-        if self.grid.dim == 2:
-            self.pair_efficiency = efficiency_weights(vols[first], vols[second])
-
-    def _corners(self, w: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Fixed-pivot destinations of particles with component volumes ``w`` ``(m, dim)``:
-        a list of (flat class index, share) per corner of the enclosing cell."""
-        per_comp = []
-        for c, u in enumerate(self.grid.components):
-            lower, a = pivot_weights(u, w[:, c])
-            upper = np.minimum(lower + 1, len(u) - 1)
-            per_comp.append(((lower, a), (upper, np.where(upper > lower, 1.0 - a, 0.0))))
-        if self.grid.dim == 1:
-            return list(per_comp[0])
-        n2 = self.grid.shape[1]
-        out = []
-        for i1, a1 in per_comp[0]:
-            for i2, a2 in per_comp[1]:
-                flat = i1 * n2 + i2
-                out.append((flat, np.where(flat == 0, 0.0, a1 * a2)))
-        return out
-
-    def _build_breakage(self) -> None:
-        """Geometry of the fragment integrals: for every parent class, the stretches of
-        ``x = fragment / parent volume`` over which a fragment falls in one grid cell, and
-        the polynomial in ``x`` (degree <= 2) that is each corner's fixed-pivot share."""
-        n = self.grid.n
-        parents, dests, xa, xb, coef = [], [], [], [], []
-        for q in np.flatnonzero(self.grid.active()):
-            a = self.volumes[q]
-            cuts = [np.array([0.0, 1.0])]
-            for c, u in enumerate(self.grid.components):
-                if a[c] > 0:
-                    cuts.append(u[(u > 0) & (u <= a[c])] / a[c])
-            x = np.unique(np.clip(np.concatenate(cuts), 0.0, 1.0))
-            lo, hi = x[:-1], x[1:]
-            mid = 0.5 * (lo + hi)
-            factors = [_linear_shares(u, a[c], mid) for c, u in enumerate(self.grid.components)]
-            if self.grid.dim == 1:
-                corners = [(i, c0, c1, np.zeros_like(c0)) for i, c0, c1 in factors[0]]
-            else:
-                n2 = self.grid.shape[1]
-                corners = []
-                for i1, a0, a1 in factors[0]:
-                    for i2, b0, b1 in factors[1]:
-                        flat = i1 * n2 + i2
-                        keep = flat != 0
-                        products = (a0 * b0, a0 * b1 + a1 * b0, a1 * b1)
-                        corners.append((flat, *(p * keep for p in products)))
-            for dest, p0, p1, p2 in corners:
-                parents.append(np.full(len(mid), q))
-                dests.append(dest)
-                xa.append(lo)
-                xb.append(hi)
-                coef.append(np.stack([p0, p1, p2]))
-        parents, dests = np.concatenate(parents), np.concatenate(dests)
-        self.frag_x = np.stack([np.concatenate(xa), np.concatenate(xb)], axis=1)
-        self.frag_coef = np.concatenate(coef, axis=1)
-        E = len(parents)
-        self.frag_assemble = sp.csr_matrix(
-            (np.ones(E), (dests * n + parents, np.arange(E))), shape=(n * n, E)
-        )
+            self.fragments = FragmentOperator.build(self.grid)
 
     # -- rates for a batch of parameter sets -------------------------------------------
 
@@ -263,21 +170,15 @@ class Solver:
             rates.beta = scale * alpha * self.pair_shape[None, :]
         if m.breakage != "none":
             rates.S = breakage_rate(m.breakage, self.volumes, self.v0, p) * self.grid.active()
-            moments = fragment_moments(m.fragments, self.frag_x, p)  # (3, B|1, E, 2)
-            delta = moments[..., 1] - moments[..., 0]
-            shares = np.einsum(
-                "mbe,me->be", np.broadcast_to(delta, (3, B, *delta.shape[2:])), self.frag_coef
-            )
-            n = self.grid.n
-            rates.F = (self.frag_assemble @ shares.T).T.reshape(B, n, n)
+            rates.F = self.fragments.matrices(m.fragments, p, B)
         return rates
 
     def rhs(self, y: np.ndarray, rates: _Rates) -> np.ndarray:
         """``dy/dt`` for states ``y`` of shape ``(B, n)``."""
         out = np.zeros_like(y)
         if rates.beta is not None:
-            r = rates.beta * y[:, self.first] * y[:, self.second]
-            out += (self.M @ r.T).T
+            r = rates.beta * y[:, self.pairs.first] * y[:, self.pairs.second]
+            out += (self.pairs.M @ r.T).T
         if rates.S is not None:
             sy = rates.S * y
             out += np.matmul(rates.F, sy[:, :, None])[:, :, 0] - sy
@@ -288,10 +189,11 @@ class Solver:
         B, n = y.shape
         jac = np.zeros((B, n, n))
         if rates.beta is not None:
+            pairs = self.pairs
             X = np.concatenate(
-                [rates.beta * y[:, self.second], rates.beta * y[:, self.first]], axis=1
+                [rates.beta * y[:, pairs.second], rates.beta * y[:, pairs.first]], axis=1
             )
-            jac += (self.Z @ X.T).T.reshape(B, n, n)
+            jac += (pairs.Z @ X.T).T.reshape(B, n, n)
         if rates.S is not None:
             jac += rates.F * rates.S[:, None, :]
             jac[:, np.arange(n), np.arange(n)] -= rates.S
@@ -349,21 +251,9 @@ class Solver:
             return blocks[0] if B == 1 else _block_diagonal(blocks)
 
         y0 = np.tile(self.y0, B)
-        t_span = (0.0, float(t[-1]))
         try:
-            if t[-1] == 0.0:
-                return np.broadcast_to(self.y0, (B, 1, n)).copy(), "", 0, [0]
             with np.errstate(all="ignore"):
-                sol = solve_ivp(
-                    fun,
-                    t_span,
-                    y0,
-                    method=self.method,
-                    t_eval=t,
-                    jac=jac,
-                    rtol=self.rtol,
-                    atol=np.tile(self.atol, B),
-                )
+                marched = self._march(fun, jac, y0, t, B)
         except _Budget:
             why = (
                 f"the solver gave up after {self.max_rhs_evals} right-hand-side evaluations "
@@ -371,14 +261,45 @@ class Solver:
             )
             return np.full((B, len(t), n), np.nan), why, counter["rhs"], [0]
         except (RuntimeError, ValueError, ArithmeticError, np.linalg.LinAlgError) as exc:
-            # SuperLU and LAPACK refuse singular or non-finite Jacobians this way
+            # LAPACK and SuperLU refuse singular or non-finite Jacobians this way
             why = f"the integrator failed: {type(exc).__name__}: {exc}"
             return np.full((B, len(t), n), np.nan), why, counter["rhs"], [0]
-        if sol.status != 0 or sol.y.shape[1] != len(t):
-            y = np.full((B, len(t), n), np.nan)
-            return y, f"the integrator failed: {sol.message}", counter["rhs"], [0]
-        y = sol.y.reshape(B, n, len(t)).transpose(0, 2, 1)
-        return y, "", counter["rhs"], [len(sol.t)]
+        if isinstance(marched, str):
+            return np.full((B, len(t), n), np.nan), marched, counter["rhs"], [0]
+        y, steps = marched
+        return y, "", counter["rhs"], [steps]
+
+    def _march(
+        self, fun: Callable, jac: Callable, y0: np.ndarray, t: np.ndarray, B: int
+    ) -> tuple[np.ndarray, int] | str:
+        """Step SciPy's integrator to ``t[-1]``, sampling its interpolant at ``t``.
+
+        With a batch, the Newton matrices ``I - c J`` are block-diagonal: they are inverted
+        block by block in one batched LAPACK call instead of by a general sparse LU.
+        """
+        n = self.grid.n
+        out = np.empty((len(t), B * n))
+        k = int(np.searchsorted(t, 0.0, side="right"))
+        out[:k] = y0
+        if k == len(t):
+            return out.reshape(len(t), B, n).transpose(1, 0, 2), 0
+        solver = METHODS[self.method](
+            fun, 0.0, y0, float(t[-1]), rtol=self.rtol, atol=np.tile(self.atol, B), jac=jac
+        )
+        if B > 1:
+            solver.lu = lambda A: _BlockInverse(A, B, n)
+            solver.solve_lu = lambda inverse, b: inverse.solve(b)
+        steps = 0
+        while k < len(t):
+            message = solver.step()
+            steps += 1
+            if solver.status == "failed":
+                return f"the integrator failed: {message}"
+            interpolant = solver.dense_output()
+            while k < len(t) and t[k] <= solver.t:
+                out[k] = interpolant(t[k])
+                k += 1
+        return out.reshape(len(t), B, n).transpose(1, 0, 2), steps
 
     def _check(self, y: np.ndarray) -> str:
         """Why a solved trajectory ``(T, n)`` cannot be trusted, or ``""``."""
@@ -407,6 +328,21 @@ class _Rates:
         return _Rates(B=1, beta=pick(self.beta), S=pick(self.S), F=pick(self.F))
 
 
+class _BlockInverse:
+    """The inverse of a block-diagonal sparse matrix with ``B`` blocks of ``n x n``."""
+
+    def __init__(self, A: sp.spmatrix, B: int, n: int) -> None:
+        A = sp.csc_matrix(A)
+        cols = np.repeat(np.arange(A.shape[1]), np.diff(A.indptr))
+        blocks = np.zeros((B, n, n), dtype=A.dtype)
+        blocks[cols // n, A.indices % n, cols % n] = A.data
+        self.B, self.n = B, n
+        self.inverse = np.linalg.inv(blocks)
+
+    def solve(self, b: np.ndarray) -> np.ndarray:
+        return np.matmul(self.inverse, b.reshape(self.B, self.n, 1)).ravel()
+
+
 _BLOCK_PATTERNS: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
 
 
@@ -421,25 +357,3 @@ def _block_diagonal(blocks: np.ndarray) -> sp.csc_matrix:
     indices, indptr = _BLOCK_PATTERNS[(B, n)]
     data = blocks.transpose(0, 2, 1).ravel()
     return sp.csc_matrix((data, indices, indptr), shape=(B * n, B * n))
-
-
-def _linear_shares(
-    pivots: np.ndarray, a: float, x: np.ndarray
-) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """The fixed-pivot shares of a fragment of component volume ``x * a`` as linear
-    functions of ``x`` on the stretch around each ``x``: ``[(pivot, c0, c1), ...]`` with
-    share ``c0 + c1 x``, for the lower and the upper pivot of the enclosing cell."""
-    if a == 0:
-        return [(np.zeros(len(x), dtype=int), np.ones_like(x), np.zeros_like(x))]
-    lower, _ = pivot_weights(pivots, x * a)
-    upper = np.minimum(lower + 1, len(pivots) - 1)
-    inside = upper > lower
-    below = x * a < pivots[0]  # only on 1-D grids: counted in class 0 by volume
-    span = np.where(inside, pivots[upper] - pivots[lower], 1.0)
-    c0 = np.where(below, 0.0, np.where(inside, pivots[upper] / span, 1.0))
-    c1 = np.where(below, a / max(pivots[0], a * 1e-300), np.where(inside, -a / span, 0.0))
-    has_upper = inside & ~below
-    return [
-        (lower, c0, c1),
-        (upper, np.where(has_upper, 1.0 - c0, 0.0), np.where(has_upper, -c1, 0.0)),
-    ]
