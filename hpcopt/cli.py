@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from rich.console import Console
 from rich.table import Table
 
-from hpcopt import __version__, cli_slurm
+from hpcopt import __version__, cli_pbe, cli_slurm
 from hpcopt import campaign as drv
 from hpcopt import config as cfg
 from hpcopt.cluster.ray_node import ClusterError
@@ -31,6 +31,7 @@ examples:
   hpcopt resume runs/quickstart                 continue after Ctrl-C, kill or crash
   hpcopt submit configs/ray-demo.yaml --nodes 2 --gpus-per-node 4 --time 24:00:00
   hpcopt status runs/ray-demo                   Slurm state and progress
+  hpcopt pbe simulate configs/pbe-1d.yaml -o psd.h5   a forward dPBE run
 """
 
 
@@ -107,6 +108,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print each trial's full config as JSON")
     p.set_defaults(func=_expand)
     cli_slurm.add_parsers(sub)
+    cli_pbe.add_parsers(sub)
     return parser
 
 

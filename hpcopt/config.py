@@ -32,11 +32,12 @@ from hpcopt.methods.gs import GSConfig
 from hpcopt.problems.analytic import AnalyticConfig
 from hpcopt.problems.coverage.config import CoverageConfig
 from hpcopt.problems.custom import CustomConfig
+from hpcopt.problems.pbe.config import PBEConfig
 
 TRIAL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=+-]*$")
 
 ProblemSection = Annotated[
-    Union[AnalyticConfig, CoverageConfig, CustomConfig],  # noqa: UP007
+    Union[AnalyticConfig, CoverageConfig, CustomConfig, PBEConfig],  # noqa: UP007
     Field(discriminator="name"),
 ]
 MethodSection = Annotated[

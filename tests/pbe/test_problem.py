@@ -1,0 +1,202 @@
+"""The PBE problem: config validation, data paths, scoring, failures and the CLI."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from hpcopt.cli import main
+from hpcopt.problems.pbe.config import PBEConfig
+from hpcopt.problems.pbe.data import load_psd, save_psd
+from hpcopt.problems.pbe.problem import simulate
+
+TRUTH = {"corr_beta": 1.0, "pl_P1": 1e-4, "pl_P2": 0.5, "pl_v": 1.5}
+SECTION: dict[str, Any] = {
+    "name": "pbe",
+    "dim": 1,
+    "grid": {"classes": 20, "ratio": 2.0, "x0_um": 1.0},
+    "agglomeration": "shear",
+    "breakage": "power_law",
+    "fragments": "power_law",
+    "initial": {"kind": "lognormal", "x50_um": 5.0, "sigma_g": 1.6},
+    "known": {"alpha": 1.0, "G": 100.0},
+    "parameters": [
+        {"name": "corr_beta", "low": 0.1, "high": 10.0, "log": True},
+        {"name": "pl_P1", "low": 1e-6, "high": 1e-2, "log": True},
+        {"name": "pl_P2", "low": 0.2, "high": 1.2, "log": True},
+        {"name": "pl_v", "low": 0.5, "high": 3.0, "log": True},
+    ],
+    "synthetic": {"parameters": TRUTH, "times_s": [0, 120, 300, 600], "quantity": "Q0"},
+    "cost": [["Q0", "MSE"]],
+}
+
+
+def section(**changes: Any) -> dict[str, Any]:
+    out = copy.deepcopy(SECTION)
+    out.update(changes)
+    return out
+
+
+def problem(**changes: Any):
+    p = PBEConfig(**section(**changes)).build()
+    p.setup()
+    return p
+
+
+def point(values: dict[str, float], names: tuple[str, ...]) -> np.ndarray:
+    return np.array([[values[n] for n in names]])
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"known": {"alpha": 1.0}}, r"give \['G'\] in 'parameters'"),
+        ({"known": {"alpha": 1.0, "G": 1.0, "pl_P3": 1.0}}, r"\['pl_P3'\] are not used"),
+        ({"known": {"alpha": 1.0, "G": 1.0, "pl_v": 1.0}}, "both searched"),
+        ({"synthetic": None}, "exactly one of 'data'"),
+        ({"data": {"path": "nowhere.csv"}}, "no such data file: nowhere.csv"),
+        ({"synthetic": {"parameters": {"corr_beta": 1.0}, "times_s": [0, 1]}}, "missing"),
+        ({"dim": 2, "grid": {"x0_um": [1.0, 1.0]}}, "2-D runs start from 'primary'"),
+        ({"grid": {"x0_um": [1.0, 1.0]}}, "give 1 size"),
+        ({"cost": [["Q0", "KL"]]}, "KL compares distributions"),
+        ({"cost": [["d50", "MSE"]]}, "unknown target 'd50'"),
+        ({"agglomeration": "none", "breakage": "none"}, "nothing happens"),
+    ],
+)
+def test_bad_sections_are_refused_with_what_is_wrong(changes: dict, message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        PBEConfig(**section(**changes))
+
+
+def test_a_bad_pbe_config_exits_2_naming_the_key(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(
+        "name: bad\noutput_dir: out\ntrials:\n  - name: t\n"
+        "    method: {name: ga}\n    problem: {name: pbe, grids: {}}\n"
+    )
+    assert main(["expand", str(path)]) == 2
+    assert "grids" in capsys.readouterr().err
+
+
+def test_noise_free_synthetic_data_cost_nothing_at_the_truth() -> None:
+    p = problem()
+    at_truth = p.evaluate_batch(point(TRUTH, p.space.names))[0]
+    elsewhere = p.evaluate_batch(point({**TRUTH, "pl_v": 1.6}, p.space.names))[0]
+    assert at_truth.value < 1e-20
+    assert elsewhere.value > 1e-8
+    assert at_truth.extras["max_log_error"] == 0.0
+    assert elsewhere.extras["max_log_error"] == pytest.approx(np.log(1.6 / 1.5))
+
+
+def test_a_batch_is_scored_in_chunks_like_single_points() -> None:
+    p = problem(solver={"batch_size": 2})
+    pts = p.space.decode(np.random.default_rng(1).random((5, 4)))
+    together = [e.value for e in p.evaluate_batch(pts)]
+    alone = [p.evaluate_batch(x[None])[0].value for x in pts]
+    np.testing.assert_allclose(together, alone, rtol=1e-4)
+
+
+def test_a_solver_failure_is_a_failed_evaluation_with_its_reason() -> None:
+    p = problem()
+    p.solver.max_rhs_evals = 100
+    ev = p.evaluate_batch(point(TRUTH, p.space.names))[0]
+    assert not ev.ok and np.isnan(ev.value)
+    assert "gave up after 100 right-hand-side evaluations" in ev.error
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".h5"])
+def test_measured_data_from_a_file_are_fitted_on_the_solver_grid(
+    tmp_path: Path, suffix: str
+) -> None:
+    sim = simulate(section(), TRUTH, [0, 120, 300, 600])
+    path = tmp_path / f"psd{suffix}"
+    save_psd(path, sim.psd("q3"))
+    data_section = section(synthetic=None, data={"path": str(path)}, cost=[["qx", "MSE"]])
+    p = PBEConfig(**data_section).build()
+    p.setup()
+    names = p.space.names
+    at_truth = p.evaluate_batch(point(TRUTH, names))[0].value
+    off = p.evaluate_batch(point({**TRUTH, "corr_beta": 1.3}, names))[0].value
+    # densities given at the pivots are integrated by the trapezoid rule onto the cells:
+    # close to the truth on a ratio-2 grid, not exact (cumulatives at the edges are)
+    assert at_truth < off / 10
+
+
+def test_kde_smoothing_scores_on_the_data_grid(tmp_path: Path) -> None:
+    sim = simulate(section(), TRUTH, [0, 120, 300, 600])
+    path = tmp_path / "psd.h5"
+    save_psd(path, sim.psd("q3"))
+    kde_section = section(
+        synthetic=None, data={"path": str(path)}, smoothing="kde", cost=[["q3", "MSE"]]
+    )
+    p = PBEConfig(**kde_section).build()
+    p.setup()
+    values = [
+        p.evaluate_batch(point({**TRUTH, "corr_beta": c}, p.space.names))[0].value
+        for c in (0.5, 1.0, 2.0)
+    ]
+    assert values[1] < min(values[0], values[2])
+
+
+def test_kde_refuses_another_basis_than_the_data(tmp_path: Path) -> None:
+    path = tmp_path / "psd.h5"
+    save_psd(path, simulate(section(), TRUTH, [0, 600]).psd("q3"))
+    bad = section(synthetic=None, data={"path": str(path)}, smoothing="kde", cost=[["q0", "MSE"]])
+    with pytest.raises(ValueError, match="another basis"):
+        PBEConfig(**bad).build().setup()
+
+
+def test_two_component_problem_scores_and_is_exact_at_the_truth() -> None:
+    truth = {"corr_beta": 1.0, "alpha_12": 0.3, "pl_P1": 1e-4, "pl_P3": 3e-4}
+    p = problem(
+        dim=2,
+        grid={"classes": 8, "ratio": 2.0, "x0_um": [1.0, 1.0]},
+        initial={"kind": "primary"},
+        known={
+            "alpha_11": 1.0,
+            "alpha_22": 0.5,
+            "G": 100.0,
+            "pl_P2": 0.5,
+            "pl_P4": 0.5,
+            "pl_v": 1.5,
+        },
+        parameters=[
+            {"name": n, "low": v / 10, "high": v * 10, "log": True} for n, v in truth.items()
+        ],
+        synthetic={"parameters": truth, "times_s": [0, 300, 600], "quantity": "Q3"},
+        cost=[["Q3", "MSE"], ["x_50", "RMSE"]],
+    )
+    names = p.space.names
+    assert p.evaluate_batch(point(truth, names))[0].value < 1e-12
+    assert p.evaluate_batch(point({**truth, "alpha_12": 0.6}, names))[0].value > 1e-6
+
+
+def test_simulate_refuses_missing_parameters() -> None:
+    with pytest.raises(ValueError, match=r"missing \['pl_v'\]"):
+        simulate(section(), {k: v for k, v in TRUTH.items() if k != "pl_v"}, [0, 60])
+
+
+def test_cli_simulate_writes_data_that_load_back(tmp_path: Path, capsys) -> None:
+    spec = tmp_path / "pbe.yaml"
+    import yaml
+
+    spec.write_text(yaml.safe_dump(section()))
+    out = tmp_path / "sim.h5"
+    argv = ["pbe", "simulate", str(spec), "-o", str(out), "--set", "corr_beta=2"]
+    assert main([*argv, "--quantity", "Q3", "--times", "0,60,600"]) == 0
+    data = load_psd(out)
+    assert data.quantity == "Q3" and data.t.tolist() == [0.0, 60.0, 600.0]
+    assert np.all(np.diff(data.values, axis=1) >= 0) and data.values[:, -1] == pytest.approx(1)
+    with h5py.File(out) as f:
+        assert f["N"].shape == (3, 20)
+        assert '"corr_beta": 2.0' in f.attrs["parameters"]
+    assert "wrote" in capsys.readouterr().out
+    assert main(["pbe", "simulate", str(spec), "-o", str(out), "--set", "pl_X=1"]) == 2
+    assert "not used by this model ['pl_X']" in capsys.readouterr().err
+    assert main([*argv, "--noise", "loud:1"]) == 2

@@ -1,0 +1,47 @@
+"""Parameter recovery from synthetic 1-D data with the shipped configs/pbe-1d.yaml.
+
+"Within x % in log space" is measured two ways (both are recorded per evaluation):
+``max_range_error``, the largest error as a share of each parameter's log range, and
+``max_log_error``, the largest ``|ln(found / true)|``. The figures over seeds are in
+benchmarks/pbe_recovery.py; this test runs the config's own trials (seed 0).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hpcopt import campaign as drv
+from hpcopt import config as cfg
+
+CONFIG = Path(__file__).resolve().parents[2] / "configs" / "pbe-1d.yaml"
+
+
+def best_errors(tmp_path: Path, trial: str) -> dict[str, float]:
+    campaign = cfg.load(CONFIG, output_dir=str(tmp_path / trial))
+    campaign = campaign.model_copy(
+        update={"trials": [t for t in campaign.trials if t.name == trial]}
+    )
+    store = drv.create(campaign)
+    (outcome,) = drv.run(campaign, store, reporter=drv.SilentReporter())
+    assert outcome.status == "completed"
+    record = store.read_trial(trial)
+    history, best = record.history, record.best_index()
+    assert len(history) <= 300
+    return {k: float(history.extras[k][best]) for k in ("max_log_error", "max_range_error")}
+
+
+@pytest.mark.slow
+def test_bo_recovers_four_parameters_from_noise_free_data_within_5_percent(tmp_path):
+    errors = best_errors(tmp_path, "bo-cmaes")
+    assert errors["max_range_error"] <= 0.05
+    assert errors["max_log_error"] <= 0.049
+
+
+@pytest.mark.slow
+def test_bo_recovers_four_parameters_from_noisy_data_within_20_percent_of_their_range(
+    tmp_path,
+):
+    errors = best_errors(tmp_path, "bo-cmaes-noisy")
+    assert errors["max_range_error"] <= 0.20
