@@ -1,0 +1,73 @@
+"""How reliably the methods recover the four parameters of configs/pbe-1d.yaml, over seeds.
+
+Runs the config's trials (or those named with --trials) with seeds 0..N-1 and prints,
+per seed, the recovery error of the best point: ``max_log_error`` (the largest
+``|ln(found / true)|``; 0.049 is 5 %) and ``max_range_error`` (the largest error as a
+share of each parameter's log range), then how many seeds are within the targets
+(5 % noise-free, 20 % with 10 % noise).
+
+    python benchmarks/pbe_recovery.py [--seeds 8] [--trials bo-cmaes bo-cmaes-noisy]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from hpcopt import campaign as drv
+from hpcopt import config as cfg
+
+CONFIG = Path(__file__).resolve().parents[1] / "configs" / "pbe-1d.yaml"
+
+
+def run(trial: cfg.TrialConfig, seed: int, root: Path) -> tuple[float, float, int, float]:
+    campaign = cfg.load(CONFIG, output_dir=str(root / f"{trial.name}-{seed}"))
+    one = trial.model_copy(update={"name": f"{trial.name}-{seed}", "seed": seed})
+    campaign = campaign.model_copy(update={"trials": [one]})
+    store = drv.create(campaign)
+    start = time.perf_counter()
+    drv.run(campaign, store, reporter=drv.SilentReporter())
+    elapsed = time.perf_counter() - start
+    record = store.read_trial(one.name)
+    h, best = record.history, record.best_index()
+    return (
+        float(h.extras["max_log_error"][best]),
+        float(h.extras["max_range_error"][best]),
+        len(h),
+        elapsed,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=8)
+    parser.add_argument("--trials", nargs="*", default=["bo-cmaes", "bo-cmaes-noisy"])
+    args = parser.parse_args()
+    trials = {t.name: t for t in cfg.load(CONFIG).trials}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.trials:
+            target = 0.2 if "noisy" in name else 0.05
+            log_errors, range_errors = [], []
+            print(f"\n{name} (target {target:.0%}):")
+            header = f"{'seed':>4} {'evals':>6} {'time s':>7} {'max |ln ratio|':>15}"
+            print(f"{header} {'max range err':>14}")
+            for seed in range(args.seeds):
+                log_e, range_e, n, elapsed = run(trials[name], seed, Path(tmp))
+                log_errors.append(log_e)
+                range_errors.append(range_e)
+                print(f"{seed:4d} {n:6d} {elapsed:7.1f} {log_e:15.3f} {range_e:14.3f}")
+            within_log = np.sum(np.array(log_errors) <= np.log1p(target))
+            within_range = np.sum(np.array(range_errors) <= target)
+            print(
+                f"within {target:.0%}: {within_log}/{args.seeds} seeds by |ln ratio| "
+                f"<= ln(1 + {target}), {within_range}/{args.seeds} by share of range; "
+                f"median |ln ratio| {np.median(log_errors):.3f}"
+            )
+
+
+if __name__ == "__main__":
+    main()
