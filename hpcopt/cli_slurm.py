@@ -33,6 +33,13 @@ FLAGS = {  # flag -> (SlurmConfig field, type, help)
     "--max-num-timeout": ("max_num_timeout", int, "requeues allowed after the time limit"),
     "--join-timeout-s": ("join_timeout_s", float, "how long nodes may take to join Ray"),
 }
+CONTAINER_FLAGS = {  # flag -> (ContainerConfig field, help)
+    "--container-runtime": (
+        "runtime",
+        "run the job's processes in an image: apptainer, charliecloud or none",
+    ),
+    "--image": ("image", "the image: a .sif file (apptainer) or an image folder/squashfs"),
+}
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -49,6 +56,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output-dir", help="campaign folder (overrides output_dir)")
     for flag, (_, kind, text) in FLAGS.items():
         p.add_argument(flag, type=kind, help=text)
+    for flag, (_, text) in CONTAINER_FLAGS.items():
+        p.add_argument(flag, help=text)
     p.add_argument(
         "--array-per-trial",
         action="store_true",
@@ -86,8 +95,16 @@ def _slurm_for(campaign: cfg.Campaign, args: argparse.Namespace) -> SlurmConfig:
     }
     if args.array_per_trial:
         overrides["array_per_trial"] = True
+    container = {
+        field: getattr(args, flag[2:].replace("-", "_"))
+        for flag, (field, _) in CONTAINER_FLAGS.items()
+        if getattr(args, flag[2:].replace("-", "_")) is not None
+    }
+    base = campaign.slurm.model_dump()
+    if container:
+        overrides["container"] = {**base["container"], **container}
     try:
-        return SlurmConfig.model_validate({**campaign.slurm.model_dump(), **overrides})
+        return SlurmConfig.model_validate({**base, **overrides})
     except ValidationError as exc:
         problems = [
             f"--{'.'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']}" for e in exc.errors()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
 from hpcopt.problems.base import Evaluation, Problem
@@ -51,3 +53,12 @@ class Hang(Problem):
         if x[0] > self.config.options["hang_above"]:
             time.sleep(3600)
         return Evaluation(value=float(x @ x))
+
+
+class WhereAmI(Problem):
+    """The sphere, recording whether it ran in the hpcopt image's Python."""
+
+    def evaluate(self, x: np.ndarray, gradient: bool = False) -> Evaluation:
+        return Evaluation(
+            value=float(x @ x), extras={"in_image": float(sys.prefix == "/opt/hpcopt/venv")}
+        )

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from hpcopt.cli import main
+from hpcopt.cluster.container import ContainerConfig
 from hpcopt.cluster.slurm import SlurmConfig, render_sbatch
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -40,6 +41,20 @@ CASES = {
         max_num_timeout=20,
         signal_delay_s=300,
         job_name="coverage-paper",
+    ),
+    "apptainer_gpu_nodes": SlurmConfig(
+        nodes=2,
+        gpus_per_node=4,
+        container=ContainerConfig(
+            runtime="apptainer",
+            image="/images/hpcopt-0.1.sif",
+            binds=["/scratch/data", "/software:/software:ro"],
+        ),
+    ),
+    "charliecloud": SlurmConfig(
+        container=ContainerConfig(
+            runtime="charliecloud", image="/var/tmp/hpcopt.sqfs", binds=["/data:/mnt/data"]
+        ),
     ),
 }
 
@@ -98,3 +113,19 @@ def test_a_bad_slurm_key_in_the_config_names_it(tmp_path, capsys):
     assert (
         "slurm.gpus: unknown key; allowed keys: account, array_per_trial" in capsys.readouterr().err
     )
+
+
+def test_a_container_needs_an_image_and_absolute_binds():
+    with pytest.raises(ValueError, match="runtime 'apptainer' needs 'image'"):
+        ContainerConfig(runtime="apptainer")
+    with pytest.raises(ValueError, match="must be SRC or SRC:DST"):
+        ContainerConfig(runtime="charliecloud", image="/i", binds=["data:/data"])
+
+
+def test_container_flags_override_the_config(tmp_path, capsys):
+    path = config_file(tmp_path)
+    argv = ["submit", str(path), "--dry-run", "--container-runtime", "apptainer"]
+    assert main([*argv, "--image", "/img/h.sif"]) == 0
+    assert "apptainer exec --nv --bind" in capsys.readouterr().out
+    assert main(argv) == 2
+    assert "needs 'image'" in capsys.readouterr().err

@@ -34,6 +34,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from hpcopt.cluster.container import ContainerConfig, launcher
 from hpcopt.cluster.ray_node import ClusterError, new_token_file, short_temp_dir, start_node
 
 _TIME = re.compile(r"^(?:(\d+)-)?(\d+):(\d{2})(?::(\d{2}))?$")
@@ -59,6 +60,7 @@ class SlurmConfig(BaseModel):
     join_timeout_s: float = Field(300.0, gt=0)
     array_per_trial: bool = False
     setup: list[str] = Field(default_factory=list)
+    container: ContainerConfig = ContainerConfig()
 
     @field_validator("time")
     @classmethod
@@ -115,7 +117,11 @@ def executor(root: Path, slurm: SlurmConfig, name: str):  # -> submitit.SlurmExe
     """A submitit executor that logs into ``root/slurm/``."""
     import submitit
 
-    ex = submitit.SlurmExecutor(folder=root / "slurm" / "%j", max_num_timeout=slurm.max_num_timeout)
+    ex = submitit.SlurmExecutor(
+        folder=root / "slurm" / "%j",
+        max_num_timeout=slurm.max_num_timeout,
+        python=launcher(slurm.container, root),
+    )
     ex.update_parameters(**sbatch_parameters(slurm, name))
     return ex
 
@@ -213,10 +219,22 @@ class Allocation:
 
 def node_address(node_name: str) -> str:
     """The node's NodeAddr from ``scontrol show node`` (emulated nodes have their own)."""
-    out = subprocess.run(
-        ["scontrol", "show", "node", node_name, "-o"],
-        capture_output=True, text=True, check=True, timeout=60,
-    ).stdout  # fmt: skip
+    try:
+        out = subprocess.run(
+            ["scontrol", "show", "node", node_name, "-o"],
+            capture_output=True, text=True, check=True, timeout=60,
+        ).stdout  # fmt: skip
+    except FileNotFoundError:
+        raise ClusterError(
+            "scontrol is not found: the job needs Slurm's client (to find node addresses "
+            "and to requeue itself). In a container, use an image that has it (the hpcopt "
+            "image does) and bind the site's Slurm config and munge socket "
+            "(container: {binds: [/etc/slurm, /run/munge]})"
+        ) from None
+    except subprocess.CalledProcessError as exc:
+        raise ClusterError(
+            f"scontrol show node {node_name} failed: {exc.stderr.strip() or exc}"
+        ) from None
     match = re.search(r"\bNodeAddr=(\S+)", out)
     if not match:
         raise ClusterError(f"scontrol shows no NodeAddr for node {node_name!r}")
@@ -261,10 +279,17 @@ def run_on_allocation(root: Path, join_timeout_s: float, trial: str | None = Non
     temp = short_temp_dir()
     log = _Log(alloc)
     log(f"node {alloc.node_name} at {node_ip}: {alloc.cpus} CPUs, {alloc.gpus} GPUs")
+    log(f"python {sys.executable}")
     # Where each rank's Ray lives, for `hpcopt status` and for checking the teardown.
     _write_json(
         rendezvous / f"rank-{alloc.rank}.json",
-        {"node": alloc.node_name, "ip": node_ip, "pid": os.getpid(), "temp_dir": str(temp)},
+        {
+            "node": alloc.node_name,
+            "ip": node_ip,
+            "pid": os.getpid(),
+            "temp_dir": str(temp),
+            "python": sys.executable,
+        },
     )
     if alloc.rank == 0:
         return _head(store_root, rendezvous, node_ip, temp, alloc, join_timeout_s, trial, log)

@@ -1,0 +1,85 @@
+"""Running a campaign's processes inside an Apptainer or Charliecloud image.
+
+``slurm: {container: {runtime, image, binds, gpu}}`` makes every task of the allocation
+start inside the image: submitit's launcher, hence the Ray head, the Ray workers and the
+driver, which they start as child processes. :func:`launcher` gives the shell words that
+replace ``python`` in the job script.
+
+- ``apptainer exec [--nv] --bind DIR --bind "${TMPDIR:-/tmp}":/tmp ... IMAGE PYTHON``:
+  ``--nv`` brings the host's NVIDIA driver in; the campaign folder is bound at its own
+  path and the node-local temporary folder at ``/tmp`` (Ray's sockets and spill files).
+  The host environment passes through (Slurm's ``SLURM_*``, hpcopt's Ray address and
+  token variables): ``--containall``/``--cleanenv`` would strip it, so they are not used.
+- ``ch-run --set-env -b DIR ... IMAGE -- PYTHON``: Charliecloud shares the host's
+  environment and binds the node's ``$TMPDIR`` (or ``/tmp``) at ``/tmp`` by default;
+  ``--set-env`` adds the image's ``/ch/environment`` (the variables the stack needs). A
+  bind's destination must exist in the image (Charliecloud does not create it in a
+  read-only image): keep campaigns under ``/tmp`` or a folder the image has. GPUs need
+  the image prepared with ``ch-fromhost --nvidia`` once per driver version.
+
+``PYTHON`` is the image's interpreter (``/opt/hpcopt/venv/bin/python`` in the images that
+``containers/`` builds).
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+IMAGE_PYTHON = "/opt/hpcopt/venv/bin/python"
+NODE_TMP = '"${TMPDIR:-/tmp}":/tmp'  # expanded by each node's shell, not at submission
+
+
+class ContainerConfig(BaseModel):
+    """``container:`` inside ``slurm:``: where the job's processes run."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    runtime: Literal["none", "apptainer", "charliecloud"] = "none"
+    image: str | None = None
+    binds: list[str] = Field(default_factory=list)
+    gpu: bool = True
+    python: str = IMAGE_PYTHON
+    options: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _image(self) -> ContainerConfig:
+        if self.runtime != "none" and not self.image:
+            raise ValueError(f"runtime {self.runtime!r} needs 'image': a .sif file or folder")
+        for bind in self.binds:
+            if not bind or bind.count(":") > 2 or not bind.startswith("/"):
+                raise ValueError(
+                    f"binds: {bind!r} must be SRC or SRC:DST[:OPTIONS] with absolute paths"
+                )
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.runtime != "none"
+
+
+def launcher(container: ContainerConfig, campaign_dir: Path) -> str | None:
+    """The shell words that start Python for a job of the campaign in ``campaign_dir``:
+    ``None`` without a container (submitit then uses the submitting interpreter)."""
+    if not container.enabled:
+        return None
+    q = shlex.quote
+    image = q(str(Path(container.image).expanduser()))  # type: ignore[arg-type]
+    binds = [str(campaign_dir), *container.binds]
+    if container.runtime == "apptainer":
+        words = ["apptainer", "exec"]
+        if container.gpu:
+            words.append("--nv")
+        for bind in binds:
+            words += ["--bind", q(bind)]
+        words += ["--bind", NODE_TMP, *map(q, container.options), image, q(container.python)]
+        return " ".join(words)
+    # ch-run refuses to start without $USER, which a job submitted from cron may lack
+    words = ['env USER="${USER:-$(id -un)}"', "ch-run", "--set-env"]
+    for bind in binds:
+        words += ["-b", q(bind)]
+    words += [*map(q, container.options), image, "--", q(container.python)]
+    return " ".join(words)
