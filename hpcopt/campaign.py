@@ -193,7 +193,6 @@ def run_trial(
     history = record.history
     if record.status == "completed" or (record.status == "failed" and not retry_failed):
         return _outcome(trial.name, record.status, history, problem.direction, record.error)
-    writer = store.writer(trial.name, meta)
     method = build_method(
         trial.method,
         space,
@@ -209,6 +208,7 @@ def run_trial(
     expected = method.expected_evaluations
     if trial.max_evaluations is not None:
         expected = min(expected or trial.max_evaluations, trial.max_evaluations)
+    writer = store.writer(trial.name, {**meta, "expected_evaluations": expected})
     reporter.trial_started(trial.name, done, expected)
     try:
         while not method.done and (trial.max_evaluations is None or done < trial.max_evaluations):

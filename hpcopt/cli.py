@@ -28,6 +28,9 @@ examples:
   hpcopt run configs/quickstart.yaml            run a campaign here, on the CPU
   hpcopt expand configs/quickstart.yaml         list the trials a config expands to
   hpcopt show runs/quickstart                   trials, status and best results
+  hpcopt watch runs/quickstart                  a live dashboard (Ctrl-C to leave)
+  hpcopt summary runs/quickstart                the results as CSV and JSON
+  hpcopt plot runs/quickstart                   convergence and radio-map PNGs
   hpcopt resume runs/quickstart                 continue after Ctrl-C, kill or crash
   hpcopt submit configs/ray-demo.yaml --nodes 2 --gpus-per-node 4 --time 24:00:00
   hpcopt status runs/ray-demo                   Slurm state and progress
@@ -99,6 +102,44 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_show)
 
     p = sub.add_parser(
+        "watch",
+        help="a live dashboard of a campaign (running, finished or interrupted)",
+        description="Show the campaign in DIR: trials with progress against their budget, "
+        "best values and when they last improved, throughput, workers, Slurm jobs and the "
+        "latest failures, redrawn from the store until Ctrl-C. Reads only: safe beside a "
+        "running driver, also from another node on a shared file system.",
+    )
+    p.add_argument("dir", help="campaign folder")
+    p.add_argument("--once", action="store_true", help="print one frame and exit")
+    p.add_argument("--interval", type=float, default=2.0, help="seconds between frames")
+    p.set_defaults(func=_watch)
+
+    p = sub.add_parser(
+        "summary",
+        help="the table of trials and best results, exported to CSV and JSON",
+        description="Print the trials of DIR with their best results and write "
+        "DIR/summary.csv and DIR/summary.json (or the files --csv and --json name).",
+    )
+    p.add_argument("dir", help="campaign folder")
+    p.add_argument("--csv", help="write the CSV here instead of DIR/summary.csv")
+    p.add_argument("--json", help="write the JSON here instead of DIR/summary.json")
+    p.set_defaults(func=_summary)
+
+    p = sub.add_parser(
+        "plot",
+        help="PNG figures: convergence per trial and method, best radio map, PSD fits",
+        description="Draw DIR's convergence (best so far against evaluations and wall time, "
+        "per trial and per method) and, for coverage trials, the radio map of the best "
+        "placement on the floor plan, for PBE trials the fitted against the measured PSDs. "
+        "The physics figures recompute the best point (Sionna RT, the dPBE solver).",
+    )
+    p.add_argument("dir", help="campaign folder")
+    p.add_argument("-o", "--out", help="folder for the PNGs (default DIR/plots)")
+    p.add_argument("--trial", action="append", help="only this trial (repeatable)")
+    p.add_argument("--no-physics", action="store_true", help="convergence only: recompute nothing")
+    p.set_defaults(func=_plot)
+
+    p = sub.add_parser(
         "expand",
         help="validate a config and print the trials it expands to, without running",
         description="Validate CONFIG and print its trials after merging 'shared' and "
@@ -113,7 +154,24 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _reporter(quiet: bool) -> drv.Reporter:
-    return drv.SilentReporter() if quiet else drv.LineReporter()
+    """Progress bars in a terminal, plain lines elsewhere (Slurm logs), nothing if quiet."""
+    if quiet:
+        return drv.SilentReporter()
+    if sys.stderr.isatty():
+        from hpcopt.dashboard import ProgressReporter
+
+        return ProgressReporter()
+    return drv.LineReporter()
+
+
+def _drive(campaign: cfg.Campaign, store: CampaignStore, quiet: bool, **kwargs) -> list:
+    reporter = _reporter(quiet)
+    try:
+        return drv.run(campaign, store, reporter=reporter, **kwargs)
+    finally:
+        close = getattr(reporter, "close", None)
+        if close is not None:
+            close()
 
 
 def _finish(outcomes: list[drv.TrialOutcome], root: str) -> int:
@@ -139,7 +197,7 @@ def _run(args: argparse.Namespace) -> int:
     campaign = cfg.load(args.config, output_dir=args.output_dir)
     store = drv.create(campaign)
     try:
-        outcomes = drv.run(campaign, store, reporter=_reporter(args.quiet))
+        outcomes = _drive(campaign, store, args.quiet)
     except KeyboardInterrupt:
         return _interrupted(campaign.output_dir)
     return _finish(outcomes, campaign.output_dir)
@@ -150,9 +208,7 @@ def _resume(args: argparse.Namespace) -> int:
         return cli_slurm.resubmit(args.dir)
     store, campaign = drv.reopen(args.dir)
     try:
-        outcomes = drv.run(
-            campaign, store, reporter=_reporter(args.quiet), retry_failed=args.retry_failed
-        )
+        outcomes = _drive(campaign, store, args.quiet, retry_failed=args.retry_failed)
     except KeyboardInterrupt:
         return _interrupted(args.dir)
     return _finish(outcomes, args.dir)
@@ -199,6 +255,43 @@ def _show(args: argparse.Namespace) -> int:
             str(r["evaluations"]), str(r["failed"]), best, point,
         )  # fmt: skip
     console.print(table)
+    return EXIT_OK
+
+
+def _watch(args: argparse.Namespace) -> int:
+    from hpcopt.dashboard import watch
+
+    if args.interval <= 0:
+        print("hpcopt watch: --interval must be > 0 seconds", file=sys.stderr)
+        return EXIT_USAGE
+    return watch(args.dir, once=args.once, interval_s=args.interval)
+
+
+def _summary(args: argparse.Namespace) -> int:
+    store = CampaignStore.open(args.dir)
+    if args.csv is None and args.json is None:
+        store.export_summary()
+    else:
+        from hpcopt.store import write_summary
+
+        write_summary(store.summary(), csv_path=args.csv, json_path=args.json)
+    _show(argparse.Namespace(dir=args.dir, json=False))
+    written = [args.csv or (args.json is None and str(store.root / "summary.csv")),
+               args.json or (args.csv is None and str(store.root / "summary.json"))]  # fmt: skip
+    print(f"wrote {', '.join(w for w in written if w)}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from hpcopt.plots import plot_campaign
+
+    try:
+        paths = plot_campaign(args.dir, args.out, args.trial, physics=not args.no_physics)
+    except ValueError as exc:
+        print(f"hpcopt plot: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    for path in paths:
+        print(path)
     return EXIT_OK
 
 

@@ -275,7 +275,17 @@ class CampaignStore:
     def export_summary(self) -> list[dict[str, Any]]:
         """Write ``summary.json`` and ``summary.csv`` (atomically) and return the rows."""
         rows = self.summary()
-        _atomic_text(self.root / "summary.json", json.dumps(rows, indent=2) + "\n")
+        write_summary(rows, self.root / "summary.csv", self.root / "summary.json")
+        return rows
+
+
+def write_summary(
+    rows: list[dict[str, Any]], csv_path: str | Path | None, json_path: str | Path | None
+) -> None:
+    """Write summary rows as CSV and/or JSON (each atomically) where paths are given."""
+    if json_path is not None:
+        _atomic_text(Path(json_path), json.dumps(rows, indent=2) + "\n")
+    if csv_path is not None:
         columns: list[str] = []
         for row in rows:
             columns += [k for k in row if k not in columns]
@@ -283,8 +293,7 @@ class CampaignStore:
         w = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
         w.writeheader()
         w.writerows(rows)
-        _atomic_text(self.root / "summary.csv", buf.getvalue())
-        return rows
+        _atomic_text(Path(csv_path), buf.getvalue())
 
 
 class TrialWriter:

@@ -1,0 +1,366 @@
+"""``hpcopt watch``: a live view of a campaign, read from its folder.
+
+The dashboard owns no state: every frame is drawn from a :class:`CampaignView` that
+:func:`snapshot` reads from the store (read-only: trial files are replaced atomically by
+the writer and re-read on a torn read), the driver locks, the event logs and, when the
+campaign was submitted, Slurm. It works on a login node while the job writes on a compute
+node, and on a finished or interrupted campaign alike.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.panel import Panel
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+from hpcopt.campaign import read_drivers
+from hpcopt.events import read_events
+from hpcopt.history import STATUS_FAILED
+from hpcopt.store import CampaignStore
+
+RECENT_S = 60.0  # the window of the "recent" throughput
+SHOW_FAILURES = 5
+
+
+@dataclass
+class TrialView:
+    """One trial as the store holds it now."""
+
+    name: str
+    method: str
+    problem: str
+    status: str
+    done: int
+    expected: int | None
+    failed: int
+    best: float | None
+    best_at: float | None  # Unix s of the evaluation that set the best
+    finished_at: np.ndarray  # Unix s of every evaluation
+    failures: list[tuple[float, str]]  # (time, error) of the latest failed evaluations
+    error: str = ""  # why the trial failed, if it did
+
+
+@dataclass
+class CampaignView:
+    """Everything one frame shows."""
+
+    name: str
+    root: Path
+    created_at: float
+    now: float
+    trials: list[TrialView]
+    drivers: list[dict[str, Any]]
+    jobs: dict[str, str]  # Slurm job id -> state
+    engine: dict[str, Any]
+    workers: dict[str, dict[str, Any]]  # alive workers by name, from the event logs
+    events: list[dict[str, Any]] = field(default_factory=list)  # retries and task failures
+
+    @property
+    def running(self) -> bool:
+        return any(t.status == "running" for t in self.trials) and (
+            any(d.get("alive", True) for d in self.drivers) or bool(self.jobs)
+        )
+
+    def throughput(self) -> tuple[float, float]:
+        """Evaluations per second: over the last minute, and since the first evaluation."""
+        times = np.sort(np.concatenate([t.finished_at for t in self.trials] or [np.zeros(0)]))
+        if len(times) < 2:
+            return 0.0, 0.0
+        end = self.now if self.running else times[-1]
+        recent = float(np.sum(times > end - RECENT_S)) / RECENT_S
+        return recent, len(times) / max(times[-1] - times[0], 1e-9)
+
+    def eta_s(self) -> float | None:
+        """Seconds until every trial's budget is spent at the recent rate (when known)."""
+        left = [
+            t.expected - t.done
+            for t in self.trials
+            if t.status in ("running", "pending") and t.expected is not None
+        ]
+        recent, _ = self.throughput()
+        if not left or recent <= 0 or not self.running:
+            return None
+        return sum(left) / recent
+
+
+def snapshot(root: str | Path, slurm: bool = True) -> CampaignView:
+    """Read the campaign in ``root`` as it is now (never writes, never locks)."""
+    store = CampaignStore.open(root)
+    attrs = store.attrs()
+    document = store.document()
+    trials = []
+    for name in store.trial_names():
+        rec = store.read_trial(name)
+        h, best = rec.history, rec.best_index()
+        failed = np.flatnonzero(h.status == STATUS_FAILED)
+        trials.append(
+            TrialView(
+                name=name,
+                method=rec.meta.get("method") or _configured(store, name, "method"),
+                problem=rec.meta.get("problem") or _configured(store, name, "problem"),
+                status=rec.status,
+                done=len(h),
+                expected=rec.meta.get("expected_evaluations"),
+                failed=len(failed),
+                best=None if best is None else float(h.value[best]),
+                best_at=None if best is None else float(h.finished_at[best]),
+                finished_at=np.asarray(h.finished_at, dtype=float),
+                failures=[(float(h.finished_at[i]), str(h.error[i])) for i in failed[-5:]],
+                error=rec.error,
+            )
+        )
+    events = _events(store.root)
+    return CampaignView(
+        name=str(attrs.get("name", store.root.name)),
+        root=store.root,
+        created_at=float(attrs.get("created_at", 0.0)),
+        now=time.time(),
+        trials=trials,
+        drivers=read_drivers(store.root),
+        jobs=_jobs(store.root) if slurm else {},
+        engine=dict(document.get("engine", {"kind": "local"})),
+        workers=_alive_workers(events),
+        events=[e for e in events if e["kind"] in ("task_retried", "task_failed", "worker_down")],
+    )
+
+
+def _configured(store: CampaignStore, trial: str, what: str) -> str:
+    """The method or problem name of a trial that has not started, from its config."""
+    for t in store.stored_trials():
+        if t.get("name") == trial:
+            return str(t.get(what, {}).get("name", ""))
+    return ""
+
+
+def _events(root: Path) -> list[dict[str, Any]]:
+    events: list[dict[str, Any]] = []
+    for path in sorted(root.glob("events*.jsonl")):
+        events += read_events(path)
+    return sorted(events, key=lambda e: e.get("time", 0.0))
+
+
+def _alive_workers(events: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    alive: dict[str, dict[str, Any]] = {}
+    for e in events:
+        if e["kind"] == "worker_up":
+            alive[e["worker"]] = e
+        elif e["kind"] == "worker_down":
+            alive.pop(e.get("worker", ""), None)
+    return alive
+
+
+def _jobs(root: Path) -> dict[str, str]:
+    """Slurm states of the campaign's jobs, if it was submitted and Slurm answers."""
+    from hpcopt.cli_slurm import job_states
+    from hpcopt.cluster.slurm import jobs_of
+
+    try:
+        ids = [i for submission in jobs_of(root) for i in submission["job_ids"]]
+        return job_states(ids) if ids else {}
+    except (OSError, ValueError, KeyError, subprocess.SubprocessError):
+        return {}  # no Slurm client here (a laptop reading a copied folder), or no answer
+
+
+# -- drawing ------------------------------------------------------------------------------
+
+
+def render(view: CampaignView) -> RenderableType:
+    """One frame: header, trials, throughput and workers, latest failures."""
+    parts: list[RenderableType] = [_header(view), _trials(view), _activity(view)]
+    failures = _failures(view)
+    if failures is not None:
+        parts.append(failures)
+    return Group(*parts)
+
+
+def _header(view: CampaignView) -> Panel:
+    state = "running" if view.running else _overall(view)
+    where = ", ".join(
+        f"pid {d['pid']} on {d['host']}" + ("" if d.get("alive", True) else " (gone)")
+        for d in view.drivers
+    )
+    ends = [t.finished_at.max() for t in view.trials if len(t.finished_at)]
+    until = view.now if view.running or not ends else max(ends)
+    lines = [
+        Text.assemble((view.name, "bold"), f"  {view.root}"),
+        Text(f"{state}; created {time.ctime(view.created_at)}; "
+             f"{'elapsed' if view.running else 'ran for'} {_duration(until - view.created_at)}"),
+    ]  # fmt: skip
+    if where:
+        lines.append(Text(f"driver: {where}"))
+    if view.jobs:
+        lines.append(Text("slurm: " + "; ".join(f"job {j}: {s}" for j, s in view.jobs.items())))
+    eta = view.eta_s()
+    if eta is not None:
+        lines.append(Text(f"eta: {_duration(eta)} at the recent rate"))
+    return Panel(Group(*lines), title="hpcopt campaign", border_style="blue")
+
+
+def _overall(view: CampaignView) -> str:
+    statuses = {t.status for t in view.trials}
+    if statuses <= {"completed"}:
+        return "finished"
+    if "failed" in statuses and statuses <= {"completed", "failed"}:
+        return "finished with failed trials"
+    return "stopped (resume with hpcopt resume)"
+
+
+def _trials(view: CampaignView) -> Table:
+    table = Table(title="trials", expand=True)
+    for col in ("trial", "method", "problem", "status"):
+        table.add_column(col, overflow="fold")
+    table.add_column("progress", min_width=12)
+    table.add_column("evaluations", justify="right")
+    table.add_column("failed", justify="right")
+    table.add_column("best", justify="right")
+    table.add_column("improved", justify="right")
+    styles = {"completed": "green", "failed": "red", "running": "yellow", "pending": "dim"}
+    for t in view.trials:
+        total = t.expected or max(t.done, 1)
+        bar = ProgressBar(total=total, completed=min(t.done, total), width=12)
+        count = f"{t.done}/{t.expected}" if t.expected else str(t.done)
+        improved = "-"
+        if t.best_at is not None:
+            improved = time.strftime("%H:%M:%S", time.localtime(t.best_at))
+            if t.status == "running":
+                improved += f" ({_duration(view.now - t.best_at)} ago)"
+        table.add_row(
+            t.name, t.method, t.problem, Text(t.status, style=styles.get(t.status, "")), bar,
+            count, str(t.failed), "-" if t.best is None else f"{t.best:.6g}", improved,
+        )  # fmt: skip
+    return table
+
+
+def _activity(view: CampaignView) -> Table:
+    recent, overall = view.throughput()
+    table = Table.grid(padding=(0, 2))
+    table.add_row(
+        Text("throughput", style="bold"),
+        f"{recent:.3g} evaluations/s over the last minute, {overall:.3g}/s overall",
+    )
+    gpu = float(view.engine.get("gpu_fraction", 0.0) or 0.0)
+    if view.engine.get("kind") == "ray" and not view.running:
+        table.add_row(Text("workers", style="bold"), "none (the campaign is not running)")
+    elif view.engine.get("kind") == "ray":
+        nodes: dict[str, int] = {}
+        for w in view.workers.values():
+            nodes[w.get("node", "?")] = nodes.get(w.get("node", "?"), 0) + 1
+        where = ", ".join(f"{n} on {node}" for node, n in sorted(nodes.items())) or "none"
+        share = f", {gpu:g} GPU each" if gpu else ""
+        table.add_row(Text("workers", style="bold"), f"{len(view.workers)} alive: {where}{share}")
+    else:
+        table.add_row(Text("workers", style="bold"), "the driver itself (local engine)")
+    return table
+
+
+def _failures(view: CampaignView) -> Table | None:
+    rows = [(when, t.name, err) for t in view.trials for when, err in t.failures]
+    for t in view.trials:
+        if t.status == "failed" and t.error:
+            when = float(t.finished_at.max()) if len(t.finished_at) else view.created_at
+            rows.append((when, f"{t.name} (trial)", t.error))
+    for e in view.events:
+        what = e.get("reason") or e.get("error") or ""
+        rows.append(
+            (float(e["time"]), e["kind"].replace("_", " "), f"{e.get('worker', '')} {what}")
+        )
+    if not rows:
+        return None
+    table = Table(title="latest failures and retries", expand=True, show_lines=False)
+    table.add_column("when", no_wrap=True)
+    table.add_column("what", no_wrap=True)
+    table.add_column("why", overflow="fold")
+    for when, what, why in sorted(rows)[-SHOW_FAILURES:]:
+        table.add_row(time.strftime("%H:%M:%S", time.localtime(when)), what, why.strip())
+    return table
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} d"
+
+
+def watch(
+    root: str | Path, once: bool = False, interval_s: float = 2.0, console: Console | None = None
+) -> int:
+    """Show the campaign in ``root``, redrawn every ``interval_s`` until Ctrl-C (or one
+    frame with ``once``; appended frames when the output is not a terminal). Returns the
+    exit status (0)."""
+    console = console or Console()
+    if once:
+        console.print(render(snapshot(root)))
+        return 0
+    try:
+        if not console.is_terminal:  # a log file cannot be redrawn: append frames to it
+            while True:
+                console.rule(time.strftime("%H:%M:%S"))
+                console.print(render(snapshot(root)))
+                console.file.flush()
+                time.sleep(interval_s)
+        with Live(render(snapshot(root)), console=console, auto_refresh=False) as live:
+            while True:
+                time.sleep(interval_s)
+                live.update(render(snapshot(root)), refresh=True)
+    except KeyboardInterrupt:
+        return 0
+
+
+class ProgressReporter:
+    """``hpcopt run`` in a terminal: one progress bar per trial, with its best value.
+
+    (Output that is not a terminal, such as a Slurm log, gets the driver's plain
+    :class:`~hpcopt.campaign.LineReporter` lines instead.)
+    """
+
+    def __init__(self, console: Console | None = None) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        self.progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("best {task.fields[best]}"), TimeElapsedColumn(),
+            console=console or Console(stderr=True),
+        )  # fmt: skip
+        self._tasks: dict[str, Any] = {}
+
+    def trial_started(self, trial: str, done: int, expected: int | None) -> None:
+        if not self._tasks:
+            self.progress.start()
+        self._tasks[trial] = self.progress.add_task(trial, total=expected, completed=done, best="-")
+
+    def batch_done(self, trial: str, done: int, expected: int | None, best: float | None) -> None:
+        best_text = "-" if best is None else f"{best:.6g}"
+        self.progress.update(self._tasks[trial], completed=done, total=expected, best=best_text)
+
+    def trial_finished(self, outcome: Any) -> None:
+        task = self._tasks.get(outcome.name)
+        if task is not None:
+            style = "green" if outcome.status == "completed" else "red"
+            self.progress.update(task, description=f"[{style}]{outcome.name} {outcome.status}")
+        if outcome.error:
+            self.progress.console.print(f"[red]{outcome.name}: {outcome.error}")
+
+    def close(self) -> None:
+        if self._tasks:
+            self.progress.stop()

@@ -1,0 +1,202 @@
+"""The dashboard, summaries and run progress, drawn from real campaign folders.
+
+Frames are rendered with rich's recording console and checked as text.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from rich.console import Console
+
+from hpcopt import campaign as drv
+from hpcopt import config as cfg
+from hpcopt.cli import main
+from hpcopt.dashboard import ProgressReporter, render, snapshot
+from hpcopt.store import CampaignStore
+
+ROOT = Path(__file__).resolve().parents[1]
+SLOW_GS = {"name": "slow-gs", "method": {"name": "gs", "resolution": 30, "batch_size": 10}}
+LATER = {"name": "later", "method": {"name": "gs", "resolution": 3}}
+
+
+def frame(root: Path) -> str:
+    console = Console(width=200, record=True, file=open(os.devnull, "w"))  # noqa: SIM115
+    console.print(render(snapshot(root, slurm=False)))
+    return console.export_text()
+
+
+def write_config(tmp_path: Path, trials: list, delay_s: float = 0.0) -> Path:
+    doc = {
+        "name": "dash",
+        "output_dir": str(tmp_path / "dash"),
+        "shared": {"problem": {"name": "analytic", "function": "sphere", "delay_s": delay_s}},
+        "trials": trials,
+    }
+    path = tmp_path / "dash.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def start_writer(path: Path) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    cmd = [sys.executable, "-m", "hpcopt", "run", str(path), "-q"]
+    return subprocess.Popen(cmd, env=env, stderr=subprocess.DEVNULL)
+
+
+def evaluations(root: Path) -> int:
+    try:
+        store = CampaignStore.open(root)
+        return sum(len(store.read_trial(n).history) for n in store.trial_names())
+    except Exception:
+        return 0
+
+
+def wait_for(predicate, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_a_running_campaign_shows_progress_written_by_another_process(tmp_path):
+    path = write_config(tmp_path, [SLOW_GS, LATER], delay_s=0.005)
+    root = tmp_path / "dash"
+    writer = start_writer(path)
+    try:
+        wait_for(lambda: evaluations(root) >= 100)
+        text = frame(root)
+    finally:
+        writer.kill()
+        writer.wait()
+    assert "dash" in text and "running" in text
+    assert f"pid {writer.pid} on" in text
+    assert "slow-gs" in text and "/900" in text
+    assert "later" in text and "pending" in text
+    assert "evaluations/s over the last minute" in text
+    assert "the driver itself (local engine)" in text
+
+
+def test_a_finished_campaign_shows_its_budget_spent_and_best_values(tmp_path):
+    campaign = cfg.load(write_config(tmp_path, [LATER]))
+    drv.run(campaign, drv.create(campaign), reporter=drv.SilentReporter())
+    text = frame(tmp_path / "dash")
+    assert "finished; created" in text and "ran for" in text
+    assert "completed" in text and "9/9" in text
+    assert " 0 " in text  # the sphere's minimum is on the 3 x 3 grid
+
+
+def test_a_failed_trial_and_failed_evaluations_are_listed(tmp_path):
+    flaky = {
+        "name": "custom",
+        "target": "tests.problems:Flaky",
+        "parameters": [{"name": "a", "low": -1, "high": 1}, {"name": "b", "low": -1, "high": 1}],
+        "options": {"fail_above": 0.5},
+    }
+    trials = [
+        {"name": "flaky", "problem": flaky, "method": {"name": "gs", "resolution": 4}},
+        {"name": "broken", "problem": dict(flaky, target="tests.problems:BrokenSetup"),
+         "method": {"name": "gs", "resolution": 3}},
+    ]  # fmt: skip
+    campaign = cfg.load(write_config(tmp_path, trials))
+    drv.run(campaign, drv.create(campaign), reporter=drv.SilentReporter())
+    text = frame(tmp_path / "dash")
+    assert "finished with failed trials" in text
+    assert "latest failures and retries" in text
+    assert "is past fail_above" in text  # the Flaky problem's own error text
+    assert "FileNotFoundError: measurements.csv not found" in text  # the broken trial's
+    store = CampaignStore.open(tmp_path / "dash")
+    failed = int((store.read_trial("flaky").history.status == 1).sum())
+    row = next(line for line in text.splitlines() if line.startswith("│ flaky"))
+    assert failed > 0 and f" {failed} │" in row
+
+
+@pytest.mark.slow
+def test_the_dashboard_keeps_reading_while_the_writer_is_killed(tmp_path):
+    path = write_config(tmp_path, [SLOW_GS, LATER], delay_s=0.002)
+    root = tmp_path / "dash"
+    writer = start_writer(path)
+    wait_for(lambda: evaluations(root) > 0)
+    frames = 0
+    killed_at = time.monotonic() + 1.0
+    while time.monotonic() < killed_at + 1.0:
+        if writer.poll() is None and time.monotonic() > killed_at:
+            os.kill(writer.pid, signal.SIGKILL)  # mid-write, most likely
+            writer.wait()
+        frame(root)
+        frames += 1
+    text = frame(root)
+    assert frames > 5
+    assert "stopped (resume with hpcopt resume)" in text
+    assert "(gone)" in text  # the driver lock names a dead process
+
+
+def test_watch_once_prints_a_frame(tmp_path, capsys):
+    campaign = cfg.load(write_config(tmp_path, [LATER]))
+    drv.run(campaign, drv.create(campaign), reporter=drv.SilentReporter())
+    assert main(["watch", str(tmp_path / "dash"), "--once"]) == 0
+    assert "hpcopt campaign" in capsys.readouterr().out
+    assert main(["watch", str(tmp_path / "dash"), "--interval", "0"]) == 2
+
+
+@pytest.mark.slow
+def test_watch_refreshes_until_ctrl_c_and_exits_cleanly(tmp_path):
+    campaign = cfg.load(write_config(tmp_path, [LATER]))
+    drv.run(campaign, drv.create(campaign), reporter=drv.SilentReporter())
+    cmd = [sys.executable, "-m", "hpcopt", "watch", str(tmp_path / "dash"), "--interval", "0.2"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen = []
+    reader = threading.Thread(target=lambda: seen.extend(proc.stdout), daemon=True)
+    reader.start()
+    wait_for(lambda: sum("hpcopt campaign" in line for line in seen) >= 2)  # refreshed
+    proc.send_signal(signal.SIGINT)
+    err = proc.communicate(timeout=20)[1]
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+
+
+def test_summary_writes_csv_and_json(tmp_path, capsys):
+    campaign = cfg.load(write_config(tmp_path, [LATER]))
+    drv.run(campaign, drv.create(campaign), reporter=drv.SilentReporter())
+    root = tmp_path / "dash"
+    csv_path, json_path = tmp_path / "out.csv", tmp_path / "out.json"
+    assert main(["summary", str(root), "--csv", str(csv_path), "--json", str(json_path)]) == 0
+    rows = json.loads(json_path.read_text())
+    assert rows[0]["trial"] == "later" and rows[0]["evaluations"] == 9
+    assert csv_path.read_text().startswith("trial,method,problem")
+    assert "later" in capsys.readouterr().out
+    (root / "summary.csv").unlink()
+    assert main(["summary", str(root)]) == 0
+    assert (root / "summary.csv").exists() and (root / "summary.json").exists()
+
+
+def test_run_progress_bars_show_each_trial_and_its_best(tmp_path):
+    console = Console(width=120, record=True, force_terminal=True, file=open(os.devnull, "w"))  # noqa: SIM115
+    campaign = cfg.load(write_config(tmp_path, [LATER, dict(LATER, name="again")]))
+    reporter = ProgressReporter(console=console)
+    drv.run(campaign, drv.create(campaign), reporter=reporter)
+    reporter.close()
+    text = console.export_text()
+    assert "later completed" in text and "again completed" in text
+    assert "9/9" in text and "best 0" in text
+
+
+def test_run_prints_plain_lines_when_its_output_is_not_a_terminal(tmp_path):
+    path = write_config(tmp_path, [LATER])
+    done = subprocess.run(
+        [sys.executable, "-m", "hpcopt", "run", str(path)], capture_output=True, text=True,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0
+    assert "later: completed after 9 evaluations" in done.stderr
+    assert "\x1b[" not in done.stderr  # no terminal escapes in a log file
