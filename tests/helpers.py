@@ -1,12 +1,18 @@
-"""Small test helpers shared by the method tests: drive a method on a problem in-process."""
+"""Small test helpers: drive a method on a problem in-process; follow a campaign folder
+that another process writes."""
 
 from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
 from hpcopt import plain
 from hpcopt.methods.base import Method
 from hpcopt.problems.base import ProblemConfig
+from hpcopt.store import CampaignStore
 
 
 def losses_of(problem: ProblemConfig, points_u: np.ndarray, gradient: bool):
@@ -81,3 +87,23 @@ def run_interrupted(
         asked.append(batch.points)
         method.tell(batch, losses_of(problem, batch.points, gradient=False)[0])
     return asked, method
+
+
+def evaluations(root: str | Path) -> int:
+    """Evaluations stored so far in the campaign at ``root`` (0 before it exists)."""
+    try:
+        store = CampaignStore.open(root)
+        return sum(len(store.read_trial(n).history) for n in store.trial_names())
+    except Exception:
+        return 0
+
+
+def wait_until(
+    predicate: Callable[[], object], timeout_s: float, what: str, every_s: float = 0.2
+) -> None:
+    """Poll ``predicate`` until it is true; fail the test after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
+        time.sleep(every_s)

@@ -23,6 +23,7 @@ from hpcopt import config as cfg
 from hpcopt.cli import main
 from hpcopt.dashboard import ProgressReporter, render, snapshot
 from hpcopt.store import CampaignStore
+from tests.helpers import evaluations, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 SLOW_GS = {"name": "slow-gs", "method": {"name": "gs", "resolution": 30, "batch_size": 10}}
@@ -53,28 +54,13 @@ def start_writer(path: Path) -> subprocess.Popen:
     return subprocess.Popen(cmd, env=env, stderr=subprocess.DEVNULL)
 
 
-def evaluations(root: Path) -> int:
-    try:
-        store = CampaignStore.open(root)
-        return sum(len(store.read_trial(n).history) for n in store.trial_names())
-    except Exception:
-        return 0
-
-
-def wait_for(predicate, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
-
-
 @pytest.mark.slow
 def test_a_running_campaign_shows_progress_written_by_another_process(tmp_path):
     path = write_config(tmp_path, [SLOW_GS, LATER], delay_s=0.005)
     root = tmp_path / "dash"
     writer = start_writer(path)
     try:
-        wait_for(lambda: evaluations(root) >= 100)
+        wait_until(lambda: evaluations(root) >= 100, 60, "100 evaluations", 0.05)
         text = frame(root)
     finally:
         writer.kill()
@@ -126,7 +112,7 @@ def test_the_dashboard_keeps_reading_while_the_writer_is_killed(tmp_path):
     path = write_config(tmp_path, [SLOW_GS, LATER], delay_s=0.002)
     root = tmp_path / "dash"
     writer = start_writer(path)
-    wait_for(lambda: evaluations(root) > 0)
+    wait_until(lambda: evaluations(root) > 0, 60, "an evaluation", 0.05)
     frames = 0
     killed_at = time.monotonic() + 1.0
     while time.monotonic() < killed_at + 1.0:
@@ -158,7 +144,7 @@ def test_watch_refreshes_until_ctrl_c_and_exits_cleanly(tmp_path):
     seen = []
     reader = threading.Thread(target=lambda: seen.extend(proc.stdout), daemon=True)
     reader.start()
-    wait_for(lambda: sum("hpcopt campaign" in line for line in seen) >= 2)  # refreshed
+    wait_until(lambda: sum("hpcopt campaign" in x for x in seen) >= 2, 60, "a second frame")
     proc.send_signal(signal.SIGINT)
     err = proc.communicate(timeout=20)[1]
     assert proc.returncode == 0, err

@@ -13,6 +13,7 @@ import yaml
 
 from hpcopt import plain
 from hpcopt.store import CampaignStore
+from tests.helpers import evaluations
 
 pytestmark = pytest.mark.slow
 
@@ -37,14 +38,6 @@ def hpcopt(*args):
 
 def env():
     return dict(os.environ, PYTHONPATH=os.getcwd())
-
-
-def evaluations(root):
-    try:
-        store = CampaignStore.open(root)
-        return sum(len(store.read_trial(n).history) for n in store.trial_names())
-    except Exception:
-        return 0
 
 
 def run_and_kill_at(cmd, root, at):

@@ -18,6 +18,7 @@ from hpcopt.cli import main
 from hpcopt.cluster.ray_node import processes_using
 from hpcopt.cluster.slurm import jobs_of
 from hpcopt.store import STATUS_OK, CampaignStore
+from tests.helpers import evaluations, wait_until
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -49,22 +50,6 @@ def write_config(tmp_path, trials, slurm=None, delay_s=0.0, name="s"):
 
 GA = {"name": "ga", "seed": 4, "method": {"name": "ga", "population": 16, "generations": 6}}
 GS = {"name": "gs", "method": {"name": "gs", "resolution": 9, "batch_size": 8}}
-
-
-def evaluations(root: Path) -> int:
-    try:
-        store = CampaignStore.open(root)
-        return sum(len(store.read_trial(n).history) for n in store.trial_names())
-    except Exception:
-        return 0
-
-
-def wait_until(predicate, timeout_s: float, what: str, every_s: float = 0.2):
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
-        time.sleep(every_s)
 
 
 def finished(root: Path) -> bool:
