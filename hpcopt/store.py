@@ -110,6 +110,10 @@ def _read_h5(path: Path):
     return h5py.File(path, "r", locking=False)
 
 
+class _TornRead(FileNotFoundError):
+    """A read that interleaved with a consolidation (``read_trial`` retries it)."""
+
+
 class CampaignStore:
     """A campaign folder. Create it once with :meth:`create`; open it with :meth:`open`."""
 
@@ -215,6 +219,10 @@ class CampaignStore:
                 if "checkpoint/method_state" in f:
                     state_json = f["checkpoint/method_state"].asstr()[()]
         for seq, seg in self._segments(name, after=last_seq):
+            if seq != last_seq + 1:
+                # the writer consolidated between our reads: the batches in between are in
+                # a trial file we did not read; read again rather than return a gap
+                raise _TornRead(f"{name}: segment {seq} follows batch {last_seq}")
             with _read_h5(seg) as f:
                 header = json.loads(f.attrs["header"])
                 base_meta = base_meta or header["meta"]

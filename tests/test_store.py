@@ -159,3 +159,26 @@ def test_kill_9_at_any_instant_leaves_a_readable_store_with_every_checkpoint(tmp
         assert steps >= (acknowledged[-1] if acknowledged else 1)
         assert len(rec.history) == 5 * steps
         np.testing.assert_array_equal(rec.history.batch, np.repeat(np.arange(1, steps + 1), 5))
+
+
+def test_a_read_that_interleaves_with_a_consolidation_is_repeated(tmp_path, monkeypatch):
+    store = make_store(tmp_path)
+    w = store.writer("t", META, consolidate_every=1000)
+    for s in (1, 2):
+        w.checkpoint(batch_rows(s), {"step": s})
+    w.consolidate()  # the trial file holds batches 1-2
+    for s in (3, 4):
+        w.checkpoint(batch_rows(s), {"step": s})
+    segments = CampaignStore._segments
+    raced = []
+
+    def consolidate_between_reads(self, name, after):
+        if not raced:  # after the reader read the trial file, before it lists the journal
+            raced.append(True)
+            w.consolidate()  # batches 3-4 move into the trial file, their segments go
+            w.checkpoint(batch_rows(5), {"step": 5})
+        return segments(self, name, after)
+
+    monkeypatch.setattr(CampaignStore, "_segments", consolidate_between_reads)
+    rec = store.read_trial("t")
+    assert rec.batches == 5 and list(rec.history.batch[::3]) == [1, 2, 3, 4, 5]
