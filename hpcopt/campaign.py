@@ -121,9 +121,15 @@ def reopen(root: str | Path) -> tuple[CampaignStore, cfg.Campaign]:
     """
     store = CampaignStore.open(root)
     campaign = cfg.parse(
-        store.document(), source=str(store.campaign_file), output_dir=str(store.root)
+        store.document(),
+        source=str(store.campaign_file),
+        output_dir=str(store.root),
+        check_files=False,
     )
-    trials = tuple(cfg.TrialConfig.model_validate(t) for t in store.stored_trials())
+    trials = tuple(
+        cfg.TrialConfig.model_validate(t, context={"check_files": False})
+        for t in store.stored_trials()
+    )
     return store, campaign.model_copy(update={"trials": trials})
 
 

@@ -56,12 +56,12 @@ def _simulate(args: argparse.Namespace) -> int:
         times = _times(args.times, section)
         noise = _noise(args.noise)
         sim = simulate(section, values, times)
+        data = sim.psd(args.quantity)
+        if noise:
+            data = add_noise(data, noise[0], noise[1], np.random.default_rng(args.seed))
     except (ValueError, ValidationError) as exc:
         print(f"hpcopt pbe simulate: {exc}", file=sys.stderr)
         return 2
-    data = sim.psd(args.quantity)
-    if noise:
-        data = add_noise(data, noise[0], noise[1], np.random.default_rng(args.seed))
     out = Path(args.output)
     try:
         save_psd(out, data)

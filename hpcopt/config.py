@@ -132,9 +132,16 @@ def load(path: str | Path, output_dir: str | None = None) -> Campaign:
 
 
 def parse(
-    doc: Mapping[str, Any], source: str = "<config>", output_dir: str | None = None
+    doc: Mapping[str, Any],
+    source: str = "<config>",
+    output_dir: str | None = None,
+    check_files: bool = True,
 ) -> Campaign:
-    """Validate a campaign document and expand its trials (``ConfigError`` on any problem)."""
+    """Validate a campaign document and expand its trials (``ConfigError`` on any problem).
+
+    ``check_files=False`` skips checks of the files a config names (data files), for a
+    campaign reopened from its store, whose trials carry the paths checked at creation.
+    """
     try:
         top = _Document.model_validate(doc)
     except ValidationError as exc:
@@ -143,7 +150,7 @@ def parse(
     trials: list[TrialConfig] = []
     for where, raw in _expand(top):
         try:
-            trial = TrialConfig.model_validate(raw)
+            trial = TrialConfig.model_validate(raw, context={"check_files": check_files})
         except ValidationError as exc:
             problems.extend(_messages(exc, TrialConfig, prefix=where))
             continue

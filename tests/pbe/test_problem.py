@@ -67,6 +67,7 @@ def point(values: dict[str, float], names: tuple[str, ...]) -> np.ndarray:
         ({"cost": [["Q0", "KL"]]}, "KL compares distributions"),
         ({"cost": [["d50", "MSE"]]}, "unknown target 'd50'"),
         ({"agglomeration": "none", "breakage": "none"}, "nothing happens"),
+        ({"dim": 2, "grid": {"classes": 41, "x0_um": [1.0, 1.0]}}, "at most 40 per component"),
     ],
 )
 def test_bad_sections_are_refused_with_what_is_wrong(changes: dict, message: str) -> None:
@@ -152,6 +153,13 @@ def test_kde_refuses_another_basis_than_the_data(tmp_path: Path) -> None:
         PBEConfig(**bad).build().setup()
 
 
+def test_kde_refuses_another_basis_than_synthetic_data_too() -> None:
+    bad = section(synthetic={**SECTION["synthetic"], "quantity": "q3"}, smoothing="kde",
+                  cost=[["q0", "MSE"]])  # fmt: skip
+    with pytest.raises(ValueError, match="another basis"):
+        PBEConfig(**bad).build().setup()
+
+
 def test_two_component_problem_scores_and_is_exact_at_the_truth() -> None:
     truth = {"corr_beta": 1.0, "alpha_12": 0.3, "pl_P1": 1e-4, "pl_P3": 3e-4}
     p = problem(
@@ -200,3 +208,28 @@ def test_cli_simulate_writes_data_that_load_back(tmp_path: Path, capsys) -> None
     assert main(["pbe", "simulate", str(spec), "-o", str(out), "--set", "pl_X=1"]) == 2
     assert "not used by this model ['pl_X']" in capsys.readouterr().err
     assert main([*argv, "--noise", "loud:1"]) == 2
+
+
+def test_a_relative_data_path_is_stored_absolute_and_resumes_from_elsewhere(
+    tmp_path: Path, monkeypatch
+) -> None:
+    from hpcopt import campaign as drv
+    from hpcopt import config as cfg
+
+    work = tmp_path / "work"
+    work.mkdir()
+    save_psd(work / "psd.csv", simulate(section(), TRUTH, [0, 300, 600]).psd("Q3"))
+    problem_section = section(synthetic=None, data={"path": "psd.csv"}, cost=[["Q3", "MSE"]])
+    doc = {
+        "name": "rel",
+        "output_dir": str(tmp_path / "rel"),
+        "trials": [{"name": "ga", "problem": problem_section,
+                    "method": {"name": "ga", "population": 4, "generations": 1}}],
+    }  # fmt: skip
+    monkeypatch.chdir(work)
+    store = drv.create(cfg.parse(doc))
+    monkeypatch.chdir(tmp_path)
+    _, campaign = drv.reopen(store.root)
+    assert campaign.trials[0].problem.data.path == str(work / "psd.csv")
+    (outcome,) = drv.run(campaign, store, reporter=drv.SilentReporter())
+    assert outcome.status == "completed"

@@ -216,3 +216,12 @@ def test_collisions_beyond_the_grid_are_not_counted_and_reported() -> None:
     volume = sol.N[0] @ grid.total_volumes()
     np.testing.assert_allclose(volume, volume[0], rtol=1e-10)
     assert sol.top_mass_fraction[0] > 0.5
+
+
+def test_a_2d_grid_too_short_shows_in_the_volume_on_its_upper_edges() -> None:
+    grid = Grid.geometric(2, 4, 2.0, (1.0, 1.0))
+    n0 = np.zeros(grid.n)
+    n0[grid.shape[1]] = 1.0  # component 1 only: it piles up at (top, 0), not in the corner
+    params = {"corr_beta": 10.0, "alpha_11": 1.0, "alpha_12": 1.0, "alpha_22": 1.0}
+    sol = Solver(Model(grid, "constant"), n0).solve(params, np.array([0.0, 100.0]))
+    assert sol.top_mass_fraction[0] > 0.5

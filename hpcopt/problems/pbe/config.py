@@ -15,7 +15,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from hpcopt.problems.base import ProblemConfig
 from hpcopt.problems.custom import ParamSpec
@@ -25,14 +32,13 @@ from hpcopt.problems.pbe.kernels import (
     AgglomerationKernel,
     BreakageRate,
     FragmentDistribution,
-    fragment_parameters,
-    kernel_parameters,
-    rate_parameters,
+    parameter_names,
 )
 from hpcopt.problems.pbe.psd import Quantity
 from hpcopt.space import Param, Space
 
 SizeUnit = Literal["m", "mm", "um", "nm"]
+MAX_CLASSES_2D = 40
 METRES_PER_UNIT = {"m": 1.0, "mm": 1e-3, "um": 1e-6, "nm": 1e-9}
 
 
@@ -88,10 +94,15 @@ class DataFile(_Section):
 
     @field_validator("path")
     @classmethod
-    def _exists(cls, path: str) -> str:
-        if not Path(path).expanduser().is_file():
+    def _exists(cls, path: str, info: ValidationInfo) -> str:
+        """Checked and made absolute when a campaign is created; a campaign reopened from
+        its store (``check_files: False``) keeps the path it stored."""
+        if info.context is not None and not info.context.get("check_files", True):
+            return path
+        resolved = Path(path).expanduser()
+        if not resolved.is_file():
             raise ValueError(f"no such data file: {path}")
-        return path
+        return str(resolved.resolve())
 
 
 class Noise(_Section):
@@ -101,9 +112,10 @@ class Noise(_Section):
 
 
 class Synthetic(_Section):
-    """Data made by the solver itself from known ``parameters``, at ``times_s``, as
-    ``quantity`` at the upper edges of the solver's cells (so noise-free data are matched
-    exactly by the true parameters), with optional noise."""
+    """Data made by the solver itself from known ``parameters``, at ``times_s``, with
+    optional noise: a cumulative ``quantity`` at the upper edges of the solver's cells,
+    which noise-free is matched exactly at the true parameters; a density at the pivot
+    sizes, which the trapezoid rule maps back onto the cells only approximately."""
 
     parameters: dict[str, float]
     times_s: list[float] = Field(min_length=2)
@@ -149,6 +161,11 @@ class PBEModel(_Section):
         x0 = np.atleast_1d(self.grid.x0_um)
         if len(x0) != self.dim:
             raise ValueError(f"grid.x0_um: give {self.dim} size(s) for dim {self.dim}")
+        if self.dim == 2 and self.grid.classes > MAX_CLASSES_2D:
+            raise ValueError(
+                f"grid.classes: at most {MAX_CLASSES_2D} per component in 2-D "
+                f"({MAX_CLASSES_2D}^2 classes; the Jacobian is dense per parameter set)"
+            )
         if self.dim == 2 and self.initial.kind != "primary":
             raise ValueError("initial.kind: 2-D runs start from 'primary' particles")
         if self.agglomeration == "none" and self.breakage == "none":
@@ -163,12 +180,7 @@ class PBEModel(_Section):
     def needed(self) -> tuple[str, ...]:
         """The parameters the chosen mechanisms need."""
         agg = None if self.agglomeration == "none" else self.agglomeration
-        names = (
-            kernel_parameters(agg, self.dim)
-            + rate_parameters(self.breakage, self.dim)
-            + fragment_parameters(self.fragments, self.breakage)
-        )
-        return tuple(dict.fromkeys(names))
+        return parameter_names(agg, self.breakage, self.fragments, self.dim)
 
 
 MODEL_KEYS = tuple(PBEModel.model_fields)

@@ -67,6 +67,12 @@ class Grid:
         """Which classes can hold particles (all but the empty 2-D class ``(0, 0)``)."""
         return self.total_volumes() > 0
 
+    def on_top_edge(self) -> np.ndarray:
+        """Which classes sit at the top of the grid in some component, ``(n,)`` booleans:
+        where particles pile up when collisions beyond the grid are not counted."""
+        index = np.meshgrid(*(np.arange(len(u)) for u in self.components), indexing="ij")
+        return np.any([i.ravel() == len(u) - 1 for i, u in zip(index, self.components)], axis=0)
+
     def smallest(self) -> np.ndarray:
         """The smallest non-zero pivot of each component, ``(dim,)``."""
         return np.array([u[u > 0][0] for u in self.components])

@@ -70,6 +70,21 @@ def fragment_parameters(fragments: FragmentDistribution, rate: BreakageRate) -> 
     return {"power_law": ("pl_v",), "parabolic": ("parabolic_c",)}.get(fragments, ())
 
 
+def parameter_names(
+    agglomeration: AgglomerationKernel | None,
+    breakage: BreakageRate,
+    fragments: FragmentDistribution,
+    dim: int,
+) -> tuple[str, ...]:
+    """Every parameter these mechanisms need, in a fixed order."""
+    names = (
+        kernel_parameters(agglomeration, dim)
+        + rate_parameters(breakage, dim)
+        + fragment_parameters(fragments, breakage)
+    )
+    return tuple(dict.fromkeys(names))
+
+
 def kernel_shape(
     kernel: AgglomerationKernel,
     u: np.ndarray,

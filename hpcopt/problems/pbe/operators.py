@@ -70,7 +70,8 @@ def corners(grid: Grid, w: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
     for c, u in enumerate(grid.components):
         lower, a = pivot_weights(u, w[:, c])
         upper = np.minimum(lower + 1, len(u) - 1)
-        per_comp.append(((lower, a), (upper, np.where(upper > lower, 1.0 - a, 0.0))))
+        has_upper = (upper > lower) & (w[:, c] >= u[0])  # below a 1-D grid: class 0 only
+        per_comp.append(((lower, a), (upper, np.where(has_upper, 1.0 - a, 0.0))))
     if grid.dim == 1:
         return list(per_comp[0])
     n2 = grid.shape[1]

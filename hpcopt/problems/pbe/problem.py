@@ -136,12 +136,12 @@ class PBEProblem(Problem):
                     f"{c.data.path}: size_unit {self.data.size_unit!r} is not one of "
                     f"{sorted(METRES_PER_UNIT)}"
                 )
-            _check_kde(c, self.terms, self.data.quantity)
             self.solver, self.sizes = build_solver(c, self.data)
             self.truth = None
         else:
             self.solver, self.sizes = build_solver(c)
             self.data, self.truth = synthesize(c, self.solver, self.sizes)
+        _check_kde(c, self.terms, self.data.quantity)
         self._data_targets: dict[str, np.ndarray] = {}
 
     def evaluate(self, x: np.ndarray, gradient: bool = False) -> Evaluation:

@@ -34,10 +34,8 @@ from hpcopt.problems.pbe.kernels import (
     FragmentDistribution,
     breakage_rate,
     efficiency_weights,
-    fragment_parameters,
-    kernel_parameters,
     kernel_shape,
-    rate_parameters,
+    parameter_names,
 )
 from hpcopt.problems.pbe.operators import FragmentOperator, PairOperator
 
@@ -55,12 +53,7 @@ class Model:
 
     def parameters(self) -> tuple[str, ...]:
         """The names of the parameters this model needs, in a fixed order."""
-        names = (
-            kernel_parameters(self.agglomeration, self.grid.dim)
-            + rate_parameters(self.breakage, self.grid.dim)
-            + fragment_parameters(self.fragments, self.breakage)
-        )
-        return tuple(dict.fromkeys(names))
+        return parameter_names(self.agglomeration, self.breakage, self.fragments, self.grid.dim)
 
 
 @dataclass
@@ -69,7 +62,8 @@ class Solution:
 
     ``error[b]`` is empty when parameter set ``b`` solved, else the reason it failed (its
     rows of ``N`` are then NaN). ``top_mass_fraction[b]`` is the largest share of the
-    volume held by the grid's last class over time: near 1 means the grid is too short.
+    volume held by the grid's last classes over time (the last class in 1-D, the classes
+    on the upper edges of the grid in 2-D): near 1 means the grid is too short.
     """
 
     t: np.ndarray
@@ -224,7 +218,8 @@ class Solver:
         errors = [e or self._check(y[b]) for b, e in enumerate(errors)]
         N = np.where(np.array([not e for e in errors])[:, None, None], y * self.n_ref, np.nan)
         volume = np.where(np.isfinite(y), y, 0.0) * self.v
-        share = volume[..., -1] / np.maximum(volume.sum(axis=-1), 1e-300)
+        top = volume[..., self.grid.on_top_edge()].sum(axis=-1)
+        share = top / np.maximum(volume.sum(axis=-1), 1e-300)
         return Solution(
             t=t,
             N=N,
@@ -278,13 +273,17 @@ class Solver:
         block by block in one batched LAPACK call instead of by a general sparse LU.
         """
         n = self.grid.n
+        # SciPy controls the RMS error over all B * n components: a batch member's own error
+        # would be diluted by sqrt(B), so tighten the tolerances to keep each member's
+        scale = 1.0 / np.sqrt(B)
+        rtol = self.rtol * scale
         out = np.empty((len(t), B * n))
         k = int(np.searchsorted(t, 0.0, side="right"))
         out[:k] = y0
         if k == len(t):
             return out.reshape(len(t), B, n).transpose(1, 0, 2), 0
         solver = METHODS[self.method](
-            fun, 0.0, y0, float(t[-1]), rtol=self.rtol, atol=np.tile(self.atol, B), jac=jac
+            fun, 0.0, y0, float(t[-1]), rtol=rtol, atol=np.tile(self.atol, B) * scale, jac=jac
         )
         if B > 1:
             solver.lu = lambda A: _BlockInverse(A, B, n)
