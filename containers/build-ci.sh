@@ -14,16 +14,16 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 src=$(dirname "$here")
-out=${1:-/var/tmp/hpcopt-image}
+out=$(realpath -m "${1:-/var/tmp/hpcopt-image}")
 rootfs=$out/rootfs
 start=$(date +%s)
 export HPCOPT_TORCH=${HPCOPT_TORCH:-torch==2.13.0}
 
-if grep -q " $rootfs/" /proc/mounts; then  # never delete through a bind mount
-  echo "build-ci.sh: something is still mounted under $rootfs; unmount it first" >&2
+if findmnt -R "$rootfs" >/dev/null 2>&1; then  # never delete through a bind mount
+  echo "build-ci.sh: something is still mounted at or under $rootfs; unmount it first" >&2
   exit 1
 fi
-rm -rf "$rootfs" "$out/hpcopt.sqfs"
+rm -rf --one-file-system "$rootfs" "$out/hpcopt.sqfs"
 mkdir -p "$out"
 # install.sh runs in a real chroot (apt inside Charliecloud's user namespace cannot chown)
 mmdebstrap --quiet --variant=minbase --include=ca-certificates \

@@ -9,11 +9,16 @@ src=$2
 
 mounted=()
 cleanup() {
-  for ((i = ${#mounted[@]} - 1; i >= 0; i--)); do umount "${mounted[i]}" || true; done
+  local status=$?
+  for ((i = ${#mounted[@]} - 1; i >= 0; i--)); do
+    # a bind left in place would be squashed into the image, or deleted through later
+    umount "${mounted[i]}" || { echo "chroot-install.sh: cannot unmount ${mounted[i]}" >&2; status=1; }
+  done
   rmdir "$rootfs/etc/ssl/host-certs" 2>/dev/null || true
   for d in /etc/xdg/pip /opt/wheels /opt/pypi /opt/pypi-more; do
     rmdir "$rootfs$d" 2>/dev/null || true
   done
+  exit "$status"
 }
 trap cleanup EXIT
 bind_ro() {  # bind_ro HOST_DIR GUEST_DIR

@@ -5,7 +5,8 @@ start inside the image: submitit's launcher, hence the Ray head, the Ray workers
 driver, which they start as child processes. :func:`launcher` gives the shell words that
 replace ``python`` in the job script.
 
-- ``apptainer exec [--nv] --bind DIR --bind "${TMPDIR:-/tmp}":/tmp ... IMAGE PYTHON``:
+- ``bash -c 'exec apptainer exec [--nv] --bind DIR --bind "${TMPDIR:-/tmp}":/tmp ... IMAGE
+  PYTHON "$@"' bash``:
   ``--nv`` brings the host's NVIDIA driver in; the campaign folder is bound at its own
   path and the node-local temporary folder at ``/tmp`` (Ray's sockets and spill files).
   The host environment passes through (Slurm's ``SLURM_*``, hpcopt's Ray address and
@@ -30,7 +31,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 IMAGE_PYTHON = "/opt/hpcopt/venv/bin/python"
-NODE_TMP = '"${TMPDIR:-/tmp}":/tmp'  # expanded by each node's shell, not at submission
+NODE_TMP = '"${TMPDIR:-/tmp}":/tmp'  # expanded on each node, not at submission
 
 
 class ContainerConfig(BaseModel):
@@ -76,7 +77,11 @@ def launcher(container: ContainerConfig, campaign_dir: Path) -> str | None:
         for bind in binds:
             words += ["--bind", q(bind)]
         words += ["--bind", NODE_TMP, *map(q, container.options), image, q(container.python)]
-        return " ".join(words)
+        # srun starts this on every node; bash -c makes each node expand its own $TMPDIR
+        # (the job script would expand it once, on the first node); Python's arguments
+        # follow as "$@"
+        inner = " ".join(["exec", *words, '"$@"'])
+        return f"bash -c {q(inner)} bash"
     # ch-run refuses to start without $USER, which a job submitted from cron may lack
     words = ['env USER="${USER:-$(id -un)}"', "ch-run", "--set-env"]
     for bind in binds:
