@@ -67,8 +67,11 @@ class CampaignView:
 
     @property
     def running(self) -> bool:
+        from hpcopt.cli_slurm import LIVE
+
+        live_job = any(state.split()[0] in LIVE for state in self.jobs.values() if state)
         return any(t.status == "running" for t in self.trials) and (
-            any(d.get("alive", True) for d in self.drivers) or bool(self.jobs)
+            any(d.get("alive", True) for d in self.drivers) or live_job
         )
 
     def throughput(self) -> tuple[float, float]:
@@ -115,7 +118,9 @@ def snapshot(root: str | Path, slurm: bool = True) -> CampaignView:
                 best=None if best is None else float(h.value[best]),
                 best_at=None if best is None else float(h.finished_at[best]),
                 finished_at=np.asarray(h.finished_at, dtype=float),
-                failures=[(float(h.finished_at[i]), str(h.error[i])) for i in failed[-5:]],
+                failures=[
+                    (float(h.finished_at[i]), str(h.error[i])) for i in failed[-SHOW_FAILURES:]
+                ],
                 error=rec.error,
             )
         )
