@@ -80,7 +80,8 @@ class CampaignView:
         if len(times) < 2:
             return 0.0, 0.0
         end = self.now if self.running else times[-1]
-        recent = float(np.sum(times > end - RECENT_S)) / RECENT_S
+        window = min(RECENT_S, end - times[0])  # a young campaign has less than a minute
+        recent = float(np.sum(times > end - window)) / max(window, 1e-9)
         return recent, len(times) / max(times[-1] - times[0], 1e-9)
 
     def eta_s(self) -> float | None:
@@ -222,17 +223,20 @@ def _overall(view: CampaignView) -> str:
 
 def _trials(view: CampaignView) -> Table:
     table = Table(title="trials", expand=True)
-    for col in ("trial", "method", "problem", "status"):
-        table.add_column(col, overflow="fold")
-    table.add_column("progress", min_width=12)
-    table.add_column("evaluations", justify="right")
-    table.add_column("failed", justify="right")
-    table.add_column("best", justify="right")
-    table.add_column("improved", justify="right")
+    # on a narrow terminal the names give way, the numbers keep their width
+    table.add_column("trial", no_wrap=True, overflow="ellipsis", max_width=24)
+    table.add_column("method", no_wrap=True)
+    table.add_column("problem", no_wrap=True, overflow="ellipsis", max_width=28)
+    table.add_column("status", no_wrap=True)
+    table.add_column("progress", min_width=10, no_wrap=True)
+    for col in ("evaluations", "failed", "best", "improved"):
+        table.add_column(col, justify="right", no_wrap=True, min_width=len(col))
     styles = {"completed": "green", "failed": "red", "running": "yellow", "pending": "dim"}
     for t in view.trials:
-        total = t.expected or max(t.done, 1)
-        bar = ProgressBar(total=total, completed=min(t.done, total), width=12)
+        # a budget is an upper bound (a GA does not evaluate a clone twice): a trial that
+        # has completed is full
+        total = max(t.done, 1) if t.status == "completed" else (t.expected or max(t.done, 1))
+        bar = ProgressBar(total=total, completed=min(t.done, total), width=10)
         count = f"{t.done}/{t.expected}" if t.expected else str(t.done)
         improved = "-"
         if t.best_at is not None:
