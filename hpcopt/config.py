@@ -238,7 +238,7 @@ def _check_trial(trial: TrialConfig, where: str) -> list[str]:
             space,
             trial.seed,
             feasible=lambda u: trial.problem.feasible(space.decode(u)),
-            has_gradient=trial.problem.has_gradient,
+            has_gradient=trial.problem.gradient_mask(),
         )
     except (ValueError, ImportError) as exc:
         msg = exc.args[0] if exc.args else str(exc)

@@ -14,12 +14,14 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Param:
-    """One named parameter with bounds ``low < high`` in natural units."""
+    """One named parameter with bounds ``low < high`` in natural units. A ``periodic``
+    one (an angle) has ``high`` the same as ``low``: grids leave ``high`` out."""
 
     name: str
     low: float
     high: float
     log: bool = False
+    periodic: bool = False
 
     def __post_init__(self) -> None:
         if not self.low < self.high:
@@ -28,6 +30,8 @@ class Param:
             )
         if self.log and self.low <= 0:
             raise ValueError(f"parameter {self.name!r}: log scale needs low > 0, got {self.low}")
+        if self.log and self.periodic:
+            raise ValueError(f"parameter {self.name!r}: cannot be both log and periodic")
 
 
 class Space:
@@ -47,6 +51,7 @@ class Space:
         self.names = tuple(names)
         self.dim = len(names)
         self._log = np.array([p.log for p in self.params])
+        self.periodic = np.array([p.periodic for p in self.params])
         self.low = np.array([p.low for p in self.params], dtype=float)
         self.high = np.array([p.high for p in self.params], dtype=float)
         self._a = np.where(self._log, np.log(np.where(self._log, self.low, 1.0)), self.low)
@@ -86,6 +91,12 @@ class Space:
         x = np.asarray(x, dtype=float)
         dx_du = np.where(self._log, x * (self._b - self._a), self._b - self._a)
         return np.asarray(grad_x, dtype=float) * dx_du
+
+    def gradient_from_unit(self, x: np.ndarray, grad_u: np.ndarray) -> np.ndarray:
+        """The inverse of :meth:`gradient_to_unit`: ``d f / d x`` from ``d f / d u``."""
+        x = np.asarray(x, dtype=float)
+        dx_du = np.where(self._log, x * (self._b - self._a), self._b - self._a)
+        return np.asarray(grad_u, dtype=float) / dx_du
 
     def indices(self, names: Iterable[str]) -> list[int]:
         """Column indices of the named parameters (``ValueError`` naming the unknown one)."""

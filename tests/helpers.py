@@ -15,7 +15,7 @@ from hpcopt.problems.base import ProblemConfig
 from hpcopt.store import CampaignStore
 
 
-def losses_of(problem: ProblemConfig, points_u: np.ndarray, gradient: bool):
+def losses_of(problem: ProblemConfig, points_u: np.ndarray, gradient: bool | np.ndarray):
     """Evaluate unit-cube points serially; return (losses, gradients in unit coords or None)."""
     space = problem.space()
     built = problem.build()
@@ -24,7 +24,7 @@ def losses_of(problem: ProblemConfig, points_u: np.ndarray, gradient: bool):
     evs = built.evaluate_batch(x, gradient=gradient)
     sign = -1.0 if problem.direction == "maximize" else 1.0
     losses = np.array([sign * ev.value for ev in evs])
-    if not gradient:
+    if not np.any(gradient):
         return losses, None
     grads = np.array(
         [
@@ -62,7 +62,7 @@ def resumed(method: Method) -> Method:
         method.space,
         method.seed,
         feasible=method.feasible,
-        has_gradient=method.has_gradient,
+        has_gradient=method.gradient_mask,
     )
     fresh.load_state_dict(roundtrip(method.state_dict()))
     return fresh

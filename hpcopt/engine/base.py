@@ -27,7 +27,7 @@ class Engine(ABC):
 
     @abstractmethod
     def map(
-        self, problem: ProblemConfig, points: np.ndarray, gradient: bool = False
+        self, problem: ProblemConfig, points: np.ndarray, gradient: bool | np.ndarray = False
     ) -> list[Evaluation]:
         """Evaluate ``points`` (natural units, shape ``(n, d)``) of ``problem``."""
 

@@ -38,7 +38,7 @@ class LocalEngine(Engine):
         return self._problems[key]
 
     def map(
-        self, problem: ProblemConfig, points: np.ndarray, gradient: bool = False
+        self, problem: ProblemConfig, points: np.ndarray, gradient: bool | np.ndarray = False
     ) -> list[Evaluation]:
         evaluations = self.problem(problem).evaluate_batch(np.atleast_2d(points), gradient)
         for ev in evaluations:

@@ -105,7 +105,7 @@ class RayWorker:
         }
 
     def evaluate(
-        self, config: ProblemConfig, points: np.ndarray, gradient: bool
+        self, config: ProblemConfig, points: np.ndarray, gradient: bool | np.ndarray
     ) -> list[Evaluation]:
         """Evaluate ``points`` ``(k, d)`` of ``config``'s problem, set up on first use."""
         key = config.model_dump_json()
@@ -211,10 +211,11 @@ class RayEngine(Engine):
         return fresh
 
     def map(
-        self, problem: ProblemConfig, points: np.ndarray, gradient: bool = False
+        self, problem: ProblemConfig, points: np.ndarray, gradient: bool | np.ndarray = False
     ) -> list[Evaluation]:
         ray, c = self._ray, self.config
         points = np.atleast_2d(np.asarray(points, dtype=float))
+        wanted = np.broadcast_to(np.asarray(gradient, dtype=bool), (len(points),))
         self._ensure_workers()
         results: list[Evaluation | None] = [None] * len(points)
         step = c.points_per_task
@@ -227,7 +228,9 @@ class RayEngine(Engine):
         while queue or inflight:
             while queue and idle:
                 task, slot = queue.popleft(), idle.popleft()
-                ref = slot.actor.evaluate.remote(config_ref, points[task.indices], gradient)
+                ref = slot.actor.evaluate.remote(
+                    config_ref, points[task.indices], wanted[task.indices]
+                )
                 inflight[ref] = (task, slot, time.monotonic())
                 self.on_event("task_started", worker=slot.name, points=len(task.indices))
             ready, _ = ray.wait(list(inflight), num_returns=1, timeout=self._wait_s(inflight))

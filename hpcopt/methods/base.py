@@ -35,12 +35,13 @@ Feasible = Callable[[np.ndarray], np.ndarray]
 class Batch:
     """Points to evaluate next: ``points`` of shape ``(n, d)`` in the unit cube.
 
-    ``gradient`` asks the problem for ``d loss / d u`` with every point. ``iteration`` is
-    the method's own counter (GD step, GA generation, GS sweep, BO batch) for the history.
+    ``gradient`` asks the problem for ``d loss / d u`` with every point, or, as a mask
+    ``(n,)``, with some. ``iteration`` is the method's own counter (GD step, GA generation,
+    GS sweep, BO batch) for the history.
     """
 
     points: np.ndarray
-    gradient: bool = False
+    gradient: bool | np.ndarray = False
     iteration: int = 0
 
     def __len__(self) -> int:
@@ -66,13 +67,15 @@ class Method(ABC):
         space: Space,
         seed: int,
         feasible: Feasible | None = None,
-        has_gradient: bool = False,
+        has_gradient: bool | np.ndarray = False,
     ) -> None:
         self.config = config
         self.space = space
         self.seed = int(seed)
         self._feasible = feasible
-        self.has_gradient = has_gradient
+        # One flag for the whole space, or a mask (d,) of the parameters it is exact for.
+        self.gradient_mask = np.broadcast_to(np.asarray(has_gradient, dtype=bool), (space.dim,))
+        self.has_gradient = bool(self.gradient_mask.all())
         self.state: dict[str, Any] = {}
 
     def feasible(self, u: np.ndarray) -> np.ndarray:
@@ -109,6 +112,12 @@ class Method(ABC):
         if self.state.get("best_loss", np.inf) == np.inf:
             return None
         return self.state["best_u"].copy(), float(self.state["best_loss"])
+
+    def gradients_used(self) -> np.ndarray | None:
+        """The loss gradients ``(n, d)`` in unit coordinates that the last ``tell`` moved
+        by, one row per point of its batch (NaN rows where none was used); None for
+        methods that use no gradients."""
+        return None
 
     @property
     def expected_evaluations(self) -> int | None:
@@ -147,9 +156,10 @@ def build_method(
     space: Space,
     seed: int,
     feasible: Feasible | None = None,
-    has_gradient: bool = False,
+    has_gradient: bool | np.ndarray = False,
 ) -> Method:
-    """Instantiate the method a config section names."""
+    """Instantiate the method a config section names; ``has_gradient`` is one flag or a
+    mask ``(d,)`` of the parameters the problem differentiates exactly."""
     import importlib
 
     module, _, cls = config.method_class.partition(":")

@@ -2,8 +2,10 @@
 
 Every start advances in lockstep: one batch per step holds each start's current point and,
 when the gradient is estimated, its probes. Gradients come from the problem, from central
-finite differences, or from SPSA (simultaneous perturbation along random sign vectors).
-Learning rates are in unit-cube coordinates, per parameter when given as a mapping.
+finite differences, or from SPSA (simultaneous perturbation along random sign vectors) —
+or mixed: the problem's exact derivatives for the parameters it has them for (asked at
+the starts' points only), finite differences or SPSA along the others. Learning rates are
+in unit-cube coordinates, per parameter when given as a mapping.
 
 ``ask`` only reads the state; ``tell`` rebuilds the same plan from it (probe layout, SPSA
 directions) and then advances, so a resumed method asks exactly what it would have asked.
@@ -39,7 +41,10 @@ class GDConfig(MethodConfig):
     ``lr`` is one learning rate or per-parameter groups ``{x0: 0.1, default: 0.01}`` (0
     freezes a parameter). ``lr_schedule: cosine`` decays every rate to ``lr_final_fraction``
     of itself by the last step. ``gradient: auto`` takes the problem's exact gradient when
-    it has one, else central finite differences.
+    has one for every parameter; for a problem that has them for some (a coverage AP's
+    yaw), those, and central finite differences along the others. ``fd`` and ``spsa``
+    estimate every parameter, unless ``exact_gradients: true``: then only those the
+    problem has no exact derivative for.
     """
 
     method_class = "hpcopt.methods.gd:GradientDescent"
@@ -58,6 +63,7 @@ class GDConfig(MethodConfig):
     fd_step: float = Field(1e-4, gt=0, lt=0.5)  # unit coordinates
     spsa_c: float = Field(0.01, gt=0, lt=0.5)  # probe offset per coordinate, unit coordinates
     spsa_averages: int = Field(1, ge=1)  # direction pairs per start and step
+    exact_gradients: bool | None = None  # None: yes with auto, no with fd and spsa
     backtracks: int = Field(10, ge=0)  # halvings of an infeasible step before staying put
 
     @field_validator("lr")
@@ -129,18 +135,30 @@ class GradientDescent(Method):
         space: Space,
         seed: int,
         feasible: Feasible | None = None,
-        has_gradient: bool = False,
+        has_gradient: bool | np.ndarray = False,
     ) -> None:
         super().__init__(config, space, seed, feasible=feasible, has_gradient=has_gradient)
         self._lr = space.per_param(config.lr, "method.lr")
+        # The parameters whose derivative the problem gives; the rest are estimated.
+        use_exact = config.exact_gradients
+        if use_exact is None:
+            use_exact = config.gradient in ("auto", "problem")
+        self._exact = self.gradient_mask & use_exact
         self._gradient = config.gradient
         if config.gradient == "auto":
-            self._gradient = "problem" if has_gradient else "fd"
-        if self._gradient == "problem" and not has_gradient:
+            self._gradient = "problem" if self._exact.all() else "fd"
+        if self._gradient == "problem" and not self.has_gradient:
             raise ValueError(
-                "method.gradient: 'problem' needs a problem with exact gradients and this "
-                "one has none; use 'fd' or 'spsa'"
-            )
+                "method.gradient: 'problem' needs a problem with exact gradients for every "
+                "parameter and this one has "
+                + (f"them only for {[n for n, e in zip(space.names, self._exact) if e]}"
+                   if self._exact.any() else "none")
+                + "; use 'fd' or 'spsa' (the exact ones are used where there are any)"
+            )  # fmt: skip
+        if self._gradient == "problem" or self._exact.all():
+            self._exact = np.ones(space.dim, dtype=bool)
+            self._gradient = "problem"
+        self._used: np.ndarray | None = None
         rng = np.random.Generator(np.random.PCG64(self.seed))
         x = self._draw_starts(rng)
         n, d = x.shape
@@ -163,7 +181,11 @@ class GradientDescent(Method):
     @property
     def expected_evaluations(self) -> int:
         """Upper bound: every start and every probe, every step (unusable probes are skipped)."""
-        pairs = {"problem": 0, "fd": self.space.dim, "spsa": self.config.spsa_averages}
+        pairs = {
+            "problem": 0,
+            "fd": int((~self._exact).sum()),
+            "spsa": self.config.spsa_averages,
+        }
         return self.config.steps * self.config.starts * (1 + 2 * pairs[self._gradient])
 
     def ask(self) -> Batch:
@@ -171,9 +193,12 @@ class GradientDescent(Method):
         if self.done:
             raise RuntimeError("gradient descent is done: all steps were taken")
         plan = self._plan()
-        return Batch(
-            plan.points, gradient=self._gradient == "problem", iteration=self.state["step"]
-        )
+        n = self.config.starts
+        # Exact derivatives at the starts' points, never at the probes.
+        gradient: bool | np.ndarray = bool(self._exact.any())
+        if gradient and len(plan.points) > n:
+            gradient = np.arange(len(plan.points)) < n
+        return Batch(plan.points, gradient=gradient, iteration=self.state["step"])
 
     def tell(self, batch: Batch, losses: np.ndarray, gradients: np.ndarray | None = None) -> None:
         """Losses (n,) of this step's batch and, for ``gradient: problem``, gradients (n, d)
@@ -188,17 +213,26 @@ class GradientDescent(Method):
             )
         self._record_best(plan.points, losses)
         valid = np.isfinite(losses[:n])
-        if plan.directions is None:
+        grad = np.zeros((n, self.space.dim))
+        if plan.directions is not None:
+            grad = self._estimate(plan, losses)
+        if self._exact.any():
             if gradients is None:
                 raise ValueError("tell: this batch asked for gradients and none were given")
-            grad = np.asarray(gradients, dtype=float)
-            valid &= np.isfinite(grad).all(axis=1)
-        else:
-            grad = self._estimate(plan, losses)
+            exact = np.asarray(gradients, dtype=float)[:n, self._exact]
+            valid &= np.isfinite(exact).all(axis=1)
+            grad[:, self._exact] = np.where(np.isfinite(exact), exact, 0.0)
+        self._used = np.full((len(plan.points), self.space.dim), np.nan)
+        self._used[:n][valid] = grad[valid]
         self.state["x"] = self._keep_feasible(self.state["x"], self._adam(grad, valid))
         if plan.rng is not None:
             self.state["rng"] = plan.rng
         self.state["step"] = step + 1
+
+    def gradients_used(self) -> np.ndarray | None:
+        """The loss gradients ``(n, d)`` (unit coordinates) the last step moved each start
+        by, in the rows of its points; NaN in the probes' rows and for starts that stayed."""
+        return None if self._used is None else self._used.copy()
 
     def _draw_starts(self, rng: np.random.Generator) -> np.ndarray:
         n = self.config.starts
@@ -221,15 +255,17 @@ class GradientDescent(Method):
         if self._gradient == "problem":
             return _Plan(points=x.copy())
         rng_state = None
+        estimated = ~self._exact
         if self._gradient == "fd":
             offset = self.config.fd_step
-            directions = np.broadcast_to(np.eye(d), (n, d, d))
+            axes = np.eye(d)[estimated]
+            directions = np.broadcast_to(axes, (n, len(axes), d))
         else:
             offset = self.config.spsa_c
             rng = np.random.Generator(np.random.PCG64(0))
             rng.bit_generator.state = self.state["rng"]
             k = self.config.spsa_averages
-            directions = rng.integers(0, 2, size=(n, k, d)) * 2.0 - 1.0
+            directions = (rng.integers(0, 2, size=(n, k, d)) * 2.0 - 1.0) * estimated
             rng_state = rng.bit_generator.state
         signs = np.array([1.0, -1.0])[:, None]
         probes = x[:, None, None, :] + offset * signs * directions[:, :, None, :]
@@ -261,8 +297,9 @@ class GradientDescent(Method):
             0.0,
         )
         if self._gradient == "fd":
-            return slope
-        # SPSA: average the pairs that gave a slope; for sign vectors 1/delta = delta.
+            return np.einsum("np,npd->nd", slope, plan.directions)
+        # SPSA: average the pairs that gave a slope; for sign vectors 1/delta = delta (and
+        # the exactly known parameters' components are zero).
         pairs = np.maximum((has_plus | has_minus).sum(axis=1), 1)
         return np.einsum("np,npd->nd", slope, plan.directions) / pairs[:, None]
 

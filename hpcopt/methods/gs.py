@@ -36,7 +36,9 @@ class GSConfig(MethodConfig):
     (``center`` or natural values ``{name: value}``, the others at the center); parameters
     in no block stay at the start. ``outer`` nests: a full grid over these parameters, and
     for each of its points a run over ``blocks``. ``batch_size`` caps a batch; a batch
-    never holds points of two sweeps.
+    never holds points of two sweeps. ``per_point`` parameters (e.g. AP yaws) are swept at
+    every point of every sweep, and the point keeps the best of them, as the original
+    coverage study swept 8 orientations per AP position; every one is recorded.
     """
 
     method_class = "hpcopt.methods.gs:GridSearch"
@@ -47,6 +49,7 @@ class GSConfig(MethodConfig):
     rounds: int = Field(3, ge=1)
     start: Literal["center"] | dict[str, float] = "center"
     outer: list[str] | None = None
+    per_point: list[str] | None = None
     batch_size: int = Field(256, ge=1)
 
     @field_validator("resolution")
@@ -99,6 +102,27 @@ class GSConfig(MethodConfig):
                 )
         return outer
 
+    @field_validator("per_point")
+    @classmethod
+    def _per_point_apart(
+        cls, per_point: list[str] | None, info: ValidationInfo
+    ) -> list[str] | None:
+        if per_point is None:
+            return per_point
+        if not per_point:
+            raise ValueError("needs at least one parameter (or leave it out)")
+        if len(set(per_point)) != len(per_point):
+            raise ValueError("names a parameter twice")
+        blocks = info.data.get("blocks") or []
+        taken = [*(info.data.get("outer") or []), *(name for block in blocks for name in block)]
+        shared = [name for name in per_point if name in taken]
+        if shared:
+            raise ValueError(
+                f"{shared[0]!r} is also in blocks or outer; per_point parameters are swept "
+                "at every point of every block by themselves"
+            )
+        return per_point
+
 
 class GridSearch(Method):
     """Grid search and coordinate-alternating sweeps, asked in chunks of ``batch_size``.
@@ -128,19 +152,29 @@ class GridSearch(Method):
         super().__init__(config, space, seed, feasible=feasible, has_gradient=has_gradient)
         self._resolution = space.per_param(config.resolution, "method.resolution").astype(int)
         outer = config.outer or []
+        per_point = config.per_point or []
         self._outer = _columns(space, "method.outer", outer)
+        _columns(space, "method.per_point", per_point)
         if config.blocks is None:
-            rest = [n for n in space.names if n not in outer]
+            rest = [n for n in space.names if n not in outer and n not in per_point]
             if not rest:
-                raise ValueError("method.outer: names every parameter, leaving none to search")
-            blocks = {"method.resolution": rest}
+                raise ValueError(
+                    "method.outer and method.per_point name every parameter, leaving none to search"
+                )
+            blocks = {"method.resolution": [*rest, *per_point]}
         else:
-            blocks = {f"method.blocks[{i}]": block for i, block in enumerate(config.blocks)}
+            blocks = {
+                f"method.blocks[{i}]": [*block, *per_point] for i, block in enumerate(config.blocks)
+            }
         self._blocks = [_columns(space, where, names) for where, names in blocks.items()]
         for where, cols in [("method.outer", self._outer), *zip(blocks, self._blocks)]:
             if self._size(cols) >= _MAX_GRID:
                 raise ValueError(f"{where}: a grid of {self._size(cols)} points is too large")
-        self._grids = [np.linspace(0.0, 1.0, r) for r in self._resolution]
+        # A periodic parameter's two ends are one angle: its grid leaves the upper one out.
+        self._grids = [
+            np.linspace(0.0, 1.0, r, endpoint=not periodic)
+            for r, periodic in zip(self._resolution, space.periodic)
+        ]
         self._start = self._encode_start()
         d = space.dim
         self.state = {

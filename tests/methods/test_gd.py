@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar, Literal
+
 import numpy as np
 import pytest
 from pydantic import ValidationError
@@ -11,6 +13,8 @@ from hpcopt.constraints import LinearConstraint
 from hpcopt.methods.base import build_method
 from hpcopt.methods.gd import GDConfig, GradientDescent
 from hpcopt.problems.analytic import KNOWN_MINIMUM, AnalyticConfig
+from hpcopt.problems.base import Evaluation, Problem, ProblemConfig
+from hpcopt.space import Param, Space
 from tests.helpers import drive, losses_of, roundtrip
 
 BRANIN = AnalyticConfig(name="analytic", function="branin")
@@ -294,3 +298,71 @@ def test_gd_config_rejects_invalid_options_at_their_key(options, key, message):
     (error,) = raised.value.errors()
     assert error["loc"] == (key,)
     assert message in error["msg"]
+
+
+class HalfExactConfig(ProblemConfig):
+    """A sphere whose problem knows the derivative by ``x0`` only (like an AP's yaw)."""
+
+    problem_class: ClassVar[str] = "tests.methods.test_gd:HalfExact"
+    name: Literal["half"] = "half"
+
+    def space(self) -> Space:
+        return Space([Param("x0", -2.0, 2.0), Param("x1", -2.0, 2.0)])
+
+    def gradient_mask(self) -> np.ndarray:
+        return np.array([True, False])
+
+
+class HalfExact(Problem):
+    def evaluate(self, x: np.ndarray, gradient: bool = False) -> Evaluation:
+        grad = np.array([2.0 * x[0], np.nan]) if gradient else None
+        return Evaluation(value=float((x**2).sum()), gradient=grad)
+
+
+def test_mixed_gradients_take_the_exact_part_and_probe_only_the_rest():
+    problem = HalfExactConfig()
+    space = problem.space()
+    method = GradientDescent(
+        GDConfig(name="gd", starts=3, steps=80, lr=0.05, gradient="fd", fd_step=1e-3,
+                 exact_gradients=True),
+        space, 0, has_gradient=problem.gradient_mask(),
+    )  # fmt: skip
+    x_before = method.state["x"].copy()
+    batch = method.ask()
+    # the starts ask for the exact derivative; only x1 is probed, one pair per start
+    assert len(batch) == 3 + 3 * 2
+    assert batch.gradient.tolist() == [True] * 3 + [False] * 6
+    assert (batch.points[3:, 0] == np.repeat(x_before[:, 0], 2)).all()
+    losses, grads = losses_of(problem, batch.points, batch.gradient)
+    method.tell(batch, losses, grads)
+    used = method.gradients_used()
+    x = space.decode(x_before)
+    expected = np.stack([2 * x[:, 0], 2 * x[:, 1]], axis=1) * 4.0  # d/du = d/dx * (high - low)
+    np.testing.assert_allclose(used[:3], expected, rtol=1e-6, atol=1e-9)
+    assert np.isnan(used[3:]).all()
+    drive(method, problem)
+    assert method.best[1] < 1e-4
+
+
+def test_auto_mixes_and_plain_fd_estimates_every_parameter():
+    problem = HalfExactConfig()
+
+    def first_batch(**options):
+        return GradientDescent(
+            GDConfig(name="gd", starts=2, steps=2, **options), problem.space(), 0,
+            has_gradient=problem.gradient_mask(),
+        ).ask()  # fmt: skip
+
+    mixed = first_batch(gradient="auto")
+    assert len(mixed) == 2 + 2 * 2 and mixed.gradient.tolist() == [True] * 2 + [False] * 4
+    plain_fd = first_batch(gradient="fd")
+    assert len(plain_fd) == 2 + 2 * 4 and plain_fd.gradient is False
+
+
+def test_gradient_problem_is_refused_when_only_some_parameters_have_one():
+    problem = HalfExactConfig()
+    with pytest.raises(ValueError, match=r"only for \['x0'\]"):
+        GradientDescent(
+            GDConfig(name="gd", gradient="problem"), problem.space(), 0,
+            has_gradient=problem.gradient_mask(),
+        )  # fmt: skip

@@ -13,6 +13,7 @@ from hpcopt.constraints import LinearConstraint
 from hpcopt.methods.base import build_method
 from hpcopt.methods.gs import GridSearch, GSConfig
 from hpcopt.problems.analytic import FUNCTIONS, AnalyticConfig
+from hpcopt.space import Param, Space
 from tests.helpers import drive, losses_of, roundtrip
 
 BRANIN = AnalyticConfig(name="analytic", function="branin")
@@ -278,7 +279,7 @@ def test_gs_is_built_from_its_config_section():
         ({"start": {"x7": 1.0}}, r"method\.start: unknown parameter 'x7'"),
         ({"start": {"x0": 9.0}}, r"method\.start\.x0: 9\.0 is outside \[-5\.12, 5\.12\]"),
         ({"resolution": {"x5": 3, "default": 4}}, r"method\.resolution: unknown parameter"),
-        ({"outer": ["x0", "x1", "x2"]}, r"method\.outer: names every parameter"),
+        ({"outer": ["x0", "x1", "x2"]}, r"method\.outer and method\.per_point name every"),
         ({"resolution": 2**21}, r"method\.resolution: a grid of \d+ points is too large"),
     ],
 )
@@ -309,3 +310,34 @@ def test_gs_config_rejects_invalid_options_at_their_key(options, key, message):
     (error,) = raised.value.errors()
     assert error["loc"] == (key,)
     assert message in error["msg"]
+
+
+def test_gs_per_point_sweeps_the_orientation_at_every_grid_point_and_keeps_the_best():
+    problem = AnalyticConfig(name="analytic", function="rastrigin", dim=3)
+    method = make(
+        problem, resolution={"x0": 3, "x1": 3, "x2": 8}, per_point=["x2"],
+        blocks=[["x0"], ["x1"]], rounds=2,
+    )  # fmt: skip
+    seen = drive(method, problem)
+    points = np.concatenate([b.points for b, _ in seen])
+    losses = np.concatenate([loss for _, loss in seen])
+    # every (x0, x1) asked is asked with all 8 values of x2
+    cells: dict = {}
+    for u in points:
+        cells.setdefault((u[0], u[1]), set()).add(u[2])
+    assert len(cells) > 3
+    assert all(c == set(np.linspace(0, 1, 8)) for c in cells.values())
+    assert method.best[1] == losses.min()
+
+
+def test_gs_a_periodic_parameter_grid_leaves_the_upper_end_out():
+    from hpcopt.methods.gs import GridSearch
+
+    space = Space([Param("yaw", -180.0, 180.0, periodic=True)])
+    method = GridSearch(GSConfig(name="gs", resolution=4), space, 0)
+    assert space.decode(method.ask().points)[:, 0].tolist() == [-180.0, -90.0, 0.0, 90.0]
+
+
+def test_gs_per_point_parameters_may_not_also_be_in_a_block():
+    with pytest.raises(ValidationError, match="also in blocks or outer"):
+        GSConfig(name="gs", blocks=[["x0", "x1"]], per_point=["x1"])

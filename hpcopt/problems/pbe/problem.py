@@ -147,7 +147,9 @@ class PBEProblem(Problem):
     def evaluate(self, x: np.ndarray, gradient: bool = False) -> Evaluation:
         return self.evaluate_batch(np.atleast_2d(x), gradient)[0]
 
-    def evaluate_batch(self, points: np.ndarray, gradient: bool = False) -> list[Evaluation]:
+    def evaluate_batch(
+        self, points: np.ndarray, gradient: bool | np.ndarray = False
+    ) -> list[Evaluation]:
         points = np.atleast_2d(points)
         size = self.config.solver.batch_size
         out: list[Evaluation] = []
