@@ -8,6 +8,7 @@ For each trial the loop is::
         evaluations = engine.map(problem, x)       # natural units, in order
         method.tell(batch, losses, gradients)      # losses: minimised, NaN if failed
         writer.checkpoint(rows, method.state_dict())
+    confirm(...)   # if the problem has a confirmation: its best points re-scored
 
 Trials run one after another, in config order: the serial engine has one worker, and a
 trial's batches already fill a pool of workers. A trial that raises is recorded as
@@ -19,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import socket
 import sys
 import time
@@ -30,23 +32,27 @@ from typing import Protocol, TextIO
 import numpy as np
 
 from hpcopt import config as cfg
+from hpcopt.confirm import ConfirmationRecord, confirm, format_confirmed
 from hpcopt.engine import Engine, build_engine
 from hpcopt.events import EventLog
 from hpcopt.methods.base import build_method
-from hpcopt.problems.base import Evaluation, describe_exception
+from hpcopt.problems.base import Evaluation, ProblemConfig, describe_exception
 from hpcopt.space import Space
-from hpcopt.store import CampaignStore, History, StoreError, TrialWriter
+from hpcopt.store import CampaignStore, History, StoreError, TrialRecord, TrialWriter
 
 
 @dataclass
 class TrialOutcome:
-    """How a trial ended: ``completed``, ``failed`` (with ``error``) or ``skipped``."""
+    """How a trial ended: ``completed``, ``failed`` (with ``error``) or ``skipped``; for a
+    trial whose problem confirms winners, the confirmed best's mean and standard error."""
 
     name: str
     status: str
     evaluations: int
     best_value: float | None
     error: str = ""
+    confirmed_value: float | None = None
+    confirmed_se: float | None = None
 
 
 class Reporter(Protocol):
@@ -59,6 +65,8 @@ class Reporter(Protocol):
     ) -> None: ...
 
     def trial_finished(self, outcome: TrialOutcome) -> None: ...
+
+    def trial_warning(self, trial: str, message: str) -> None: ...
 
 
 class LineReporter:
@@ -84,10 +92,15 @@ class LineReporter:
 
     def trial_finished(self, outcome: TrialOutcome) -> None:
         tail = f": {outcome.error}" if outcome.error else ""
+        if outcome.confirmed_value is not None:
+            tail = f", confirmed {format_confirmed(outcome.confirmed_value, outcome.confirmed_se)}"
         self._say(
             f"{outcome.name}: {outcome.status} after {outcome.evaluations} evaluations, "
             f"best {_fmt(outcome.best_value)}{tail}"
         )
+
+    def trial_warning(self, trial: str, message: str) -> None:
+        self._say(f"{trial}: warning: {message}")
 
 
 class SilentReporter:
@@ -100,6 +113,9 @@ class SilentReporter:
         pass
 
     def trial_finished(self, outcome: TrialOutcome) -> None:
+        pass
+
+    def trial_warning(self, trial: str, message: str) -> None:
         pass
 
 
@@ -183,7 +199,8 @@ def run_trial(
     reporter: Reporter,
     retry_failed: bool = False,
 ) -> TrialOutcome:
-    """Run one trial from its last checkpoint to the end of its budget."""
+    """Run one trial from its last checkpoint to the end of its budget, then, if its problem
+    has a confirmation, re-score its best points (continuing an interrupted confirmation)."""
     problem = trial.problem
     space = problem.space()
     meta = {
@@ -198,13 +215,13 @@ def run_trial(
     record = store.read_trial(trial.name)
     history = record.history
     if record.status == "completed" or (record.status == "failed" and not retry_failed):
-        return _outcome(trial.name, record.status, history, problem.direction, record.error)
+        return _outcome(record, problem.direction)
     method = build_method(
         trial.method,
         space,
         trial.seed,
         feasible=lambda u: problem.feasible(space.decode(u)),
-        has_gradient=problem.has_gradient,
+        has_gradient=problem.gradient_mask(),
     )
     if record.method_state is not None:
         method.load_state_dict(record.method_state)
@@ -214,7 +231,10 @@ def run_trial(
     expected = method.expected_evaluations
     if trial.max_evaluations is not None:
         expected = min(expected or trial.max_evaluations, trial.max_evaluations)
-    writer = store.writer(trial.name, {**meta, "expected_evaluations": expected})
+    warnings = list(record.meta.get("warnings", []))
+    writer = store.writer(
+        trial.name, {**meta, "expected_evaluations": expected, "warnings": warnings}
+    )
     reporter.trial_started(trial.name, done, expected)
     try:
         while not method.done and (trial.max_evaluations is None or done < trial.max_evaluations):
@@ -224,19 +244,45 @@ def run_trial(
             losses, gradients = _losses(evaluations, x, space, sign, batch.gradient)
             method.tell(batch, losses, gradients)
             rows = History.from_evaluations(x, evaluations, batch.iteration, writer.seq + 1)
+            _record_gradients_used(rows, method.gradients_used(), space, sign)
+            _warn_once(trial.name, evaluations, warnings, engine, reporter)
             writer.checkpoint(rows, method.state_dict())
             done += len(rows)
             best = _better(best, rows, problem.direction)
             reporter.batch_done(trial.name, done, expected, best)
+        confirmed = _confirm(problem, writer, engine)
     except Exception as exc:
         error = describe_exception(exc)
         _finish(writer, "failed", error)
         outcome = TrialOutcome(trial.name, "failed", done, best, error)
     else:
         _finish(writer, "completed", "")
-        outcome = TrialOutcome(trial.name, "completed", done, best)
+        outcome = TrialOutcome(trial.name, "completed", done, best, **_confirmed(confirmed))
     reporter.trial_finished(outcome)
     return outcome
+
+
+def _confirm(
+    problem: ProblemConfig, writer: TrialWriter, engine: Engine
+) -> ConfirmationRecord | None:
+    """The trial's confirmation, continued from what the writer holds; None if it has none."""
+    confirmation = problem.confirmation()
+    if confirmation is None:
+        return None
+    empty = History.empty(len(writer.meta["parameters"]))
+    return confirm(
+        confirmation, writer.history(), problem.direction, engine,
+        save=lambda record: writer.checkpoint(empty, None, confirmation=record),
+        stored=writer.confirmation,
+    )  # fmt: skip
+
+
+def _confirmed(record: ConfirmationRecord | None) -> dict[str, float | None]:
+    """The confirmed best's mean and SE as :class:`TrialOutcome` fields (none if none)."""
+    confirmed = None if record is None else record.confirmed()
+    if confirmed is None:
+        return {}
+    return {"confirmed_value": confirmed[0], "confirmed_se": confirmed[1]}
 
 
 def _finish(writer: TrialWriter, status: str, error: str) -> None:
@@ -246,12 +292,52 @@ def _finish(writer: TrialWriter, status: str, error: str) -> None:
     writer.consolidate()
 
 
+def _record_gradients_used(
+    rows: History, used: np.ndarray | None, space: Space, sign: float
+) -> None:
+    """Put the gradients a method moved by (loss, unit coordinates) into the rows' gradient
+    column as what they are to the user: ``d value / d x`` in natural units."""
+    if used is None or not np.isfinite(used).any():
+        return
+    if rows.gradient is None:
+        rows.gradient = np.full(rows.x.shape, np.nan)
+    moved = np.isfinite(used).all(axis=1)
+    rows.gradient[moved] = sign * space.gradient_from_unit(rows.x[moved], used[moved])
+
+
+def _warn_once(
+    trial: str,
+    evaluations: list[Evaluation],
+    warnings: list[str],
+    engine: Engine,
+    reporter: Reporter,
+) -> None:
+    """Report each kind of evaluation warning once per trial (two warnings are of a kind
+    when they differ only in their numbers), in the event log and the progress output;
+    ``warnings`` is the trial's metadata list, checkpointed with the next batch."""
+    seen = {_warning_kind(w) for w in warnings}
+    for ev in evaluations:
+        if ev.warning and _warning_kind(ev.warning) not in seen:
+            seen.add(_warning_kind(ev.warning))
+            warnings.append(ev.warning)
+            engine.on_event("trial_warning", trial=trial, message=ev.warning)
+            reporter.trial_warning(trial, ev.warning)
+
+
+def _warning_kind(message: str) -> str:
+    return re.sub(r"[-+]?[0-9][0-9.eE+-]*%?", "#", message)
+
+
 def _losses(
-    evaluations: list[Evaluation], x: np.ndarray, space: Space, sign: float, want_gradient: bool
+    evaluations: list[Evaluation],
+    x: np.ndarray,
+    space: Space,
+    sign: float,
+    want_gradient: bool | np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Minimised losses (NaN where failed) and unit-cube loss gradients (NaN rows if none)."""
     losses = np.array([sign * ev.value if ev.ok else np.nan for ev in evaluations], dtype=float)
-    if not want_gradient:
+    if not np.any(want_gradient):
         return losses, None
     grads = np.full(x.shape, np.nan)
     for i, ev in enumerate(evaluations):
@@ -272,8 +358,11 @@ def _better(best: float | None, rows: History, direction: str) -> float | None:
     return max(best, new) if direction == "maximize" else min(best, new)
 
 
-def _outcome(name: str, status: str, history: History, direction: str, error: str) -> TrialOutcome:
-    return TrialOutcome(name, status, len(history), _best(history, direction), error)
+def _outcome(record: TrialRecord, direction: str) -> TrialOutcome:
+    """The outcome of a trial that ended before this run, as the store holds it."""
+    h, best = record.history, _best(record.history, direction)
+    confirmed = _confirmed(record.confirmation)
+    return TrialOutcome(record.name, record.status, len(h), best, record.error, **confirmed)
 
 
 @contextlib.contextmanager

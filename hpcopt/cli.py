@@ -19,6 +19,7 @@ from hpcopt import __version__, cli_pbe, cli_slurm
 from hpcopt import campaign as drv
 from hpcopt import config as cfg
 from hpcopt.cluster.ray_node import ClusterError
+from hpcopt.confirm import format_confirmed
 from hpcopt.store import CampaignStore, StoreError
 
 EXIT_OK, EXIT_TRIAL_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -231,6 +232,8 @@ def _show(args: argparse.Namespace) -> int:
     console = _console()
     console.print(f"[bold]{attrs['name']}[/bold]  {store.root}")
     console.print(f"created {time.ctime(attrs['created_at'])}  ·  {state}")
+    # the confirmed columns only where some trial confirms its winners: others look as before
+    confirmed = any("confirmed_value" in r for r in rows)
     table = Table(show_edge=False)
     for col in (
         "trial",
@@ -242,20 +245,27 @@ def _show(args: argparse.Namespace) -> int:
         "failed",
         "best value",
         "best point",
+        *(("confirmed", "confirmed point") if confirmed else ()),
     ):
         table.add_column(
             col, justify="right" if col in ("evaluations", "failed", "seed") else "left"
         )
     for r in rows:
-        point = ", ".join(f"{k[5:]}={v:.4g}" for k, v in r.items() if k.startswith("best."))
         best = "-" if r["best_value"] is None else f"{r['best_value']:.6g}"
         status = r["status"] + (f" ({r['error'][:60]})" if r["error"] else "")
-        table.add_row(
-            r["trial"], r["method"], r["problem"], str(r["seed"]), status,
-            str(r["evaluations"]), str(r["failed"]), best, point,
-        )  # fmt: skip
+        cells = [r["trial"], r["method"], r["problem"], str(r["seed"]), status,
+                 str(r["evaluations"]), str(r["failed"]), best, _point(r, "best.")]  # fmt: skip
+        if confirmed:
+            value = format_confirmed(r.get("confirmed_value"), r.get("confirmed_se"))
+            cells += [value, _point(r, "confirmed.")]
+        table.add_row(*cells)
     console.print(table)
     return EXIT_OK
+
+
+def _point(row: dict, prefix: str) -> str:
+    """``a=0.5, b=1`` from a summary row's ``<prefix><parameter>`` keys."""
+    return ", ".join(f"{k[len(prefix) :]}={v:.4g}" for k, v in row.items() if k.startswith(prefix))
 
 
 def _watch(args: argparse.Namespace) -> int:

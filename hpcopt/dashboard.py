@@ -24,6 +24,7 @@ from rich.table import Table
 from rich.text import Text
 
 from hpcopt.campaign import read_drivers
+from hpcopt.confirm import ConfirmationRecord, format_confirmed
 from hpcopt.events import read_events
 from hpcopt.history import STATUS_FAILED
 from hpcopt.store import CampaignStore
@@ -48,6 +49,7 @@ class TrialView:
     finished_at: np.ndarray  # Unix s of every evaluation
     failures: list[tuple[float, str]]  # (time, error) of the latest failed evaluations
     error: str = ""  # why the trial failed, if it did
+    confirmation: ConfirmationRecord | None = None  # when its problem confirms winners
 
 
 @dataclass
@@ -123,6 +125,7 @@ def snapshot(root: str | Path, slurm: bool = True) -> CampaignView:
                     (float(h.finished_at[i]), str(h.error[i])) for i in failed[-SHOW_FAILURES:]
                 ],
                 error=rec.error,
+                confirmation=rec.confirmation,
             )
         )
     events = _events(store.root)
@@ -229,7 +232,10 @@ def _trials(view: CampaignView) -> Table:
     table.add_column("problem", no_wrap=True, overflow="ellipsis", max_width=28)
     table.add_column("status", no_wrap=True)
     table.add_column("progress", min_width=10, no_wrap=True)
-    for col in ("evaluations", "failed", "best", "improved"):
+    # a confirmed column only where some trial confirms its winners: others look as before
+    confirming = any(t.confirmation is not None for t in view.trials)
+    for col in ("evaluations", "failed", "best", *(("confirmed",) if confirming else ()),
+                "improved"):  # fmt: skip
         table.add_column(col, justify="right", no_wrap=True, min_width=len(col))
     styles = {"completed": "green", "failed": "red", "running": "yellow", "pending": "dim"}
     for t in view.trials:
@@ -243,11 +249,23 @@ def _trials(view: CampaignView) -> Table:
             improved = time.strftime("%H:%M:%S", time.localtime(t.best_at))
             if t.status == "running":
                 improved += f" ({_duration(view.now - t.best_at)} ago)"
+        best = "-" if t.best is None else f"{t.best:.6g}"
         table.add_row(
             t.name, t.method, t.problem, Text(t.status, style=styles.get(t.status, "")), bar,
-            count, str(t.failed), "-" if t.best is None else f"{t.best:.6g}", improved,
+            count, str(t.failed), best, *((_confirmed(t),) if confirming else ()), improved,
         )  # fmt: skip
     return table
+
+
+def _confirmed(trial: TrialView) -> str:
+    """The confirmed best ``value ± SE``, or how far its confirmation has come."""
+    record = trial.confirmation
+    if record is None:
+        return "-"
+    if not record.complete:
+        return f"{record.variants_done}/{len(record.problems)} variants"
+    confirmed = record.confirmed()
+    return "-" if confirmed is None else format_confirmed(*confirmed)
 
 
 def _activity(view: CampaignView) -> Table:
@@ -366,9 +384,16 @@ class ProgressReporter:
         task = self._tasks.get(outcome.name)
         if task is not None:
             style = "green" if outcome.status == "completed" else "red"
-            self.progress.update(task, description=f"[{style}]{outcome.name} {outcome.status}")
+            text = f"[{style}]{outcome.name} {outcome.status}"
+            if outcome.confirmed_value is not None:
+                confirmed = format_confirmed(outcome.confirmed_value, outcome.confirmed_se)
+                text += f"[/{style}], confirmed {confirmed}"
+            self.progress.update(task, description=text)
         if outcome.error:
             self.progress.console.print(f"[red]{outcome.name}: {outcome.error}")
+
+    def trial_warning(self, trial: str, message: str) -> None:
+        self.progress.console.print(f"[yellow]{trial}: warning: {message}")
 
     def close(self) -> None:
         if self._tasks:

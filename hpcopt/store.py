@@ -3,10 +3,25 @@
 Layout of a campaign folder (see the README for every dataset)::
 
     campaign.h5                 config as written and as validated, version, creation time
-    trials/<trial>.h5           consolidated history, latest checkpoint, status
+    trials/<trial>.h5           consolidated history, latest checkpoint, status, confirmation
     trials/<trial>.journal/     segments appended since the last consolidation:
-        00000042.h5             one batch: its evaluations + the method state after it
-    summary.csv, summary.json   best result per trial (rewritten when trials finish)
+        00000042.h5             one batch: its evaluations + the method state after it,
+                                or (its method done) the trial's confirmation so far
+    summary.csv, summary.json   best (and confirmed) result per trial, rewritten at the end
+
+A trial whose problem has a confirmation (``ProblemConfig.confirmation``) re-scores its
+best distinct points once its method is done (:mod:`hpcopt.confirm`), into the group
+``confirmation`` of the trial file and of the segments written meanwhile (the latest holds
+all so far); ``k`` candidates, ``j`` variants evaluated so far (``len(problems)`` at the end)::
+
+    confirmation/      attrs: direction, top_k, problems (JSON: each variant's config), and
+                       best (the candidate with the best mean) once complete
+        evaluation     (k,) int64: the candidates' rows in history, best raw value first
+        x, raw_value   (k, d), (k,) float64: their points (natural units) and history values
+        variant_value  (k, j) float64: column j by variant problems[j], NaN where it failed
+        variant_error  (k, j) str: why it failed (empty when ok)
+        mean, standard_error, n   (k,): over the successful variant values; SE is their
+                       std (ddof=1) over sqrt(n), NaN when n < 2
 
 Crash safety comes from never modifying a file in place: every file is written under a
 temporary name, flushed and fsync'ed, then atomically renamed. A checkpoint is one
@@ -38,6 +53,7 @@ import h5py
 import numpy as np
 
 from hpcopt import __version__, plain
+from hpcopt.confirm import ConfirmationRecord
 from hpcopt.history import STATUS_FAILED, STATUS_OK, STRING_DTYPE, History
 
 __all__ = ["STATUS_FAILED", "STATUS_OK", "CampaignStore", "History", "StoreError", "TrialRecord"]
@@ -53,7 +69,8 @@ class StoreError(RuntimeError):
 
 @dataclass
 class TrialRecord:
-    """What the store holds for one trial: status, history and the latest checkpoint."""
+    """What the store holds for one trial: status, history, the latest checkpoint and, when
+    its problem confirms winners, the confirmation (complete or under way)."""
 
     name: str
     status: str  # pending | running | completed | failed
@@ -62,6 +79,7 @@ class TrialRecord:
     meta: dict[str, Any]
     error: str = ""
     batches: int = 0  # number of checkpointed batches
+    confirmation: ConfirmationRecord | None = None
 
     def best_index(self) -> int | None:
         """Row of the best successful evaluation, by the trial's direction."""
@@ -208,6 +226,7 @@ class CampaignStore:
         base_meta: dict[str, Any] = {}
         parts: list[History] = []
         state_json = None
+        confirmation = None
         status, error, last_seq = "pending", "", 0
         path = self.trial_path(name)
         if path.exists():
@@ -218,6 +237,8 @@ class CampaignStore:
                 last_seq = int(f.attrs["last_seq"])
                 if "checkpoint/method_state" in f:
                     state_json = f["checkpoint/method_state"].asstr()[()]
+                if "confirmation" in f:
+                    confirmation = ConfirmationRecord.read(f["confirmation"])
         for seq, seg in self._segments(name, after=last_seq):
             if seq != last_seq + 1:
                 # the writer consolidated between our reads: the batches in between are in
@@ -230,6 +251,8 @@ class CampaignStore:
                 status, error = header["status"], header["error"]
                 if "method_state" in f:
                     state_json = f["method_state"].asstr()[()]
+                if "confirmation" in f:
+                    confirmation = ConfirmationRecord.read(f["confirmation"])
             last_seq = seq
         dim = len(base_meta.get("parameters", [])) or (parts[0].x.shape[1] if parts else 0)
         return TrialRecord(
@@ -240,6 +263,7 @@ class CampaignStore:
             meta=base_meta,
             error=error,
             batches=last_seq,
+            confirmation=confirmation,
         )
 
     def _segments(self, name: str, after: int) -> Iterator[tuple[int, Path]]:
@@ -254,7 +278,8 @@ class CampaignStore:
         yield from sorted(found)
 
     def summary(self) -> list[dict[str, Any]]:
-        """One row per trial: status, evaluations, failures, best value and point."""
+        """One row per trial: status, evaluations, failures, best value and point; and for
+        a trial with a complete confirmation, the confirmed best (``confirmed_*`` keys)."""
         rows = []
         for name in self.trial_names():
             rec = self.read_trial(name)
@@ -277,6 +302,8 @@ class CampaignStore:
                 rec.meta.get("parameters", []), h.x[best] if best is not None else []
             ):
                 row[f"best.{pname}"] = float(v)
+            if rec.confirmation is not None:
+                row.update(rec.confirmation.summary(rec.meta.get("parameters", [])))
             rows.append(row)
         return rows
 
@@ -318,12 +345,12 @@ class TrialWriter:
         self.name = name
         self.meta = meta
         self.consolidate_every = max(1, consolidate_every)
-        self._meta_json = json.dumps(meta)
         rec = store.read_trial(name)
         self.seq = rec.batches
         self.status, self._error = rec.status, rec.error
         self._state_json = plain.dumps(rec.method_state) if rec.method_state is not None else None
         self._parts = [rec.history]
+        self.confirmation = rec.confirmation  # the latest one checkpointed, if any
         self._consolidated_seq = self._read_consolidated_seq()
 
     def _read_consolidated_seq(self) -> int:
@@ -339,10 +366,12 @@ class TrialWriter:
         method_state: dict[str, Any] | None,
         status: str = "running",
         error: str = "",
+        confirmation: ConfirmationRecord | None = None,
     ) -> None:
         """Durably record ``rows`` and the method state after them, as one segment.
 
-        ``method_state=None`` keeps the previous checkpoint's state (a status change).
+        ``method_state=None`` keeps the previous checkpoint's state (a status change);
+        ``confirmation=None`` keeps the previous confirmation (or none).
         """
         seq = self.seq + 1
         state_json = plain.dumps(method_state) if method_state is not None else None
@@ -355,14 +384,24 @@ class TrialWriter:
             f.create_dataset("rows", data=records)
             if state_json is not None:
                 f.create_dataset("method_state", data=state_json, dtype=STRING_DTYPE)
+            if confirmation is not None:
+                confirmation.write(f.create_group("confirmation"))
 
         path = self.store.journal_path(self.name) / f"{seq:08d}.h5"
         _atomic_h5(path, fill)
         self.seq, self.status, self._error = seq, status, error
         self._state_json = state_json or self._state_json
+        if confirmation is not None:
+            self.confirmation = confirmation
         self._parts.append(rows)
         if seq - self._consolidated_seq >= self.consolidate_every:
             self.consolidate()
+
+    def history(self) -> History:
+        """Every evaluation the trial holds: what it held when opened and every checkpoint."""
+        history = History.concat(self._parts, len(self.meta.get("parameters", [])))
+        self._parts = [history]
+        return history
 
     def consolidate(self) -> None:
         """Fold the journal into ``trials/<name>.h5`` (one dataset per column, as the README
@@ -370,14 +409,15 @@ class TrialWriter:
         path = self.store.trial_path(self.name)
         if self.seq == self._consolidated_seq and path.exists():
             return
-        history = History.concat(self._parts, len(self.meta.get("parameters", [])))
+        history = self.history()
         seq, best = self.seq, history.best(self.meta.get("direction", "minimize"))
+        confirmation = self.confirmation
 
         def fill(f: h5py.File) -> None:
             f.attrs["last_seq"] = seq
             f.attrs["status"] = self.status
             f.attrs["error"] = self._error
-            f.attrs["meta"] = self._meta_json
+            f.attrs["meta"] = json.dumps(self.meta)  # it may have gained warnings
             f.attrs["written_at"] = time.time()
             history.write(f.create_group("history"))
             if self._state_json is not None:
@@ -386,9 +426,10 @@ class TrialWriter:
             if best is not None:
                 f.attrs["best_evaluation"] = best
                 f.attrs["best_value"] = history.value[best]
+            if confirmation is not None:
+                confirmation.write(f.create_group("confirmation"))
 
         _atomic_h5(path, fill)
-        self._parts = [history]
         self._consolidated_seq = seq
         for _, seg in self.store._segments(self.name, after=-1):
             if int(seg.stem) <= seq:

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from hpcopt.problems.base import Evaluation, Problem
+from hpcopt.problems.base import Confirmation, Evaluation, Problem
+from hpcopt.problems.custom import CustomConfig
+
+if TYPE_CHECKING:
+    from hpcopt import config as cfg
+
+NOISY = "tests.problems:NoisyQuadratic"
 
 
 class Flaky(Problem):
@@ -33,20 +43,20 @@ class KillOnce(Problem):
     (a marker file at ``options.marker`` remembers that it happened, across processes)."""
 
     def evaluate(self, x: np.ndarray, gradient: bool = False) -> Evaluation:
-        import os
-        import signal
-        from pathlib import Path
-
-        marker = Path(self.config.options["marker"])
         if x[0] > self.config.options["kill_above"]:
-            try:  # exclusive creation: of two workers meeting such points at once, one dies
-                with open(marker, "x") as f:
-                    f.write(str(os.getpid()))
-            except FileExistsError:
-                pass
-            else:
-                os.kill(os.getpid(), signal.SIGKILL)
+            kill_once(Path(self.config.options["marker"]))
         return Evaluation(value=float(x @ x))
+
+
+def kill_once(marker: Path) -> None:
+    """SIGKILL this process unless ``marker`` exists; create it first (it remembers the kill)."""
+    try:  # exclusive creation: of two workers meeting such points at once, one dies
+        with open(marker, "x") as f:
+            f.write(str(os.getpid()))
+    except FileExistsError:
+        pass
+    else:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 class Hang(Problem):
@@ -67,3 +77,70 @@ class WhereAmI(Problem):
         return Evaluation(
             value=float(x @ x), extras={"in_image": float(sys.prefix == "/opt/hpcopt/venv")}
         )
+
+
+class NoisyQuadratic(Problem):
+    """``sum((x - options.center)^2)`` plus Gaussian noise of scale ``options.noise`` drawn
+    from ``options.seed`` and the point: a Monte Carlo estimate, deterministic per seed.
+    Where ``options.seed`` is ``options.fail_seed`` it raises; ``options.interrupt_seed``,
+    it raises KeyboardInterrupt (Ctrl-C); and where it is ``options.kill_seed`` the process
+    SIGKILLs itself once (marker file ``options.marker``)."""
+
+    def evaluate(self, x: np.ndarray, gradient: bool = False) -> Evaluation:
+        opts = self.config.options
+        seed = opts.get("seed", 0)
+        if seed == opts.get("fail_seed"):
+            raise RuntimeError(f"seed {seed} always fails")
+        if seed == opts.get("interrupt_seed"):
+            raise KeyboardInterrupt
+        if seed == opts.get("kill_seed"):
+            kill_once(Path(opts["marker"]))
+        return Evaluation(
+            value=noisy_quadratic(x, opts.get("center", 0.0), opts.get("noise", 0.0), seed)
+        )
+
+
+def noisy_quadratic(x: np.ndarray, center: float, noise: float, seed: int) -> float:
+    """The :class:`NoisyQuadratic` value of ``x`` (natural units) under ``seed``."""
+    rng = np.random.default_rng([seed, *np.frombuffer(np.asarray(x, float).tobytes(), np.uint32)])
+    return float(np.sum((x - center) ** 2) + noise * rng.standard_normal())
+
+
+class NoisyQuadraticConfig(CustomConfig):
+    """The ``custom`` config of :class:`NoisyQuadratic` with confirmed winners: the best
+    ``options.confirm_top_k`` points re-scored under each of ``options.confirm_seeds``.
+
+    The config schema knows only ``custom``; :func:`confirming` puts this class in.
+    """
+
+    def confirmation(self) -> Confirmation | None:
+        seeds = self.options.get("confirm_seeds")
+        if seeds is None:
+            return None
+        variants = tuple(
+            self.model_copy(update={"options": {**self.options, "seed": s}}) for s in seeds
+        )
+        return Confirmation(int(self.options["confirm_top_k"]), variants)
+
+
+def confirming(campaign: cfg.Campaign) -> cfg.Campaign:
+    """``campaign`` with the problem of each :class:`NoisyQuadratic` trial as a
+    :class:`NoisyQuadraticConfig`."""
+
+    def swap(trial: cfg.TrialConfig) -> cfg.TrialConfig:
+        if getattr(trial.problem, "target", "") != NOISY:
+            return trial
+        problem = NoisyQuadraticConfig.model_validate(trial.problem.model_dump())
+        return trial.model_copy(update={"problem": problem})
+
+    trials = tuple(swap(t) for t in campaign.trials)
+    return campaign.model_copy(update={"trials": trials})
+
+
+def drive(root: str) -> None:
+    """Run or resume the campaign in ``root`` with its confirmations (the tests start this
+    as a subprocess, to kill it)."""
+    from hpcopt import campaign as drv
+
+    store, campaign = drv.reopen(root)
+    drv.run(confirming(campaign), store, reporter=drv.SilentReporter())

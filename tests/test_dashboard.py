@@ -14,6 +14,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from rich.console import Console
@@ -21,13 +22,26 @@ from rich.console import Console
 from hpcopt import campaign as drv
 from hpcopt import config as cfg
 from hpcopt.cli import main
+from hpcopt.confirm import ConfirmationRecord, format_confirmed
 from hpcopt.dashboard import ProgressReporter, render, snapshot
-from hpcopt.store import CampaignStore
+from hpcopt.problems.base import Evaluation
+from hpcopt.store import CampaignStore, History
 from tests.helpers import evaluations, wait_until
+from tests.problems import confirming
 
 ROOT = Path(__file__).resolve().parents[1]
 SLOW_GS = {"name": "slow-gs", "method": {"name": "gs", "resolution": 30, "batch_size": 10}}
 LATER = {"name": "later", "method": {"name": "gs", "resolution": 3}}
+NOISY = {
+    "name": "noisy",
+    "method": {"name": "gs", "resolution": 5},
+    "problem": {
+        "name": "custom",
+        "target": "tests.problems:NoisyQuadratic",
+        "parameters": [{"name": "a", "low": -1, "high": 1}],
+        "options": {"noise": 0.5, "confirm_top_k": 2, "confirm_seeds": [1, 2, 3]},
+    },
+}
 
 
 def frame(root: Path) -> str:
@@ -80,6 +94,7 @@ def test_a_finished_campaign_shows_its_budget_spent_and_best_values(tmp_path):
     assert "finished; created" in text and "ran for" in text
     assert "completed" in text and "9/9" in text
     assert " 0 " in text  # the sphere's minimum is on the 3 x 3 grid
+    assert "confirmed" not in text  # no trial confirms its winners: no such column
 
 
 def test_a_failed_trial_and_failed_evaluations_are_listed(tmp_path):
@@ -105,6 +120,30 @@ def test_a_failed_trial_and_failed_evaluations_are_listed(tmp_path):
     failed = int((store.read_trial("flaky").history.status == 1).sum())
     row = next(line for line in text.splitlines() if line.startswith("│ flaky"))
     assert failed > 0 and f" {failed} │" in row
+
+
+def test_a_confirmed_trial_shows_its_confirmed_value_and_standard_error(tmp_path):
+    campaign = confirming(cfg.load(write_config(tmp_path, [NOISY, LATER])))
+    store = drv.create(campaign)
+    drv.run(campaign, store, reporter=drv.SilentReporter())
+    text = frame(tmp_path / "dash")
+    rows = {line.split()[1]: line for line in text.splitlines() if line.startswith("│ ")}
+    shown = format_confirmed(*store.read_trial("noisy").confirmation.confirmed())
+    assert "confirmed" in text and " ± " in shown and shown in rows["noisy"]
+    assert " ± " not in rows["later"]
+
+
+def test_a_confirmation_under_way_shows_how_many_variants_are_done(tmp_path):
+    campaign = confirming(cfg.load(write_config(tmp_path, [NOISY])))
+    store = drv.create(campaign)
+    history = History.from_evaluations(np.array([[0.5]]), [Evaluation(value=1.0)], 0, 1)
+    confirmation = campaign.trials[0].problem.confirmation()
+    record = ConfirmationRecord.start(history, confirmation, "minimize")
+    meta = {"trial": "noisy", "direction": "minimize", "parameters": ["a"]}
+    writer = store.writer("noisy", meta)
+    writer.checkpoint(history, {"step": 1})
+    writer.checkpoint(History.empty(1), None, confirmation=record.add_variant([Evaluation(1.2)]))
+    assert "1/3 variants" in frame(tmp_path / "dash")
 
 
 @pytest.mark.slow

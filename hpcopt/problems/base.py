@@ -36,6 +36,7 @@ class Evaluation:
     ``extras`` are named scalars or fixed-shape arrays recorded beside the value.
     ``raised`` marks a failure that came from an exception (an engine may retry those),
     as opposed to a result the problem itself declared failed (a diverging solve).
+    ``warning`` says that a successful value is less trustworthy than usual, and why.
     ``wall_time_s``, ``worker``, ``node`` and ``gpu_ids`` are filled in by whoever ran it.
     """
 
@@ -44,6 +45,7 @@ class Evaluation:
     gradient: np.ndarray | None = None
     error: str = ""
     raised: bool = False
+    warning: str = ""
     wall_time_s: float = 0.0
     worker: str = ""
     node: str = ""
@@ -80,22 +82,41 @@ class Problem(ABC):
     def evaluate(self, x: np.ndarray, gradient: bool = False) -> Evaluation:
         """Evaluate one point ``x`` (natural units, shape ``(d,)``)."""
 
-    def evaluate_batch(self, points: np.ndarray, gradient: bool = False) -> list[Evaluation]:
+    def evaluate_batch(
+        self, points: np.ndarray, gradient: bool | np.ndarray = False
+    ) -> list[Evaluation]:
         """Evaluate ``points`` of shape ``(n, d)``, in order.
 
         A failing point becomes a failed :class:`Evaluation` and the others go on.
+        ``gradient`` asks for gradients at every point, or, as a mask ``(n,)``, at some.
         Problems that can vectorise a batch override this.
         """
+        points = np.atleast_2d(points)
+        wanted = np.broadcast_to(np.asarray(gradient, dtype=bool), (len(points),))
         out = []
-        for x in np.atleast_2d(points):
+        for x, grad in zip(points, wanted):
             start = time.perf_counter()
             try:
-                ev = self.evaluate(np.asarray(x, dtype=float), gradient=gradient)
+                ev = self.evaluate(np.asarray(x, dtype=float), gradient=bool(grad))
             except Exception as exc:
                 ev = Evaluation.failed(describe_exception(exc), raised=True)
             ev.wall_time_s = time.perf_counter() - start
             out.append(ev)
         return out
+
+
+@dataclass(frozen=True)
+class Confirmation:
+    """How a trial's winners are re-scored when it ends.
+
+    The ``top_k`` best distinct points of the trial are each evaluated once by every
+    problem in ``problems`` (independent, usually higher-fidelity variants of the trial's
+    problem: other Monte Carlo seeds, more rays); a point's confirmed value is the mean over
+    those evaluations and its standard error their standard deviation over sqrt(n).
+    """
+
+    top_k: int
+    problems: tuple[ProblemConfig, ...]
 
 
 class ProblemConfig(BaseModel, ABC):
@@ -125,12 +146,21 @@ class ProblemConfig(BaseModel, ABC):
         """Whether the built problem returns exact gradients when asked."""
         return False
 
+    def gradient_mask(self) -> np.ndarray:
+        """Mask ``(d,)`` of the parameters whose derivative the built problem returns
+        exactly when asked (the others come back NaN): all or none unless overridden."""
+        return np.full(self.space().dim, self.has_gradient)
+
     def feasible(self, points: np.ndarray) -> np.ndarray:
         """Boolean mask, shape ``(n,)``: which natural-unit points satisfy the constraints.
 
         Computed on the driver, before any evaluation: violators are never evaluated.
         """
         return np.ones(len(np.atleast_2d(points)), dtype=bool)
+
+    def confirmation(self) -> Confirmation | None:
+        """How to re-score the trial's best candidates when it ends; None: not at all."""
+        return None
 
     def build(self) -> Problem:
         """Construct the problem (not yet set up); heavy imports happen here only."""
