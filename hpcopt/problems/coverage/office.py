@@ -52,6 +52,25 @@ WALLS_FOR_REFLECTORS: dict[str, tuple[Point3, Point3, Point3]] = {
 """Flat wall rectangles facing into a room, for a passive reflector."""
 
 
+def on_a_wall(a: Point3, b: Point3, tol: float = 1e-3) -> bool:
+    """Whether the vertical rectangle with opposite corners ``a`` and ``b`` lies on a
+    vertical face of one of the office's walls (within ``tol`` metres)."""
+    lo_r, hi_r = np.minimum(a, b), np.maximum(a, b)
+    for box_list in boxes().values():
+        for lo, hi in box_list:
+            for axis in (0, 1):
+                other = 1 - axis
+                for face in (lo[axis], hi[axis]):
+                    flat = abs(lo_r[axis] - face) < tol and abs(hi_r[axis] - face) < tol
+                    within = (
+                        lo[other] - tol <= lo_r[other] and hi_r[other] <= hi[other] + tol
+                        and lo[2] - tol <= lo_r[2] and hi_r[2] <= hi[2] + tol
+                    )  # fmt: skip
+                    if flat and within:
+                        return True
+    return False
+
+
 def scene_path() -> Path:
     """The shipped scene file (Mitsuba XML read by Sionna RT's ``load_scene``)."""
     return Path(__file__).parent / "scenes" / "office" / "office.xml"

@@ -1,28 +1,34 @@
 """The coverage problem on a worker: Sionna RT radio maps of APs (and a reflector).
 
-``setup`` loads the scene once, adds the transmitters (and the reflector) and keeps one
-radio-map solver; each evaluation moves them and computes one radio map. The objective is
-taken on the *combined* map: each cell's best server (the largest RSS over the APs),
-because a client associates with its strongest AP, not with all of them at once.
+``setup`` loads the scene once, decides which cells are floor, adds the transmitters (and
+the reflector) and keeps one radio-map solver; each evaluation moves them and computes one
+radio map. The objective is taken on the *combined* map: each cell's best server (the
+largest RSS over the APs), because a client associates with its strongest AP, over every
+floor cell (an unlit one counts as dark, see :mod:`hpcopt.problems.coverage.objective`).
 
-Gradients: a radio map's gradient with respect to a transmitter's position is exactly
-zero (a ray's landing cell is a step function of it), so this problem reports none; GD
-estimates them with central finite differences or SPSA over the map (``gradient: fd`` or
-``spsa``), with steps of the order of a cell.
+Gradients: an AP's yaw and tilt change the map smoothly through its antenna pattern, and
+Dr.Jit differentiates that exactly (one backward pass, about the cost of a map). A map's
+derivative by a transmitter's *position* is zero with diffraction off (a ray's landing
+cell is a step function of it) and far too small with it on; reflector moves give none
+either. Those the method estimates (central differences or SPSA over the map, with the
+map's fixed seed as common random numbers), so GD runs on mixed gradients.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from hpcopt.problems.base import Evaluation, Problem
+from hpcopt.problems.coverage import objective as ob
 from hpcopt.problems.coverage.config import CoverageConfig
-from hpcopt.problems.coverage.reflector import WallFrame, plate_mesh
+from hpcopt.problems.coverage.floor import cell_centres, inside_boxes, inside_solids
+from hpcopt.problems.coverage.objective import to_dbm
+from hpcopt.problems.coverage.reflector import plate_mesh
+from hpcopt.problems.coverage.scene import SceneError, resolve_scene
 
 LLVM = "/usr/lib/x86_64-linux-gnu/libLLVM.so.19.1"
 
@@ -52,59 +58,15 @@ def _has_cuda() -> bool:
         return False
 
 
-def scene_file(scene: str) -> str:
-    """The scene to load: the shipped office, a Sionna built-in by name, or an XML path."""
-    if scene == "office":
-        from hpcopt.problems.coverage.office import scene_path
+class _Devices:
+    """The differentiable orientation angles (radians) of one map, when AD is on."""
 
-        return str(scene_path())
-    _, rt = import_sionna()
-    builtin = getattr(rt.scene, scene, None)
-    if isinstance(builtin, str):
-        return builtin
-    if Path(scene).suffix == ".xml" and Path(scene).is_file():
-        return scene
-    raise FileNotFoundError(
-        f"scene {scene!r} is neither 'office', a Sionna built-in scene, nor an .xml file"
-    )
-
-
-def wall_frame(config: CoverageConfig) -> WallFrame:
-    """The reflector's wall: a named wall of the shipped office, or two corners."""
-    wall = config.reflector.wall
-    x0, y0, x1, y1 = config.area()
-    centre = ((x0 + x1) / 2, (y0 + y1) / 2, config.radio.plane_height_m)
-    if isinstance(wall, str):
-        from hpcopt.problems.coverage.office import WALLS_FOR_REFLECTORS
-
-        a, b = WALLS_FOR_REFLECTORS[wall][:2]
-        return WallFrame.from_corners(a, b, towards=np.add(a, WALLS_FOR_REFLECTORS[wall][2]))
-    return WallFrame.from_corners(*wall, towards=centre)
-
-
-def to_dbm(watts: np.ndarray) -> np.ndarray:
-    """Power in W to dBm; zero power is -inf."""
-    with np.errstate(divide="ignore"):
-        return 10.0 * np.log10(watts) + 30.0
-
-
-def objective(combined_dbm: np.ndarray, mask: np.ndarray, config: CoverageConfig) -> float:
-    """The configured objective over the masked cells of a combined map (dBm)."""
-    obj = config.objective
-    cells = combined_dbm[mask & (combined_dbm > obj.floor_dbm)]
-    if not len(cells):
-        return float("nan")
-    if obj.kind == "p5":
-        return float(np.percentile(cells, obj.percentile))
-    if obj.kind == "softmin":
-        t = obj.temperature_db
-        low = cells.min()
-        return float(low - t * np.log(np.mean(np.exp(-(cells - low) / t))))
-    return float(np.mean(cells >= obj.threshold_dbm))
+    def __init__(self) -> None:
+        self.angles: list[tuple[int, Any]] = []  # (parameter column, mi.Float)
 
 
 class CoverageProblem(Problem):
-    """Radio-map coverage of one or two APs (and a reflector) on a floor."""
+    """Radio-map coverage of one or two APs (and a reflector) over a floor."""
 
     config: CoverageConfig
 
@@ -112,7 +74,10 @@ class CoverageProblem(Problem):
         mi, rt = import_sionna()
         c, radio = self.config, self.config.radio
         self._mi = mi
-        self.scene = rt.load_scene(scene_file(c.scene))
+        try:
+            self.scene = rt.load_scene(str(resolve_scene(c.scene)))
+        except SceneError as exc:
+            raise ValueError(f"scene: {exc}") from None
         self.scene.frequency = radio.frequency_hz
         self.scene.tx_array = rt.PlanarArray(
             num_rows=radio.array_rows, num_cols=radio.array_cols,
@@ -134,10 +99,33 @@ class CoverageProblem(Problem):
         self._center = [(x0 + x1) / 2, (y0 + y1) / 2, radio.plane_height_m]
         self._size = [x1 - x0, y1 - y0]
         self.solver = rt.RadioMapSolver()
+        self._llvm = mi.variant().startswith("llvm")
+        if not _THREADS:
+            _THREADS.append(_drjit().thread_count())
+        self.floor = self._floor_cells()
+        self._gradient_mask = c.gradient_mask()
+        self._warned = False
+
+    def _floor_cells(self) -> np.ndarray:
+        """Mask ``(ny, nx)`` of the map's cells that are floor (not inside a solid)."""
+        c = self.config
+        centres = cell_centres(c.area(), c.radio.cell_size_m, c.radio.plane_height_m)
+        if c.scene == "office":
+            from hpcopt.problems.coverage.office import boxes
+
+            solid = inside_boxes(centres, [b for group in boxes().values() for b in group])
+        else:
+            solid = inside_solids(self._mi, self.scene.mi_scene, centres)
+        if solid.all():
+            raise ValueError(
+                f"region {c.area()}: every cell centre at radio.plane_height_m lies inside "
+                "a solid of the scene, so there is no floor to cover"
+            )
+        return ~solid
 
     def _add_reflector(self, rt):
         c = self.config.reflector
-        self._wall = wall_frame(self.config)
+        self._wall = self.config.wall()
         material = rt.ITURadioMaterial("reflector-material", c.material, thickness=0.01)
         plate = rt.SceneObject(
             fname=str(plate_mesh(c.width_m, c.height_m)), name="reflector",
@@ -146,60 +134,136 @@ class CoverageProblem(Problem):
         self.scene.edit(add=plate)
         return plate
 
-    def _place(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        """Move the APs (and the reflector) to point ``x``; return their world placement."""
-        c = self.config
-        p = dict(zip(self.space.names, np.asarray(x, dtype=float)))
+    def _place(self, x: np.ndarray, devices: _Devices | None) -> dict[str, np.ndarray]:
+        """Move the APs (and the reflector) to point ``x``; return their world placement.
+        With ``devices``, the AP angles that the map is differentiated by are AD leaves."""
+        mi, c = self._mi, self.config
+        names = self.space.names
+        p = dict(zip(names, np.asarray(x, dtype=float)))
         placed = {}
         for i, tx in enumerate(self.aps, start=1):
             pos = np.array([p[f"ap{i}_x"], p[f"ap{i}_y"], c.ap_height_m])
             tx.position = self._point(pos)
-            yaw = np.radians(p.get(f"ap{i}_yaw", 0.0))
-            tx.orientation = self._point([yaw, 0.0, 0.0])
+            angles = []
+            for key in (f"ap{i}_yaw", f"ap{i}_tilt"):
+                angle = mi.Float(np.radians(p.get(key, 0.0)))
+                if devices is not None and key in names and self._gradient_mask[names.index(key)]:
+                    dr = _drjit()
+                    dr.enable_grad(angle)
+                    devices.angles.append((names.index(key), angle))
+                angles.append(angle)
+            # Sionna's orientation is (yaw about z, pitch about y, roll about x); a
+            # positive pitch turns the boresight (+x) down: the down-tilt.
+            tx.orientation = mi.Point3f(angles[0], angles[1], mi.Float(0.0))
             placed[f"ap{i}_position"] = pos
         if self.reflector is not None:
             r = c.reflector
-            centre = self._wall.place(p["refl_u"], p["refl_v"], r.width_m, r.height_m, r.offset_m)
             focus = np.array([p["focus_x"], p["focus_y"], c.radio.plane_height_m])
-            self.reflector.position = self._point(centre)
+            plate = self._wall.place_plate(
+                p["refl_u"], p["refl_v"], r.width_m, r.height_m, focus, clearance=r.offset_m
+            )
+            self.reflector.position = self._point(plate.centre)
             self.reflector.look_at(self._point(focus))
-            facing = (focus - centre) / np.linalg.norm(focus - centre)
-            placed["reflector_position"] = centre
-            placed["reflector_normal"] = facing
+            placed["reflector_position"] = plate.centre
+            placed["reflector_normal"] = plate.normal
         return placed
 
     def _point(self, v: np.ndarray | list[float]) -> Any:
         return self._mi.Point3f(*(float(c) for c in v))
 
-    def radio_map(self, x: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """Per-AP RSS maps in dBm, shape ``(n_aps, ny, nx)``, and the placement, at ``x``."""
-        placed = self._place(x)
+    def _solve(self, seed: int | None = None) -> Any:
         r = self.config.radio
-        rm = self.solver(
+        if self._llvm:
+            # Set per map: a process may hold problems with either setting.
+            _drjit().set_thread_count(1 if r.deterministic else _THREADS[0])
+        return self.solver(
             self.scene, center=self._center, orientation=[0.0, 0.0, 0.0], size=self._size,
             cell_size=[r.cell_size_m, r.cell_size_m], samples_per_tx=r.samples_per_tx,
             max_depth=r.max_depth, specular_reflection=r.specular_reflection,
             diffuse_reflection=r.diffuse_reflection, refraction=r.refraction,
-            diffraction=r.diffraction, seed=r.seed,
+            diffraction=r.diffraction, seed=r.seed if seed is None else seed,
         )  # fmt: skip
+
+    def radio_map(self, x: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Per-AP RSS maps in dBm, shape ``(n_aps, ny, nx)``, and the placement, at ``x``."""
+        placed = self._place(x, None)
+        self.solver.loop_mode = "symbolic"
+        rm = self._solve()
         return to_dbm(np.asarray(rm.rss.numpy(), dtype=float)), placed
 
     def evaluate(self, x: np.ndarray, gradient: bool = False) -> Evaluation:
+        """The objective over the floor at ``x``; with ``gradient``, its exact derivative
+        (per degree) by the AP angles in :meth:`CoverageConfig.gradient_mask`, NaN for the
+        parameters the method must estimate."""
         start = time.perf_counter()
-        per_ap, placed = self.radio_map(x)
-        elapsed = time.perf_counter() - start
+        devices = _Devices() if gradient and self._gradient_mask.any() else None
+        placed = self._place(x, devices)
+        # Only the "evaluated" loop can be differentiated; it is kept for gradient maps.
+        self.solver.loop_mode = "symbolic" if devices is None else "evaluated"
+        rm = self._solve()
+        watts = np.asarray(rm.rss.numpy(), dtype=float)
+        per_ap = to_dbm(watts)
         combined = per_ap.max(axis=0)
-        mask = np.isfinite(combined)
-        value = objective(combined, mask, self.config)
-        cells = combined[mask & (combined > self.config.objective.floor_dbm)]
+        floor_rss = combined[self.floor]
+        obj = self.config.objective
+        xy = np.array([placed[f"ap{i}_position"][:2] for i in range(1, len(self.aps) + 1)])
+        value = ob.value(floor_rss, obj) - ob.repulsion(xy, obj)
+        if np.isnan(value):
+            return Evaluation.failed("no floor cell receives any power above floor_dbm")
+        v = ob.clipped(floor_rss, obj.floor_dbm)
+        lit = float(np.mean(np.isfinite(floor_rss)))
         extras = {
-            "p5_rss_dbm": float(np.percentile(cells, 5)) if len(cells) else float("nan"),
-            "coverage_fraction": float(np.mean(cells >= self.config.objective.threshold_dbm))
-            if len(cells)
-            else 0.0,
-            "radio_map_time_s": elapsed,
+            "p5_rss_dbm": float(np.percentile(v, 5)),
+            "coverage_fraction": float(np.mean(v >= obj.threshold_dbm)),
+            "lit_fraction": lit,
             **placed,
         }
-        if np.isnan(value):
-            return Evaluation.failed("no cell of the region receives any power above floor_dbm")
-        return Evaluation(value=value, extras=extras)
+        grad = None
+        if gradient:
+            grad = np.full(self.space.dim, np.nan)
+            if devices is not None:
+                grad[self._gradient_mask] = self._angle_gradient(rm, watts, floor_rss, devices)
+        extras["radio_map_time_s"] = time.perf_counter() - start
+        warning = ""
+        if lit < obj.min_lit_fraction:
+            warning = (
+                f"only {lit:.1%} of the floor's cells were reached by a ray (below "
+                f"objective.min_lit_fraction {obj.min_lit_fraction:g}); the dark ones count "
+                f"at floor_dbm ({obj.floor_dbm:g} dBm). Raise radio.max_depth or "
+                "radio.samples_per_tx"
+            )
+        return Evaluation(value=value, extras=extras, gradient=grad, warning=warning)
+
+    def _angle_gradient(
+        self, rm: Any, watts: np.ndarray, floor_rss: np.ndarray, devices: _Devices
+    ) -> np.ndarray:
+        """``d value / d angle`` (per degree) for the AD leaves, by one backward pass of the
+        objective's cell weights through the map."""
+        dr = _drjit()
+        w_cell = ob.cell_weights(floor_rss, self.config.objective)  # 1/dB, floor cells
+        best = np.argmax(np.where(np.isfinite(watts), watts, -1.0), axis=0)[self.floor]
+        rows, cols = np.nonzero(self.floor)
+        weights = np.zeros_like(watts)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            # d dBm / d W = 10 / (ln 10 * W); zero-power cells have zero weight anyway
+            per_watt = np.where(
+                w_cell != 0, w_cell * 10.0 / (np.log(10.0) * watts[best, rows, cols]), 0.0
+            )
+        weights[best, rows, cols] = per_watt
+        loss = dr.sum(self._mi.TensorXf(weights.astype(np.float32)) * rm.rss, axis=None)
+        dr.backward(loss)
+        grads = {col: float(dr.grad(angle)[0]) for col, angle in devices.angles}
+        names = self.space.names
+        return np.array(
+            [np.radians(1.0) * grads[j] for j in range(len(names)) if self._gradient_mask[j]]
+        )
+
+
+_THREADS: list[int] = []
+"""Dr.Jit's CPU thread count as this process found it (set on the first problem's setup)."""
+
+
+def _drjit() -> Any:
+    import drjit as dr
+
+    return dr
