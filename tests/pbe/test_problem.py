@@ -175,7 +175,13 @@ def test_two_component_problem_scores_and_is_exact_at_the_truth() -> None:
             "pl_v": 1.5,
         },
         parameters=[
-            {"name": n, "low": v / 10, "high": v * 10, "log": True} for n, v in truth.items()
+            {
+                "name": n,
+                "low": v / 10,
+                "high": min(v * 10, 1.0) if n.startswith("alpha") else v * 10,
+                "log": True,
+            }
+            for n, v in truth.items()
         ],
         synthetic={"parameters": truth, "times_s": [0, 300, 600], "quantity": "Q3"},
         cost=[["Q3", "MSE"], ["x_50", "RMSE"]],
@@ -233,3 +239,87 @@ def test_a_relative_data_path_is_stored_absolute_and_resumes_from_elsewhere(
     assert campaign.trials[0].problem.data.path == str(work / "psd.csv")
     (outcome,) = drv.run(campaign, store, reporter=drv.SilentReporter())
     assert outcome.status == "completed"
+
+
+def bounds(name: str, low: float, high: float, log: bool = False) -> list[dict[str, Any]]:
+    """SECTION's searched parameters with ``name``'s bounds replaced (or added)."""
+    others = [q for q in SECTION["parameters"] if q["name"] != name]
+    return [*others, {"name": name, "low": low, "high": high, "log": log}]
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"known": {"alpha": 1.5, "G": 100.0}}, r"known.alpha: alpha must lie in \[0, 1\]"),
+        ({"known": {"alpha": 1.0, "G": -1.0}}, r"known.G: G must lie in \(0, inf\)"),
+        ({"parameters": bounds("pl_v", -0.5, 3.0)}, r"parameters.pl_v: pl_v must lie in \(0,"),
+        ({"parameters": bounds("pl_P1", -1.0, 1.0)}, r"pl_P1 must lie in \[0, inf\)"),
+        (
+            {"fragments": "parabolic",
+             "parameters": [*bounds("pl_v", 1, 2)[:-1],
+                            {"name": "parabolic_c", "low": 0.0, "high": 2.0}]},
+            r"parameters.parabolic_c: parabolic_c must lie in \[-0.5, 1\]",
+        ),
+        ({"synthetic": {**SECTION["synthetic"], "parameters": {**TRUTH, "pl_P1": -1.0}}},
+         r"synthetic.parameters.pl_P1: pl_P1 must lie in"),
+    ],
+)  # fmt: skip
+def test_kernel_parameters_outside_their_range_are_refused_at_config_time(changes, message):
+    with pytest.raises(ValueError, match=message):
+        PBEConfig(**section(**changes))
+
+
+@pytest.mark.parametrize("on_limit", ["warn", "fail"])
+def test_a_grid_too_short_for_the_run_says_so(on_limit):
+    grid = {"classes": 8, "ratio": 2.0, "x0_um": 1.0, "on_limit": on_limit}
+    short = problem(grid=grid)
+    (ev,) = short.evaluate_batch(point(TRUTH, short.space.names))
+    assert ev.extras["top_mass_fraction"] > 1e-3
+    if on_limit == "fail":
+        assert not ev.ok and "outgrow the grid" in ev.error
+    else:
+        assert ev.ok and "outgrow the grid" in ev.warning
+    long = problem()
+    (ev,) = long.evaluate_batch(point(TRUTH, long.space.names))
+    assert ev.ok and ev.warning == "" and ev.extras["top_mass_fraction"] < 1e-3
+
+
+def test_a_monodisperse_start_puts_every_particle_in_one_class():
+    by_index = simulate(section(initial={"kind": "monodisperse", "class_index": 4}), TRUTH, [0])
+    by_size = simulate(
+        section(initial={"kind": "monodisperse", "size_um": 2.0 ** (4 / 3) * 1.05}), TRUTH, [0]
+    )
+    (n0,) = by_index.N
+    assert np.flatnonzero(n0).tolist() == [4]
+    np.testing.assert_array_equal(by_size.N, by_index.N)
+    # scaled to the volume fraction of solids
+    assert n0 @ by_index.class_volumes_m3.sum(axis=1) == pytest.approx(1e-4)
+
+
+def test_an_exponential_start_has_its_mean_volume():
+    sim = simulate(
+        section(
+            grid={"classes": 40, "ratio": 2**0.5, "x0_um": 0.2},
+            initial={"kind": "exponential", "x_mean_um": 3.0},
+        ),
+        TRUTH,
+        [0],
+    )
+    v = sim.class_volumes_m3.sum(axis=1)
+    (n0,) = sim.N
+    mean = (n0 @ v) / n0.sum()
+    assert mean == pytest.approx(np.pi / 6 * (3e-6) ** 3, rel=0.02)
+
+
+@pytest.mark.parametrize(
+    ("initial", "message"),
+    [
+        ({"kind": "monodisperse"}, "exactly one of size_um and class_index"),
+        ({"kind": "monodisperse", "size_um": 2.0, "class_index": 1}, "exactly one"),
+        ({"kind": "lognormal", "class_index": 1}, "only used by kind: monodisperse"),
+        ({"kind": "monodisperse", "class_index": 20}, "past the grid's last class"),
+    ],
+)
+def test_a_start_that_names_no_single_class_is_refused(initial, message):
+    with pytest.raises(ValueError, match=message):
+        PBEConfig(**section(initial=initial))

@@ -24,7 +24,8 @@ def moments(N: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, ...]:
 def solve_1d(ratio: float, classes: int, v0: float, model_kw: dict, params: dict):
     grid = Grid.geometric(1, classes, ratio, (v0,))
     n0 = exponential_start(grid)
-    solver = Solver(Model(grid, **model_kw), n0, rtol=1e-9, atol=1e-13)
+    # volumes in units of the start's mean volume: v_ref = 1 makes the kernels' forms plain
+    solver = Solver(Model(grid, **{"v_ref": 1.0, **model_kw}), n0, rtol=1e-9, atol=1e-13)
     sol = solver.solve(params, TIMES)
     assert sol.error == [""]
     return grid.total_volumes(), n0, sol.N[0]
@@ -53,8 +54,7 @@ def test_constant_kernel_second_moment_error_falls_as_grid_refines() -> None:
 
 def test_sum_kernel_moments_follow_closed_form() -> None:
     v0 = 1e-3
-    # beta = corr_beta (u + v) / v0: corr_beta = 0.1 v0 gives beta0 = 0.1
-    params = {"corr_beta": 0.1 * v0, "alpha": 1.0}
+    params = {"corr_beta": 0.1, "alpha": 1.0}  # beta = 0.1 (u + v) / v_ref, v_ref = 1
     errors = []
     for ratio, classes in ((2**0.5, 70), (2**0.25, 140)):
         v, n0, N = solve_1d(ratio, classes, v0, {"agglomeration": "sum"}, params)
@@ -72,7 +72,7 @@ def test_binary_breakage_with_linear_rate_follows_closed_form() -> None:
     for ratio, classes in ((2**0.5, 60), (2**0.25, 120)):
         v0 = 1e-4
         model = {"agglomeration": None, "breakage": "linear", "fragments": "binary"}
-        v, n0, N = solve_1d(ratio, classes, v0, model, {"pl_P1": v0})
+        v, n0, N = solve_1d(ratio, classes, v0, model, {"pl_P1": 1.0})  # S = v / v_ref
         m0, m1, m2 = moments(N, v)
         np.testing.assert_allclose(m1, m1[0], rtol=1e-12)
         errors.append(np.max(np.abs(m0 / (n0.sum() * (1 + TIMES)) - 1)))
@@ -225,3 +225,41 @@ def test_a_2d_grid_too_short_shows_in_the_volume_on_its_upper_edges() -> None:
     params = {"corr_beta": 10.0, "alpha_11": 1.0, "alpha_12": 1.0, "alpha_22": 1.0}
     sol = Solver(Model(grid, "constant"), n0).solve(params, np.array([0.0, 100.0]))
     assert sol.top_mass_fraction[0] > 0.5
+
+
+def q3_at(grid: Grid, N: np.ndarray, sizes_um: np.ndarray) -> np.ndarray:
+    """Volume share below the diameters ``sizes_um``, per time, from cell-edge cumulatives."""
+    v = grid.total_volumes()
+    edges = np.cbrt(6 / np.pi * cell_edges(grid.components[0])) * 1e6
+    cumulative = np.cumsum(N * v, axis=-1) / (N @ v)[:, None]
+    return np.array([np.interp(np.log(sizes_um), np.log(edges[1:]), c) for c in cumulative])
+
+
+def physical_run(x0_um: float, ratio: float, classes: int, v_ref: float | None = None):
+    """Sum-kernel agglomeration with power-law breakage in SI units, from an exponential
+    start of mean diameter 4 µm, on one grid; Q3 at 2, 4, 8 and 16 µm over time."""
+    grid = Grid.geometric(1, classes, ratio, (np.pi / 6 * (x0_um * 1e-6) ** 3,))
+    vm = np.pi / 6 * (4e-6) ** 3
+    e = cell_edges(grid.components[0]) / vm
+    n0 = 1e14 * (np.exp(-e[:-1]) - np.exp(-e[1:]))
+    model = {"agglomeration": "sum", "breakage": "power_law", "fragments": "power_law"}
+    if v_ref is not None:
+        model["v_ref"] = v_ref
+    params = {"corr_beta": 5e-18, "alpha": 1.0, "G": 10.0, "pl_P1": 1e-4, "pl_P2": 0.8,
+              "pl_v": 2.0}  # fmt: skip
+    sol = Solver(Model(grid, **model), n0, rtol=1e-8, atol=1e-12).solve(params, TIMES * 60)
+    assert sol.error == [""]
+    return q3_at(grid, sol.N[0], np.array([2.0, 4.0, 8.0, 16.0]))
+
+
+def test_the_same_physical_parameters_give_the_same_psd_on_any_grid() -> None:
+    reference = physical_run(0.25, 2**0.25, 160)
+    refinement = np.abs(physical_run(0.25, 2**0.5, 80) - reference).max()
+    # grids of the refinement's ratio differ from the reference by its error; a grid twice
+    # as coarse in ln(ratio) by about 4 times that (second order)
+    for x0, classes in ((1.0, 50), (0.3, 70)):
+        assert np.abs(physical_run(x0, 2**0.5, classes) - reference).max() < 1.5 * refinement
+    assert np.abs(physical_run(0.5, 2.0, 30) - reference).max() < 5 * refinement
+    # scaled by each grid's first pivot, as before, the physics moved with the grid
+    moved = physical_run(0.3, 2**0.5, 70, v_ref=np.pi / 6 * (0.3e-6) ** 3)
+    assert np.abs(moved - reference).max() > 10 * refinement

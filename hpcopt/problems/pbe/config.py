@@ -33,6 +33,7 @@ from hpcopt.problems.pbe.kernels import (
     BreakageRate,
     FragmentDistribution,
     parameter_names,
+    range_error,
 )
 from hpcopt.problems.pbe.psd import Quantity
 from hpcopt.space import Param, Space
@@ -48,11 +49,17 @@ class _Section(BaseModel):
 
 class GridSettings(_Section):
     """``classes`` pivots (per component in 2-D) spaced by ``ratio`` in volume, the first
-    of diameter ``x0_um`` (one per component in 2-D)."""
+    of diameter ``x0_um`` (one per component in 2-D).
+
+    A grid too short for a run loses what grows past its last pivot: when the classes on
+    its upper edge ever hold more than ``top_limit`` of the volume, the evaluation
+    ``fail``s with that reason or (``warn``) is flagged, by ``on_limit``."""
 
     classes: int = Field(30, ge=3, le=200)
     ratio: float = Field(2.0, gt=1.0, le=4.0)
     x0_um: float | tuple[float, float] = 1.0
+    top_limit: float = Field(1e-3, gt=0, le=1)
+    on_limit: Literal["fail", "warn"] = "warn"
 
     @field_validator("x0_um")
     @classmethod
@@ -73,16 +80,32 @@ class Initial(_Section):
     """The state at t = 0, scaled to ``volume_fraction`` of solids (m^3 per m^3).
 
     ``primary``: every particle in the first class (2-D: pure particles of each component,
-    ``composition`` the volume share of component 1). ``lognormal`` (1-D): number-based
-    lognormal of median ``x50_um`` and geometric standard deviation ``sigma_g``. ``data``
-    (1-D): the measured distribution at t = 0 (the data must start at t = 0).
+    ``composition`` the volume share of component 1). ``monodisperse`` (1-D): every
+    particle in one class, class ``class_index`` (0 is the first) or the class whose pivot
+    is nearest ``size_um`` in volume. ``exponential`` (1-D): number density
+    ``n(v) ∝ exp(-v / v_mean)`` integrated over each cell, ``v_mean`` the volume of a sphere
+    of diameter ``x_mean_um``. ``lognormal`` (1-D): number-based lognormal of median
+    ``x50_um`` and geometric standard deviation ``sigma_g``. ``data`` (1-D): the measured
+    distribution at t = 0 (the data must start at t = 0).
     """
 
-    kind: Literal["primary", "lognormal", "data"] = "primary"
+    kind: Literal["primary", "monodisperse", "exponential", "lognormal", "data"] = "primary"
     volume_fraction: float = Field(1.0e-4, gt=0, lt=1)
     composition: float = Field(0.5, ge=0, le=1)
     x50_um: float = Field(2.0, gt=0)
     sigma_g: float = Field(1.5, gt=1)
+    size_um: float | None = Field(None, gt=0)
+    class_index: int | None = Field(None, ge=0)
+    x_mean_um: float = Field(2.0, gt=0)
+
+    @model_validator(mode="after")
+    def _one_class(self) -> Initial:
+        given = (self.size_um is not None) + (self.class_index is not None)
+        if self.kind == "monodisperse" and given != 1:
+            raise ValueError("a monodisperse start needs exactly one of size_um and class_index")
+        if self.kind != "monodisperse" and given:
+            raise ValueError("size_um and class_index are only used by kind: monodisperse")
+        return self
 
 
 class DataFile(_Section):
@@ -144,7 +167,11 @@ class SolverSettings(_Section):
 
 class PBEModel(_Section):
     """The simulated system without the fit: grid, mechanisms, initial state, fixed
-    parameter values (``known``) and the integrator. Enough for a forward run."""
+    parameter values (``known``) and the integrator. Enough for a forward run.
+
+    ``v_ref_um`` is the diameter of the sphere whose volume ``v_ref`` the dimensionless
+    kernels (``sum``, ``product``) and breakage rates (``V = v / v_ref``) are relative to:
+    fixed physics, not the grid, so fitted values carry over between grids."""
 
     dim: Literal[1, 2] = 1
     grid: GridSettings = GridSettings()
@@ -153,6 +180,7 @@ class PBEModel(_Section):
     fragments: FragmentDistribution = "power_law"
     fluid: Fluid = Fluid()
     initial: Initial = Initial()
+    v_ref_um: float = Field(1.0, gt=0, allow_inf_nan=False)
     known: dict[str, float] = Field(default_factory=dict)
     solver: SolverSettings = SolverSettings()
 
@@ -168,6 +196,12 @@ class PBEModel(_Section):
             )
         if self.dim == 2 and self.initial.kind != "primary":
             raise ValueError("initial.kind: 2-D runs start from 'primary' particles")
+        index = self.initial.class_index
+        if index is not None and index >= self.grid.classes:
+            raise ValueError(
+                f"initial.class_index: {index} is past the grid's last class "
+                f"({self.grid.classes - 1})"
+            )
         if self.agglomeration == "none" and self.breakage == "none":
             raise ValueError("nothing happens: agglomeration and breakage are both 'none'")
         unused = sorted(set(self.known) - set(self.needed()))
@@ -175,6 +209,9 @@ class PBEModel(_Section):
             raise ValueError(
                 f"known: {unused} are not used by these mechanisms; they need {list(self.needed())}"
             )
+        for name, value in self.known.items():
+            if error := range_error(name, value, value):
+                raise ValueError(f"known.{name}: {error}; got {value}")
         return self
 
     def needed(self) -> tuple[str, ...]:
@@ -223,6 +260,15 @@ class PBEConfig(ProblemConfig, PBEModel):
             )
         if missing:
             raise ValueError(f"give {missing} in 'parameters' (searched) or 'known' (fixed)")
+        for spec in self.parameters:
+            if error := range_error(spec.name, spec.low, spec.high):
+                raise ValueError(
+                    f"parameters.{spec.name}: {error}; the bounds are [{spec.low}, {spec.high}]"
+                )
+        if self.synthetic is not None:
+            for name, value in self.synthetic.parameters.items():
+                if error := range_error(name, value, value):
+                    raise ValueError(f"synthetic.parameters.{name}: {error}; got {value}")
         if self.synthetic is not None:
             absent = sorted(set(searched) - set(self.synthetic.parameters))
             extra = sorted(set(self.synthetic.parameters) - set(searched))

@@ -6,8 +6,8 @@ broadcast against ``(B, P)`` or ``(B, n)``).
 
 Agglomeration: ``beta = corr_beta * alpha * shape(u, v)`` (m^3/s), with shapes
 
-- ``constant``: 1; ``sum``: ``(u + v) / v0``; ``product``: ``u v / v0**2`` (dimensionless,
-  so ``corr_beta`` carries m^3/s);
+- ``constant``: 1; ``sum``: ``(u + v) / v_ref``; ``product``: ``u v / v_ref**2``
+  (dimensionless, so ``corr_beta`` carries m^3/s);
 - ``shear`` (orthokinetic, Smoluchowski): ``4/3 G (r_u + r_v)^3``;
 - ``brownian`` (perikinetic): ``2 k T / (3 mu) (1/r_u + 1/r_v)(r_u + r_v)``
   (``corr_beta`` is then dimensionless).
@@ -15,9 +15,13 @@ Agglomeration: ``beta = corr_beta * alpha * shape(u, v)`` (m^3/s), with shapes
 ``alpha`` is the collision efficiency: one number in 1-D; in 2-D ``alpha_11, alpha_12,
 alpha_22`` per pair of components, weighted by the colliding particles' volume fractions.
 
-Breakage rate ``S(v)`` (1/s), with ``V = v / v0``: ``constant``: ``pl_P1``; ``linear``:
+Breakage rate ``S(v)`` (1/s), with ``V = v / v_ref``: ``constant``: ``pl_P1``; ``linear``:
 ``pl_P1 V``; ``power_law``: ``pl_P1 G V^pl_P2`` and, in 2-D, ``+ pl_P3 G V_2^pl_P4`` where
-``V_c`` is the volume of component ``c`` over its smallest pivot (``V_1`` in the first term).
+``V_c`` is the volume of component ``c`` over ``v_ref`` (``V_1`` in the first term).
+
+``v_ref`` is an explicit reference volume (m^3), by default :data:`V_REF` (a sphere of
+1 µm diameter), never the grid's: the same parameter values mean the same physics on
+every grid.
 
 Fragment distributions ``b(x)``: the number of fragments per unit ``x = w / v`` (fragment
 over parent volume, ``0 < x <= 1``), each with ``∫ x b dx = 1`` (volume is conserved):
@@ -43,6 +47,43 @@ BreakageRate = Literal["none", "constant", "linear", "power_law"]
 FragmentDistribution = Literal["binary", "four_fragments", "power_law", "parabolic"]
 
 BOLTZMANN = 1.380649e-23  # J/K
+V_REF = float(np.pi / 6 * 1e-18)
+"""The default reference volume of the dimensionless kernel and rate forms, m^3: a sphere
+of 1 µm diameter."""
+
+
+PARAMETER_RANGES: dict[str, tuple[float, float, bool, bool]] = {
+    # name: (low, high, low included, high included)
+    "corr_beta": (0.0, np.inf, False, False),
+    "alpha": (0.0, 1.0, True, True),
+    "alpha_11": (0.0, 1.0, True, True),
+    "alpha_12": (0.0, 1.0, True, True),
+    "alpha_22": (0.0, 1.0, True, True),
+    "G": (0.0, np.inf, False, False),
+    "pl_P1": (0.0, np.inf, True, False),
+    "pl_P2": (-np.inf, np.inf, False, False),
+    "pl_P3": (0.0, np.inf, True, False),
+    "pl_P4": (-np.inf, np.inf, False, False),
+    "pl_v": (0.0, np.inf, False, False),
+    "parabolic_c": (-0.5, 1.0, True, True),
+}
+"""Where each parameter means something: rates and efficiencies are not negative, a
+collision efficiency is at most 1, ``pl_v > 0`` (the power-law fragments' number
+``(pl_v + 1) / pl_v`` is finite), and ``-1/2 <= parabolic_c <= 1`` (every fragment share
+``b(x)`` is non-negative)."""
+
+
+def range_error(name: str, low: float, high: float) -> str:
+    """Why values of ``name`` from ``low`` to ``high`` leave its allowed range, or ``""``."""
+    if name not in PARAMETER_RANGES:
+        return ""
+    lo, hi, lo_in, hi_in = PARAMETER_RANGES[name]
+    below = low < lo or (low == lo and not lo_in)
+    above = high > hi or (high == hi and not hi_in)
+    if not (below or above) and np.isfinite(low) and np.isfinite(high):
+        return ""
+    left, right = ("[" if lo_in else "("), ("]" if hi_in else ")")
+    return f"{name} must lie in {left}{lo:g}, {hi:g}{right}"
 
 
 def kernel_parameters(kernel: AgglomerationKernel | None, dim: int) -> tuple[str, ...]:
@@ -89,20 +130,21 @@ def kernel_shape(
     kernel: AgglomerationKernel,
     u: np.ndarray,
     v: np.ndarray,
-    v0: float,
+    v_ref: float,
     temperature_k: float,
     viscosity_pa_s: float,
 ) -> np.ndarray:
     """The parameter-free part of the kernel for pairs of total volumes ``u, v`` (m^3).
 
-    For ``shear`` the shear rate ``G`` is left out (it is a parameter): multiply by it.
+    ``v_ref`` (m^3) makes the ``sum`` and ``product`` forms dimensionless. For ``shear``
+    the shear rate ``G`` is left out (it is a parameter): multiply by it.
     """
     if kernel == "constant":
         return np.ones_like(u)
     if kernel == "sum":
-        return (u + v) / v0
+        return (u + v) / v_ref
     if kernel == "product":
-        return u * v / v0**2
+        return u * v / v_ref**2
     ru = np.cbrt(3.0 * u / (4.0 * np.pi))
     rv = np.cbrt(3.0 * v / (4.0 * np.pi))
     if kernel == "shear":
@@ -128,15 +170,15 @@ def efficiency_weights(vol_i: np.ndarray, vol_j: np.ndarray) -> np.ndarray:
 
 
 def breakage_rate(
-    rate: BreakageRate, volumes: np.ndarray, v0: np.ndarray, params: dict[str, np.ndarray]
+    rate: BreakageRate, volumes: np.ndarray, v_ref: float, params: dict[str, np.ndarray]
 ) -> np.ndarray:
     """Breakage rate (1/s) of every class, ``(B, n)`` (``rate`` is not ``"none"``).
 
-    ``volumes`` are the classes' component volumes ``(n, dim)``, ``v0`` the smallest pivot
-    of each component, ``params`` arrays of shape ``(B,)``.
+    ``volumes`` are the classes' component volumes ``(n, dim)`` (m^3), ``v_ref`` the
+    reference volume (m^3), ``params`` arrays of shape ``(B,)``.
     """
     total = volumes.sum(axis=1)
-    V = (total / v0.min())[None, :]
+    V = (total / v_ref)[None, :]
     p = {k: np.asarray(v, dtype=float)[:, None] for k, v in params.items()}
     if rate == "constant":
         return np.broadcast_to(p["pl_P1"], (p["pl_P1"].shape[0], len(total))) * (V > 0)
@@ -144,8 +186,8 @@ def breakage_rate(
         return p["pl_P1"] * V
     if volumes.shape[1] == 1:
         return p["pl_P1"] * p["G"] * V ** p["pl_P2"]
-    V1 = (volumes[:, 0] / v0[0])[None, :]
-    V2 = (volumes[:, 1] / v0[1])[None, :]
+    V1 = (volumes[:, 0] / v_ref)[None, :]
+    V2 = (volumes[:, 1] / v_ref)[None, :]
     with np.errstate(divide="ignore"):
         first = np.where(V1 > 0, V1 ** p["pl_P2"], 0.0)
         second = np.where(V2 > 0, V2 ** p["pl_P4"], 0.0)

@@ -68,6 +68,7 @@ def build_solver(config: PBEModel, data: PSDData | None = None) -> tuple[Solver,
         fragments=config.fragments,
         temperature_k=config.fluid.temperature_k,
         viscosity_pa_s=config.fluid.viscosity_pa_s,
+        v_ref=float(np.pi / 6 * (config.v_ref_um * 1e-6) ** 3),
     )
     s = config.solver
     solver = Solver(
@@ -93,6 +94,16 @@ def initial_numbers(config: PBEModel, grid: Grid, sizes: Sizes, data: PSDData | 
             n2 = grid.shape[1]
             n0[1 * n2 + 0] = init.composition / v[n2]
             n0[1] = (1.0 - init.composition) / v[1]
+    elif init.kind == "monodisperse":
+        index = init.class_index
+        if index is None:
+            target = np.pi / 6 * (init.size_um * 1e-6) ** 3
+            index = int(np.argmin(np.abs(np.log(v / target))))
+        n0[index] = 1.0
+    elif init.kind == "exponential":
+        v_mean = np.pi / 6 * (init.x_mean_um * 1e-6) ** 3
+        e = cell_edges(grid.components[0]) / v_mean
+        n0 = np.exp(-e[:-1]) - np.exp(-e[1:])
     elif init.kind == "lognormal":
         from scipy.stats import norm
 
@@ -188,7 +199,18 @@ class PBEProblem(Problem):
                 ev = Evaluation.failed("the cost is not finite (an empty or degenerate PSD)")
             else:
                 ev = Evaluation(value=float(cost[b]))
-            ev.extras = {"top_mass_fraction": float(sol.top_mass_fraction[b])}
+            top, g = float(sol.top_mass_fraction[b]), self.config.grid
+            if ev.ok and top > g.top_limit:
+                reason = (
+                    f"the grid's last classes held {top:.3g} of the volume (grid.top_limit "
+                    f"{g.top_limit:g}): particles outgrow the grid; add grid.classes or raise "
+                    "grid.ratio"
+                )
+                if g.on_limit == "fail":
+                    ev = Evaluation.failed(reason)
+                else:
+                    ev.warning = reason
+            ev.extras = {"top_mass_fraction": top}
             if self.truth is not None:
                 ev.extras.update(recovery_errors(self.space, x, self.truth))
             ev.wall_time_s = each

@@ -29,6 +29,7 @@ from scipy.integrate import BDF, Radau
 
 from hpcopt.problems.pbe.grid import Grid
 from hpcopt.problems.pbe.kernels import (
+    V_REF,
     AgglomerationKernel,
     BreakageRate,
     FragmentDistribution,
@@ -50,6 +51,7 @@ class Model:
     fragments: FragmentDistribution = "binary"
     temperature_k: float = 298.15
     viscosity_pa_s: float = 1.0e-3
+    v_ref: float = V_REF  # m^3: the reference volume of dimensionless kernels and rates
 
     def parameters(self) -> tuple[str, ...]:
         """The names of the parameters this model needs, in a fixed order."""
@@ -116,7 +118,6 @@ class Solver:
         self.max_rhs_evals, self.max_wall_s = max_rhs_evals, max_wall_s
         self.volumes = self.grid.volumes()
         self.v = self.volumes.sum(axis=1)
-        self.v0 = self.grid.smallest()
         volume0 = float(self.y0 @ self.v)
         # Absolute tolerance in volume share: a class matters as much as the volume it holds.
         with np.errstate(divide="ignore"):
@@ -128,7 +129,7 @@ class Solver:
                 m.agglomeration,
                 self.v[self.pairs.first],
                 self.v[self.pairs.second],
-                self.v0.min(),
+                m.v_ref,
                 m.temperature_k,
                 m.viscosity_pa_s,
             )
@@ -163,7 +164,7 @@ class Solver:
                 scale = scale * p["G"][:, None]
             rates.beta = scale * alpha * self.pair_shape[None, :]
         if m.breakage != "none":
-            rates.S = breakage_rate(m.breakage, self.volumes, self.v0, p) * self.grid.active()
+            rates.S = breakage_rate(m.breakage, self.volumes, m.v_ref, p) * self.grid.active()
             rates.F = self.fragments.matrices(m.fragments, p, B)
         return rates
 
