@@ -208,6 +208,16 @@ def _resume(args: argparse.Namespace) -> int:
     if args.submit:
         return cli_slurm.resubmit(args.dir)
     store, campaign = drv.reopen(args.dir)
+    made_with = store.attrs().get("hpcopt_version")
+    if made_with != __version__:
+        # Stored trials keep only the keys their config set: the others take this
+        # version's defaults, which may have changed (coverage's max_depth, floor_dbm).
+        print(
+            f"hpcopt: warning: {args.dir} was created with hpcopt {made_with}, this is "
+            f"{__version__}; settings the config left out now take {__version__}'s "
+            "defaults (see the README's notes on changes)",
+            file=sys.stderr,
+        )
     try:
         outcomes = _drive(campaign, store, args.quiet, retry_failed=args.retry_failed)
     except KeyboardInterrupt:

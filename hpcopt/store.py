@@ -246,7 +246,7 @@ class CampaignStore:
                 raise _TornRead(f"{name}: segment {seq} follows batch {last_seq}")
             with _read_h5(seg) as f:
                 header = json.loads(f.attrs["header"])
-                base_meta = base_meta or header["meta"]
+                base_meta = header["meta"]  # the newest: it may have gained warnings
                 parts.append(History.from_records(f["rows"][()], header))
                 status, error = header["status"], header["error"]
                 if "method_state" in f:

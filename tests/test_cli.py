@@ -108,3 +108,16 @@ def test_ctrl_c_keeps_the_last_checkpoint_and_resume_finishes(tmp_path):
     assert rec.status == "running" and 30 <= len(rec.history) < 900
     assert main(["resume", str(tmp_path / "c"), "-q"]) == 0
     assert len(CampaignStore.open(tmp_path / "c").read_trial("g").history) == 900
+
+
+def test_resume_warns_when_the_campaign_was_made_by_another_version(tmp_path, capsys):
+    import h5py
+
+    path = write_config(tmp_path, GS)
+    assert main(["run", str(path), "-q"]) == 0
+    assert main(["resume", str(tmp_path / "c"), "-q"]) == 0
+    assert "created with hpcopt" not in capsys.readouterr().err
+    with h5py.File(tmp_path / "c" / "campaign.h5", "a") as f:
+        f.attrs["hpcopt_version"] = "0.1.0"
+    assert main(["resume", str(tmp_path / "c"), "-q"]) == 0
+    assert "created with hpcopt 0.1.0" in capsys.readouterr().err

@@ -182,3 +182,16 @@ def test_a_read_that_interleaves_with_a_consolidation_is_repeated(tmp_path, monk
     monkeypatch.setattr(CampaignStore, "_segments", consolidate_between_reads)
     rec = store.read_trial("t")
     assert rec.batches == 5 and list(rec.history.batch[::3]) == [1, 2, 3, 4, 5]
+
+
+def test_metadata_that_grows_during_a_trial_is_read_from_the_newest_checkpoint(tmp_path):
+    store = CampaignStore.create(tmp_path / "c", "c", {}, [{"name": "t"}])
+    meta = {"parameters": ["x0"], "direction": "minimize", "warnings": []}
+    writer = store.writer("t", meta, consolidate_every=100)
+    x = np.array([[0.5]])
+    writer.checkpoint(History.from_evaluations(x, [Evaluation(value=1.0)], 0, 1), {"s": 1})
+    writer.meta["warnings"].append("the floor is dark")
+    writer.checkpoint(History.from_evaluations(x, [Evaluation(value=2.0)], 1, 2), {"s": 2})
+    assert store.read_trial("t").meta["warnings"] == ["the floor is dark"]
+    writer.consolidate()
+    assert store.read_trial("t").meta["warnings"] == ["the floor is dark"]

@@ -230,8 +230,9 @@ class GradientDescent(Method):
         self.state["step"] = step + 1
 
     def gradients_used(self) -> np.ndarray | None:
-        """The loss gradients ``(n, d)`` (unit coordinates) the last step moved each start
-        by, in the rows of its points; NaN in the probes' rows and for starts that stayed."""
+        """The loss gradients ``(n, d)`` (unit coordinates) the last step took for each
+        start, in the rows of its points (a step the constraints then shortened or undid
+        included); NaN in the probes' rows and for starts without a valid gradient."""
         return None if self._used is None else self._used.copy()
 
     def _draw_starts(self, rng: np.random.Generator) -> np.ndarray:
@@ -268,7 +269,7 @@ class GradientDescent(Method):
             directions = (rng.integers(0, 2, size=(n, k, d)) * 2.0 - 1.0) * estimated
             rng_state = rng.bit_generator.state
         signs = np.array([1.0, -1.0])[:, None]
-        probes = x[:, None, None, :] + offset * signs * directions[:, :, None, :]
+        probes = self._wrap(x[:, None, None, :] + offset * signs * directions[:, :, None, :])
         inside = ((probes >= 0.0) & (probes <= 1.0)).all(axis=-1)
         probes = probes.reshape(-1, d)
         usable = inside.reshape(-1)
@@ -316,8 +317,14 @@ class GradientDescent(Method):
         direction = (s["m"] / (1.0 - b1**t)) / (np.sqrt(s["v"] / (1.0 - b2**t)) + c.eps)
         if c.optimizer == "adamw":
             direction = direction + c.weight_decay * s["x"]
-        proposed = np.clip(s["x"] - self._lr * self._lr_factor() * direction, 0.0, 1.0)
+        proposed = np.clip(self._wrap(s["x"] - self._lr * self._lr_factor() * direction), 0, 1)
         return np.where(keep, proposed, s["x"])
+
+    def _wrap(self, u: np.ndarray) -> np.ndarray:
+        """Periodic parameters (angles) go round instead of stopping at their bounds."""
+        if not self.space.periodic.any():
+            return u
+        return np.where(self.space.periodic, np.mod(u, 1.0), u)
 
     def _lr_factor(self) -> float:
         c = self.config

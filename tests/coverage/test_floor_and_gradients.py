@@ -135,3 +135,20 @@ def test_a_dim_floor_is_warned_about_once_per_trial_in_its_log_and_metadata(tmp_
     assert "reached by a ray" in warning
     events = [json.loads(line) for line in (tmp_path / "dim" / "events.jsonl").open()]
     assert [e["message"] for e in events if e["kind"] == "trial_warning"] == [warning]
+
+
+def test_a_region_that_is_no_whole_number_of_cells_maps_like_sionna():
+    problem = built(
+        mode="1ap", region=(0.5, 0.5, 9.8, 6.5),
+        radio={"samples_per_tx": 10_000, "cell_size_m": 0.3, "max_depth": 3},
+    )  # fmt: skip
+    (per_ap,), _ = problem.radio_map(np.array([5.0, 3.0]))
+    assert per_ap.shape == problem.floor.shape == (20, 31)
+    assert problem.evaluate(np.array([5.0, 3.0])).ok
+
+
+def test_the_inside_of_a_closed_room_scene_is_floor():
+    problem = built(mode="1ap", scene="box", region=(-4, -4, 4, 4),
+                    radio={"samples_per_tx": 10_000, "max_depth": 3})  # fmt: skip
+    assert problem.floor.all()
+    assert problem.evaluate(np.array([0.0, 0.0])).ok

@@ -154,7 +154,8 @@ def test_a_yaw_is_searched_only_where_it_changes_the_map():
 
 def test_a_tilt_is_searched_when_asked_and_refused_where_it_does_nothing():
     tilted = config(radio={"pattern": "dipole"}, tilt_deg=(0, 30)).space()
-    assert tilted.names[-1] == "ap1_tilt" and tilted.high[-1] == 30
+    # a tilted dipole leans one way: its yaw says which
+    assert tilted.names[-2:] == ("ap1_yaw", "ap1_tilt") and tilted.high[-1] == 30
     with pytest.raises(ValueError, match="tilting it changes nothing"):
         config(tilt_deg=(0, 30))
 
@@ -219,7 +220,7 @@ def office(**kw) -> CoverageConfig:
         ({"region": (-5, 0, 10, 10)}, "reaches outside the scene"),
         ({"ap_height_m": 3.5}, "between the scene's floor and ceiling"),
         ({"ap_height_m": 1.0}, "must be above radio.plane_height_m"),
-        ({"scene": "box", "region": (-30, -30, 30, 30)}, "reaches outside the scene"),
+        ({"scene": "box", "region": (30, 30, 40, 40)}, "reaches outside the scene"),
         (
             {"mode": "2ap_reflector", "reflector": {"wall": "kitchen"}},
             "unknown wall 'kitchen'",
@@ -265,3 +266,32 @@ def test_a_missing_scene_is_refused_before_a_campaign_folder_exists(tmp_path):
     assert result.returncode == 2, result.stderr
     assert "no such file" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "c").exists()
+
+
+def test_corners_on_a_face_take_that_faces_side_not_the_regions_centre():
+    # room N2's side of the corridor wall (y 6.95..7.05): its face looks north, +y
+    wall = ((4.0, 7.05, 0.5), (7.0, 7.05, 2.5))
+    frame = office(mode="2ap_reflector", reflector={"wall": wall}).wall()
+    assert frame.normal[1] > 0.99
+
+
+def test_a_scene_without_a_ceiling_takes_aps_above_its_meshes():
+    flat = CoverageConfig(name="coverage", scene="simple_reflector", region=(-2, -2, 2, 2))
+    assert flat.ap_height_m == 2.5
+
+
+def test_a_missing_scene_is_named_before_its_missing_region():
+    with pytest.raises(ValueError, match="scene: scene 'nope'"):
+        CoverageConfig(name="coverage", scene="nope")
+
+
+def test_a_ragged_ascii_mesh_is_a_scene_error(tmp_path):
+    from hpcopt.problems.coverage.scene import SceneError, ply_vertices
+
+    mesh = tmp_path / "m.ply"
+    mesh.write_text(
+        "ply\nformat ascii 1.0\nelement vertex 2\nproperty float x\nproperty float y\n"
+        "property float z\nend_header\n0 0 0\n1 1\n"
+    )
+    with pytest.raises(SceneError, match="ragged"):
+        ply_vertices(mesh)

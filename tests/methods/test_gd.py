@@ -366,3 +366,13 @@ def test_gradient_problem_is_refused_when_only_some_parameters_have_one():
             GDConfig(name="gd", gradient="problem"), problem.space(), 0,
             has_gradient=problem.gradient_mask(),
         )  # fmt: skip
+
+
+def test_a_periodic_parameter_goes_round_instead_of_sticking_at_its_bound():
+    space = Space([Param("yaw", -180.0, 180.0, periodic=True)])
+    method = GradientDescent(GDConfig(name="gd", starts=1, steps=1, lr=0.1), space, 0,
+                             has_gradient=True)  # fmt: skip
+    method.state["x"] = np.array([[0.02]])
+    batch = method.ask()
+    method.tell(batch, np.array([0.0]), np.array([[1.0]]))  # downhill is below 0
+    assert 0.9 < method.state["x"][0, 0] < 1.0

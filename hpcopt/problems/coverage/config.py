@@ -128,6 +128,7 @@ class CoverageConfig(ProblemConfig):
     ap_margin_m: float = Field(0.5, ge=0)
     min_separation_m: float = Field(3.0, ge=0)
     tilt_deg: tuple[float, float] | None = None
+    wall_max_thickness_m: float = Field(1.0, gt=0)
     reflector: Reflector = Reflector()
     radio: RadioMapSettings = RadioMapSettings()
     objective: Objective = Objective()
@@ -135,6 +136,12 @@ class CoverageConfig(ProblemConfig):
 
     @model_validator(mode="after")
     def _check(self, info: ValidationInfo) -> CoverageConfig:
+        checks_files = info.context is None or info.context.get("check_files", True)
+        if checks_files:
+            try:  # a scene that is not there says so before its region is asked for
+                resolve_scene(self.scene)
+            except SceneError as exc:
+                raise ValueError(f"scene: {exc}") from None
         x0, y0, x1, y1 = self.area()
         if not (x0 + 2 * self.ap_margin_m < x1 and y0 + 2 * self.ap_margin_m < y1):
             raise ValueError(
@@ -156,7 +163,6 @@ class CoverageConfig(ProblemConfig):
                     "every direction, so tilting it changes nothing; pick a pattern "
                     "(dipole, hw_dipole, tr38901) or an array"
                 )
-        checks_files = info.context is None or info.context.get("check_files", True)
         if checks_files:
             self._check_scene()
         if self.mode == "2ap_reflector":
@@ -180,16 +186,25 @@ class CoverageConfig(ProblemConfig):
             lo, hi = bounds
         x0, y0, x1, y1 = self.area()
         eps = 1e-6
-        if x0 < lo[0] - eps or y0 < lo[1] - eps or x1 > hi[0] + eps or y1 > hi[1] + eps:
+        # The office's floor is all there is; another scene's meshes may be a few objects
+        # in open space, so its region need only meet them.
+        if self.scene == "office":
+            outside = x0 < lo[0] - eps or y0 < lo[1] - eps or x1 > hi[0] + eps or y1 > hi[1] + eps
+        else:
+            outside = x1 < lo[0] - eps or y1 < lo[1] - eps or x0 > hi[0] + eps or y0 > hi[1] + eps
+        if outside:
             raise ValueError(
                 f"region {self.area()} reaches outside the scene {self.scene!r}, which spans "
                 f"x {lo[0]:g}..{hi[0]:g} m, y {lo[1]:g}..{hi[1]:g} m"
             )
-        if self.ap_height_m >= hi[2] or self.radio.plane_height_m <= lo[2]:
+        # Only the office is known to have a ceiling: elsewhere the top of the meshes may
+        # be a ground plane or a roof an AP is mounted above.
+        ceiling = hi[2] if self.scene == "office" else np.inf
+        if self.ap_height_m >= ceiling or self.radio.plane_height_m <= lo[2]:
             raise ValueError(
                 f"ap_height_m ({self.ap_height_m} m) and radio.plane_height_m "
                 f"({self.radio.plane_height_m} m) must lie between the scene's floor and "
-                f"ceiling, z {lo[2]:g}..{hi[2]:g} m"
+                f"ceiling, z {lo[2]:g}..{ceiling:g} m"
             )
 
     def _check_reflector(self) -> None:
@@ -210,9 +225,9 @@ class CoverageConfig(ProblemConfig):
             except ValueError as exc:
                 raise ValueError(f"reflector.wall: {exc}") from None
             if self.scene == "office":
-                from hpcopt.problems.coverage.office import on_a_wall
+                from hpcopt.problems.coverage.office import wall_face_normal
 
-                if not on_a_wall(*wall):
+                if wall_face_normal(*wall) is None:
                     raise ValueError(
                         f"reflector.wall: the rectangle {wall} does not lie on a wall face "
                         "of the office; name one of its walls or give corners on a face"
@@ -234,6 +249,12 @@ class CoverageConfig(ProblemConfig):
 
             a, b, normal = WALLS_FOR_REFLECTORS[wall]
             return WallFrame.from_corners(a, b, towards=np.add(a, normal))
+        if self.scene == "office":
+            from hpcopt.problems.coverage.office import wall_face_normal
+
+            normal = wall_face_normal(*wall)
+            if normal is not None:  # the face's own side, not the region's centre
+                return WallFrame.from_corners(*wall, towards=np.add(wall[0], normal))
         x0, y0, x1, y1 = self.area()
         centre = ((x0 + x1) / 2, (y0 + y1) / 2, self.radio.plane_height_m)
         return WallFrame.from_corners(*wall, towards=centre)
@@ -271,9 +292,14 @@ class CoverageConfig(ProblemConfig):
     @property
     def yaw_matters(self) -> bool:
         """Whether turning an AP about the vertical changes its map (so its yaw is
-        searched): a ``tr38901`` pattern, or an array with several columns. A vertical
-        dipole is symmetric about the vertical and an ``iso`` antenna about everything."""
-        return self.radio.pattern == "tr38901" or self.radio.array_cols > 1
+        searched): a ``tr38901`` pattern, an array with several columns, or any tilted
+        antenna. An upright dipole is symmetric about the vertical and an ``iso`` antenna
+        about everything."""
+        return (
+            self.radio.pattern == "tr38901"
+            or self.radio.array_cols > 1
+            or self.tilt_deg is not None
+        )
 
     @property
     def tilt_matters(self) -> bool:

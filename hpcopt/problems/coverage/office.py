@@ -52,23 +52,25 @@ WALLS_FOR_REFLECTORS: dict[str, tuple[Point3, Point3, Point3]] = {
 """Flat wall rectangles facing into a room, for a passive reflector."""
 
 
-def on_a_wall(a: Point3, b: Point3, tol: float = 1e-3) -> bool:
-    """Whether the vertical rectangle with opposite corners ``a`` and ``b`` lies on a
-    vertical face of one of the office's walls (within ``tol`` metres)."""
+def wall_face_normal(a: Point3, b: Point3, tol: float = 1e-3) -> tuple[float, float, float] | None:
+    """The outward normal of the vertical face of an office wall that the rectangle with
+    opposite corners ``a`` and ``b`` lies on (within ``tol`` metres), or None."""
     lo_r, hi_r = np.minimum(a, b), np.maximum(a, b)
     for box_list in boxes().values():
         for lo, hi in box_list:
             for axis in (0, 1):
                 other = 1 - axis
-                for face in (lo[axis], hi[axis]):
+                for face, side in ((lo[axis], -1.0), (hi[axis], 1.0)):
                     flat = abs(lo_r[axis] - face) < tol and abs(hi_r[axis] - face) < tol
                     within = (
                         lo[other] - tol <= lo_r[other] and hi_r[other] <= hi[other] + tol
                         and lo[2] - tol <= lo_r[2] and hi_r[2] <= hi[2] + tol
                     )  # fmt: skip
                     if flat and within:
-                        return True
-    return False
+                        normal = [0.0, 0.0, 0.0]
+                        normal[axis] = side
+                        return (normal[0], normal[1], normal[2])
+    return None
 
 
 def scene_path() -> Path:

@@ -104,7 +104,6 @@ class CoverageProblem(Problem):
             _THREADS.append(_drjit().thread_count())
         self.floor = self._floor_cells()
         self._gradient_mask = c.gradient_mask()
-        self._warned = False
 
     def _floor_cells(self) -> np.ndarray:
         """Mask ``(ny, nx)`` of the map's cells that are floor (not inside a solid)."""
@@ -115,7 +114,7 @@ class CoverageProblem(Problem):
 
             solid = inside_boxes(centres, [b for group in boxes().values() for b in group])
         else:
-            solid = inside_solids(self._mi, self.scene.mi_scene, centres)
+            solid = inside_solids(self._mi, self.scene.mi_scene, centres, c.wall_max_thickness_m)
         if solid.all():
             raise ValueError(
                 f"region {c.area()}: every cell centre at radio.plane_height_m lies inside "
@@ -204,6 +203,11 @@ class CoverageProblem(Problem):
         watts = np.asarray(rm.rss.numpy(), dtype=float)
         per_ap = to_dbm(watts)
         combined = per_ap.max(axis=0)
+        if combined.shape != self.floor.shape:
+            raise ValueError(
+                f"the radio map has {combined.shape} cells where the floor has "
+                f"{self.floor.shape}; choose radio.cell_size_m to divide the region evenly"
+            )
         floor_rss = combined[self.floor]
         obj = self.config.objective
         xy = np.array([placed[f"ap{i}_position"][:2] for i in range(1, len(self.aps) + 1)])

@@ -8,6 +8,7 @@ folder exists.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -50,7 +51,14 @@ def resolve_scene(scene: str) -> Path:
 
 def scene_bounds(xml: Path) -> tuple[np.ndarray, np.ndarray] | None:
     """Lower and upper corners ``(3,)`` of all PLY meshes of a scene file (metres), or None
-    when a shape is not a plain PLY mesh (then the scene's extent is not checked here)."""
+    when a shape is not a plain PLY mesh (then the scene's extent is not checked here).
+    Read once per file version (every expanded trial validates its scene)."""
+    xml = Path(xml)
+    return _bounds(xml, xml.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=32)
+def _bounds(xml: Path, mtime_ns: int) -> tuple[np.ndarray, np.ndarray] | None:
     try:
         root = ET.parse(xml).getroot()
     except (ET.ParseError, OSError, UnicodeDecodeError) as exc:
@@ -106,8 +114,13 @@ def ply_vertices(path: Path) -> np.ndarray:
     if not {"x", "y", "z"} <= set(names) or not count:
         raise SceneError(f"mesh {path}: no vertex positions")
     if fmt == "ascii":
-        rows = body.decode("ascii").split("\n")[:count]
-        table = np.array([r.split()[: len(props)] for r in rows], dtype=float)
+        rows = [r.split()[: len(props)] for r in body.decode("ascii").split("\n")[:count]]
+        if len(rows) < count or any(len(r) < len(props) for r in rows):
+            raise SceneError(f"mesh {path}: truncated or ragged vertex rows")
+        try:
+            table = np.array(rows, dtype=float)
+        except ValueError:
+            raise SceneError(f"mesh {path}: a vertex row is not numbers") from None
         return table[:, [names.index(c) for c in "xyz"]]
     order = {"binary_little_endian": "<", "binary_big_endian": ">"}.get(fmt)
     if order is None:
