@@ -144,3 +144,16 @@ def drive(root: str) -> None:
 
     store, campaign = drv.reopen(root)
     drv.run(confirming(campaign), store, reporter=drv.SilentReporter())
+
+
+class BlasThreads(Problem):
+    """The sphere, recording how many threads the BLAS libraries it loaded may use."""
+
+    def setup(self) -> None:
+        import scipy.linalg  # noqa: F401 - loads SciPy's own BLAS, as a PBE problem does
+
+    def evaluate(self, x: np.ndarray, gradient: bool = False) -> Evaluation:
+        from threadpoolctl import threadpool_info
+
+        blas = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+        return Evaluation(value=float(x @ x), extras={"blas_threads": float(max(blas))})

@@ -195,3 +195,24 @@ def test_a_client_without_the_token_is_refused(ray_cluster, tmp_path):
                           timeout=120)  # fmt: skip
     assert done.returncode != 0 and "connected" not in done.stdout
     assert "auth" in (done.stdout + done.stderr).lower()
+
+
+def test_each_worker_limits_blas_to_its_cpus_and_the_serial_engine_to_the_machines(
+    ray_cluster,
+):
+    from hpcopt.engine.base import available_cpus
+    from hpcopt.engine.local import LocalEngine
+    from hpcopt.problems.custom import CustomConfig
+
+    problem = CustomConfig(**custom("BlasThreads"))
+    config = RayEngineConfig(**engine_config(ray_cluster, num_workers=1, cpus_per_worker=1))
+    with RayEngine(config) as engine:
+        (ev,) = engine.map(problem, np.zeros((1, 2)))
+    assert ev.extras["blas_threads"] == 1
+    # a driver process whose BLAS someone capped at 1 gets the machine's cores back
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1)
+    with LocalEngine() as serial:
+        (ev,) = serial.map(problem, np.zeros((1, 2)))
+    assert ev.extras["blas_threads"] == available_cpus() > 1

@@ -9,7 +9,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from hpcopt.engine.base import Engine
+from hpcopt.engine.base import Engine, available_cpus, limit_threads
 from hpcopt.problems.base import Evaluation, Problem, ProblemConfig
 
 
@@ -34,6 +34,8 @@ class LocalEngine(Engine):
         if key not in self._problems:
             problem = config.build()
             problem.setup()
+            # after setup: the problem's libraries (SciPy's BLAS) are loaded by then
+            limit_threads(available_cpus())
             self._problems[key] = problem
         return self._problems[key]
 

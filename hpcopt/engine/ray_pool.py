@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import math
 import os
 import shutil
 import time
@@ -32,7 +33,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from hpcopt.engine.base import Engine
+from hpcopt.engine.base import Engine, limit_threads
 from hpcopt.problems.base import Evaluation, Problem, ProblemConfig
 
 
@@ -81,9 +82,10 @@ class RayEngineConfig(BaseModel):
 class RayWorker:
     """The actor: holds set-up problems by config, evaluates chunks of points."""
 
-    def __init__(self) -> None:
+    def __init__(self, threads: int = 1) -> None:
         import ray
 
+        self.threads = threads
         ctx = ray.get_runtime_context()
         self.actor_id = ctx.get_actor_id()
         node_id = ctx.get_node_id()
@@ -112,6 +114,7 @@ class RayWorker:
         if key not in self._problems:
             problem = config.build()
             problem.setup()
+            limit_threads(self.threads)  # after setup, once its libraries are loaded
             self._problems[key] = problem
         evaluations = self._problems[key].evaluate_batch(points, gradient)
         for ev in evaluations:
@@ -176,7 +179,8 @@ class RayEngine(Engine):
         actor = self._remote.options(
             num_cpus=c.cpus_per_worker, num_gpus=c.gpu_fraction, max_restarts=0
         )
-        return [_Slot(actor.remote(), name="starting") for _ in range(count)]
+        threads = max(1, math.floor(c.cpus_per_worker))
+        return [_Slot(actor.remote(threads), name="starting") for _ in range(count)]
 
     def _ensure_workers(self) -> None:
         """Start the pool on first use and wait until every worker is up."""
