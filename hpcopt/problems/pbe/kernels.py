@@ -31,7 +31,12 @@ over parent volume, ``0 < x <= 1``), each with ``∫ x b dx = 1`` (volume is con
 - ``power_law``: ``(pl_v + 1) x^(pl_v - 1)``, ``(pl_v + 1) / pl_v`` fragments (many fines
   for ``pl_v < 1``, binary uniform at ``pl_v = 1``);
 - ``parabolic``: ``2 (1 + parabolic_c (12 (x - 1/2)^2 - 1))``, binary, for
-  ``-1/2 <= parabolic_c <= 1`` (negative: halves favoured; positive: unequal pieces).
+  ``-1/2 <= parabolic_c <= 1`` (negative: halves favoured; positive: unequal pieces);
+- ``product_power_law`` (Diemer & Olson 2002's product function, PSD_opt's BREAKFVAL 3):
+  ``pl_v x^(q-1) (1-x)^(q (pl_v-1) - 1) / B(q, q (pl_v-1))`` with ``q = pl_q``, ``pl_v``
+  fragments, for ``pl_v > 1``, ``pl_q > 0`` (a beta density);
+- ``parabolic_power_law`` (Diemer & Olson's parabolic function, PSD_opt's BREAKFVAL 5):
+  ``(pl_v + 2)(pl_v + 1) x^(pl_v - 1) (1 - x)``, ``(pl_v + 2) / pl_v`` fragments.
 
 In 2-D a fragment keeps its parent's composition.
 """
@@ -44,7 +49,10 @@ import numpy as np
 
 AgglomerationKernel = Literal["constant", "sum", "product", "shear", "brownian"]
 BreakageRate = Literal["none", "constant", "linear", "power_law"]
-FragmentDistribution = Literal["binary", "four_fragments", "power_law", "parabolic"]
+FragmentDistribution = Literal[
+    "binary", "four_fragments", "power_law", "parabolic", "product_power_law",
+    "parabolic_power_law",
+]  # fmt: skip
 
 BOLTZMANN = 1.380649e-23  # J/K
 V_REF = float(np.pi / 6 * 1e-18)
@@ -65,6 +73,7 @@ PARAMETER_RANGES: dict[str, tuple[float, float, bool, bool]] = {
     "pl_P3": (0.0, np.inf, True, False),
     "pl_P4": (-np.inf, np.inf, False, False),
     "pl_v": (0.0, np.inf, False, False),
+    "pl_q": (0.0, np.inf, False, False),
     "parabolic_c": (-0.5, 1.0, True, True),
 }
 """Where each parameter means something: rates and efficiencies are not negative, a
@@ -108,7 +117,20 @@ def fragment_parameters(fragments: FragmentDistribution, rate: BreakageRate) -> 
     """Parameter names a fragment distribution needs (none when nothing breaks)."""
     if rate == "none":
         return ()
-    return {"power_law": ("pl_v",), "parabolic": ("parabolic_c",)}.get(fragments, ())
+    return {
+        "power_law": ("pl_v",),
+        "parabolic": ("parabolic_c",),
+        "product_power_law": ("pl_v", "pl_q"),
+        "parabolic_power_law": ("pl_v",),
+    }.get(fragments, ())
+
+
+def fragment_range_error(fragments: FragmentDistribution, name: str, low: float) -> str:
+    """A fragment distribution's own limit beyond :data:`PARAMETER_RANGES`, or ``""``:
+    the product power law is a beta density only for ``pl_v > 1``."""
+    if fragments == "product_power_law" and name == "pl_v" and low <= 1.0:
+        return "pl_v must be > 1 for fragments: product_power_law (pl_v is the fragment count)"
+    return ""
 
 
 def parameter_names(
@@ -222,6 +244,21 @@ def fragment_moments(
                 (nu + 1) / (nu + 2) * x ** (nu + 2),
             ]
         )
+    if fragments == "parabolic_power_law":
+        nu = np.asarray(params["pl_v"], dtype=float).reshape((-1,) + (1,) * (x.ndim - 1))
+        k = (nu + 2) * (nu + 1)
+        return np.stack(
+            [k * (x ** (nu + m) / (nu + m) - x ** (nu + m + 1) / (nu + m + 1)) for m in range(3)]
+        )
+    if fragments == "product_power_law":
+        from scipy.special import beta, betainc
+
+        shape = (-1,) + (1,) * (x.ndim - 1)
+        nu = np.asarray(params["pl_v"], dtype=float).reshape(shape)
+        q = np.asarray(params["pl_q"], dtype=float).reshape(shape)
+        a, b = q, q * (nu - 1)
+        # ∫_0^x s^m nu s^(a-1) (1-s)^(b-1) / B(a, b) ds = nu I_x(a+m, b) B(a+m, b) / B(a, b)
+        return np.stack([nu * betainc(a + m, b, x) * beta(a + m, b) / beta(a, b) for m in range(3)])
     if fragments == "parabolic":
         c = np.asarray(params["parabolic_c"], dtype=float).reshape((-1,) + (1,) * (x.ndim - 1))
         z, z0 = x - 0.5, -0.5
