@@ -8,7 +8,9 @@
   parent volume`` over which a fragment falls in one grid cell, with each corner's
   fixed-pivot share there as a polynomial in ``x`` (degree <= 2, bilinear in 2-D). With
   the antiderivatives of a fragment distribution this gives the exact fragment matrices.
-"""
+
+The cell-average technique (:mod:`.cat`) builds the same two kinds of operator with other
+rows: what lands in each cell, by number and by volume, instead of births at pivots."""
 
 from __future__ import annotations
 
@@ -25,19 +27,13 @@ from hpcopt.problems.pbe.kernels import FragmentDistribution, fragment_moments
 class PairOperator:
     first: np.ndarray  # (P,) class index of the first partner
     second: np.ndarray  # (P,) and of the second (first <= second)
-    M: sp.csr_matrix  # (n, P)
-    Z: sp.csr_matrix  # (n * n, 2 P)
+    M: sp.csr_matrix  # (m, P): m = n rows of rates of change (m = 3 n for the cell average)
+    Z: sp.csr_matrix  # (m * n, 2 P)
 
     @classmethod
     def build(cls, grid: Grid) -> PairOperator:
-        n, vols = grid.n, grid.volumes()
-        active = np.flatnonzero(grid.active())
-        ii, jj = np.triu_indices(len(active))
-        first, second = active[ii], active[jj]
-        landing = vols[first] + vols[second]
-        tops = np.array([u[-1] for u in grid.components])
-        keep = np.all(landing <= tops * (1 + 1e-12), axis=1)
-        first, second, landing = first[keep], second[keep], landing[keep]
+        """The fixed-pivot operator: births at the pivots around each product, deaths."""
+        first, second, landing = pairs_on_grid(grid)
         P = len(first)
         rows, cols = [np.concatenate([first, second])], [np.tile(np.arange(P), 2)]
         vals = [-np.ones(2 * P)]
@@ -46,8 +42,24 @@ class PairOperator:
             rows.append(dest[nz])
             cols.append(np.arange(P)[nz])
             vals.append(weight[nz])
+        return cls.assemble(grid.n, first, second, rows, cols, vals, grid.n)
+
+    @classmethod
+    def assemble(
+        cls,
+        n: int,
+        first: np.ndarray,
+        second: np.ndarray,
+        rows: list[np.ndarray],
+        cols: list[np.ndarray],
+        vals: list[np.ndarray],
+        m: int,
+    ) -> PairOperator:
+        """``M`` (``m x P``) from its entries (row, pair, value), and ``Z`` from ``M``:
+        entry ``(row, p)`` is placed at ``row * n + partner`` for each partner of ``p``."""
+        P = len(first)
         M = sp.csr_matrix(
-            (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, P)
+            (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(m, P)
         )
         coo = M.tocoo()
         Z = sp.csr_matrix(
@@ -58,9 +70,22 @@ class PairOperator:
                     np.concatenate([coo.col, P + coo.col]),
                 ),
             ),
-            shape=(n * n, 2 * P),
+            shape=(m * n, 2 * P),
         )
         return cls(first, second, M, Z)
+
+
+def pairs_on_grid(grid: Grid) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The colliding pairs ``(first <= second)`` whose product lies within the grid's last
+    pivot in every component, and the product's component volumes ``(P, dim)`` (m^3)."""
+    vols = grid.volumes()
+    active = np.flatnonzero(grid.active())
+    ii, jj = np.triu_indices(len(active))
+    first, second = active[ii], active[jj]
+    landing = vols[first] + vols[second]
+    tops = np.array([u[-1] for u in grid.components])
+    keep = np.all(landing <= tops * (1 + 1e-12), axis=1)
+    return first[keep], second[keep], landing[keep]
 
 
 def corners(grid: Grid, w: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -87,7 +112,7 @@ def corners(grid: Grid, w: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
 class FragmentOperator:
     x: np.ndarray  # (E, 2) stretch [x_a, x_b] of each entry
     coef: np.ndarray  # (3, E) the share polynomial c0 + c1 x + c2 x^2 on it
-    assemble: sp.csr_matrix  # (n * n, E) entry -> F[dest, parent]
+    assemble: sp.csr_matrix  # (rows * n, E) entry -> F[row, parent]; rows = n (2 n for CAT)
     n: int
 
     @classmethod
@@ -132,12 +157,13 @@ class FragmentOperator:
     def matrices(
         self, fragments: FragmentDistribution, params: dict[str, np.ndarray], B: int
     ) -> np.ndarray:
-        """Fragment matrices ``F[b, k, q]`` (fragments class ``q`` sends to class ``k``),
-        ``(B, n, n)``, for ``B`` sets of the distribution's parameters."""
+        """Fragment matrices ``F[b, k, q]`` (fragments class ``q`` sends to row ``k``),
+        ``(B, rows, n)``, for ``B`` sets of the distribution's parameters."""
         m = fragment_moments(fragments, self.x, params)
         delta = np.broadcast_to(m[..., 1] - m[..., 0], (3, B, len(self.x)))
         shares = np.einsum("mbe,me->be", delta, self.coef)
-        return (self.assemble @ shares.T).T.reshape(B, self.n, self.n)
+        rows = self.assemble.shape[0] // self.n
+        return (self.assemble @ shares.T).T.reshape(B, rows, self.n)
 
 
 def _linear_shares(

@@ -1,5 +1,5 @@
-"""The dPBE solver: fixed-pivot discretisation, vectorised right-hand side, analytic Jacobian,
-batched over parameter sets, integrated by SciPy's stiff solvers.
+"""The dPBE solver: fixed-pivot or cell-average discretisation, vectorised right-hand side,
+analytic Jacobian, batched over parameter sets, integrated by SciPy's stiff solvers.
 
 The state is ``y = N / N_ref`` (number concentrations over the initial total), shape
 ``(B, n)`` for ``B`` parameter sets integrated together as one system whose Jacobian is
@@ -10,6 +10,12 @@ right-hand side is ``M r`` and the Jacobian ``M dr/dy`` is one sparse-times-dens
 for the whole batch. Breakage is linear: ``F (S y) - S y`` with ``F[k, q]`` the fragments
 class ``q`` sends to class ``k``, integrated exactly from the fragment distribution's
 antiderivatives. Both operators are built once per grid (:mod:`.operators`).
+
+With the cell-average technique (``Model.discretisation = "cell_average"``, 1-D,
+:mod:`.cat`) the same two operators write the deaths and losses directly and, in ``2n``
+more rows, the number and volume born in each cell (collisions and fragments pooled);
+each cell's births are then placed at their mean volume on two pivots. That placement is
+piecewise linear in the cell sums, so the Jacobian is the chain rule through it.
 
 Collisions whose product would lie beyond the grid's last pivot are not counted (neither
 partner dies): nothing leaves the grid, so number-weighted volume is conserved to
@@ -27,6 +33,13 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.integrate import BDF, Radau
 
+from hpcopt.problems.pbe.cat import (
+    DISCRETISATIONS,
+    CellAverage,
+    Discretisation,
+    cell_average_fragments,
+    cell_average_pairs,
+)
 from hpcopt.problems.pbe.grid import Grid
 from hpcopt.problems.pbe.kernels import (
     V_REF,
@@ -43,7 +56,9 @@ from hpcopt.problems.pbe.operators import FragmentOperator, PairOperator
 
 @dataclass(frozen=True)
 class Model:
-    """What is simulated: the grid and the mechanisms (no parameter values)."""
+    """What is simulated: the grid, the mechanisms and how they are discretised (no
+    parameter values). ``discretisation``: ``"fixed_pivot"`` (Kumar & Ramkrishna 1996, 1-D
+    and 2-D) or ``"cell_average"`` (Kumar et al. 2006, 2008; 1-D only)."""
 
     grid: Grid
     agglomeration: AgglomerationKernel | None = "constant"
@@ -52,6 +67,18 @@ class Model:
     temperature_k: float = 298.15
     viscosity_pa_s: float = 1.0e-3
     v_ref: float = V_REF  # m^3: the reference volume of dimensionless kernels and rates
+    discretisation: Discretisation = "fixed_pivot"
+
+    def __post_init__(self) -> None:
+        if self.discretisation not in DISCRETISATIONS:
+            raise ValueError(
+                f"discretisation must be one of {', '.join(DISCRETISATIONS)}, "
+                f"got {self.discretisation!r}"
+            )
+        if self.discretisation == "cell_average" and self.grid.dim != 1:
+            raise ValueError(
+                "the cell-average technique is 1-D only for now; use fixed_pivot in 2-D"
+            )
 
     def parameters(self) -> tuple[str, ...]:
         """The names of the parameters this model needs, in a fixed order."""
@@ -122,8 +149,17 @@ class Solver:
         # Absolute tolerance in volume share: a class matters as much as the volume it holds.
         with np.errstate(divide="ignore"):
             self.atol = np.where(self.v > 0, atol * volume0 / self.v, atol)
+        self.cell_average = model.discretisation == "cell_average"
+        # rows of the gains (what the operators write): the rates of change, and with the
+        # cell average the number and volume born in each cell after them
+        n = self.grid.n
+        self.rows = 3 * n if self.cell_average else n
+        self.fragment_rows = slice(n, 3 * n) if self.cell_average else slice(0, n)
+        if self.cell_average:
+            self.cells = CellAverage.build(self.grid.components[0])
         if model.agglomeration is not None:
-            self.pairs = PairOperator.build(self.grid)
+            build_pairs = cell_average_pairs if self.cell_average else PairOperator.build
+            self.pairs = build_pairs(self.grid)
             m = model
             shape = kernel_shape(
                 m.agglomeration,
@@ -139,7 +175,10 @@ class Solver:
                     self.volumes[self.pairs.first], self.volumes[self.pairs.second]
                 )
         if model.breakage != "none":
-            self.fragments = FragmentOperator.build(self.grid)
+            build_fragments = (
+                cell_average_fragments if self.cell_average else FragmentOperator.build
+            )
+            self.fragments = build_fragments(self.grid)
 
     # -- rates for a batch of parameter sets -------------------------------------------
 
@@ -170,27 +209,47 @@ class Solver:
 
     def rhs(self, y: np.ndarray, rates: _Rates) -> np.ndarray:
         """``dy/dt`` for states ``y`` of shape ``(B, n)``."""
-        out = np.zeros_like(y)
+        gains = self._gains(y, rates)
+        if not self.cell_average:
+            return gains
+        n = self.grid.n
+        return gains[:, :n] + self.cells.births(gains[:, n:])
+
+    def jacobian(self, y: np.ndarray, rates: _Rates) -> np.ndarray:
+        """``d rhs / d y`` per parameter set, shape ``(B, n, n)``."""
+        d_gains = self._gain_jacobian(y, rates)
+        if not self.cell_average:
+            return d_gains
+        n = self.grid.n
+        # the pivots each cell's births go to are chosen by the cell sums at y
+        cells = self._gains(y, rates)[:, n:]
+        return d_gains[:, :n] + self.cells.births_jacobian(cells, d_gains[:, n:])
+
+    def _gains(self, y: np.ndarray, rates: _Rates) -> np.ndarray:
+        """What the operators write for states ``y`` ``(B, n)``: ``(B, rows)``."""
+        B, n = y.shape
+        out = np.zeros((B, self.rows))
         if rates.beta is not None:
             r = rates.beta * y[:, self.pairs.first] * y[:, self.pairs.second]
             out += (self.pairs.M @ r.T).T
         if rates.S is not None:
             sy = rates.S * y
-            out += np.matmul(rates.F, sy[:, :, None])[:, :, 0] - sy
+            out[:, self.fragment_rows] += np.matmul(rates.F, sy[:, :, None])[:, :, 0]
+            out[:, :n] -= sy
         return out
 
-    def jacobian(self, y: np.ndarray, rates: _Rates) -> np.ndarray:
-        """``d rhs / d y`` per parameter set, shape ``(B, n, n)``."""
+    def _gain_jacobian(self, y: np.ndarray, rates: _Rates) -> np.ndarray:
+        """``d gains / d y``, ``(B, rows, n)``."""
         B, n = y.shape
-        jac = np.zeros((B, n, n))
+        jac = np.zeros((B, self.rows, n))
         if rates.beta is not None:
             pairs = self.pairs
             X = np.concatenate(
                 [rates.beta * y[:, pairs.second], rates.beta * y[:, pairs.first]], axis=1
             )
-            jac += (pairs.Z @ X.T).T.reshape(B, n, n)
+            jac += (pairs.Z @ X.T).T.reshape(B, self.rows, n)
         if rates.S is not None:
-            jac += rates.F * rates.S[:, None, :]
+            jac[:, self.fragment_rows] += rates.F * rates.S[:, None, :]
             jac[:, np.arange(n), np.arange(n)] -= rates.S
         return jac
 
@@ -319,7 +378,7 @@ class _Rates:
     B: int
     beta: np.ndarray | None = None
     S: np.ndarray | None = None
-    F: np.ndarray | None = None
+    F: np.ndarray | None = None  # (B, n, n); with the cell average (B, 2n, n), into cells
 
     def select(self, b: int) -> _Rates:
         def pick(a: np.ndarray | None) -> np.ndarray | None:
