@@ -3,6 +3,8 @@
 The output holds ``t``, ``x`` and ``values`` with ``quantity`` and ``size_unit`` attributes
 (the measured-data format, so it can be fitted as ``data: {path: ...}``), and, in HDF5,
 the raw class concentrations ``N`` (#/m^3), ``class_volumes_m3`` and the parameters.
+A section with ``experiments`` runs the one named by ``--experiment``, with its own model,
+known values and synthetic parameters (mapped to its model's names by its ``rename``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from hpcopt import config as cfg
+from hpcopt.problems.pbe.config import PBEConfig, PBEModel
 from hpcopt.problems.pbe.data import NOISE_MODELS, add_noise, save_psd
 from hpcopt.problems.pbe.psd import QUANTITIES
 
@@ -31,11 +34,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help="run the dPBE at given parameters and write the PSD over time",
         description="Run the dPBE of SPEC's pbe problem (a campaign config: its first pbe "
         "trial or --trial; or a file holding just the problem section) at the parameter "
-        "values of its synthetic.parameters and known, each overridden by --set.",
+        "values of its synthetic.parameters and known, each overridden by --set. A section "
+        "with experiments runs the one --experiment names; --set then names that "
+        "experiment's own parameters (after its rename).",
     )
     p.add_argument("spec", help="campaign config or pbe problem section (YAML or JSON)")
     p.add_argument("-o", "--output", required=True, help="output file (.h5, .hdf5 or .csv)")
     p.add_argument("--trial", help="which trial of a campaign config")
+    p.add_argument("--experiment", help="which experiment of a section with experiments")
     p.add_argument(
         "--set", action="append", default=[], metavar="NAME=VALUE", help="a parameter value"
     )
@@ -51,11 +57,11 @@ def _simulate(args: argparse.Namespace) -> int:
 
     try:
         section = _section(args.spec, args.trial)
-        values = dict((section.get("synthetic") or {}).get("parameters", {}))
+        model, values, synthetic_times = _experiment(section, args.experiment)
         values.update(_assignments(args.set))
-        times = _times(args.times, section)
+        times = _times(args.times, synthetic_times)
         noise = _noise(args.noise)
-        sim = simulate(section, values, times)
+        sim = simulate(model, values, times)
         data = sim.psd(args.quantity)
         if noise:
             data = add_noise(data, noise[0], noise[1], np.random.default_rng(args.seed))
@@ -98,6 +104,28 @@ def _section(path: str, trial: str | None) -> dict[str, Any]:
     return pbe[0].problem.model_dump()
 
 
+def _experiment(
+    section: dict[str, Any], name: str | None
+) -> tuple[PBEModel | dict[str, Any], dict[str, float], list[float] | None]:
+    """What to run: the model (a section without experiments is its own), the parameter
+    values of its synthetic data in the model's names, and their times (None: not given)."""
+    if not section.get("experiments"):
+        if name is not None:
+            raise ValueError(f"--experiment {name!r}: the section has no experiments")
+        synthetic = section.get("synthetic") or {}
+        return section, dict(synthetic.get("parameters", {})), synthetic.get("times_s")
+    config = PBEConfig.model_validate(section, context={"check_files": False})
+    runs = {run.name: run for run in config.resolved_experiments()}
+    if name not in runs:
+        raise ValueError(f"--experiment: give one of the section's experiments {list(runs)}")
+    run = runs[name]
+    if run.synthetic is None:
+        return run.model, {}, None
+    truth = run.synthetic.parameters
+    values = {own: truth[source] for own, source in run.searched.items()}
+    return run.model, values, run.synthetic.times_s
+
+
 def _assignments(items: list[str]) -> dict[str, float]:
     out = {}
     for item in items:
@@ -111,14 +139,14 @@ def _assignments(items: list[str]) -> dict[str, float]:
     return out
 
 
-def _times(text: str | None, section: dict[str, Any]) -> list[float]:
+def _times(text: str | None, synthetic_times: list[float] | None) -> list[float]:
     if text:
         try:
             return [float(t) for t in text.split(",")]
         except ValueError:
             raise ValueError(f"--times {text!r}: expected numbers separated by commas") from None
-    if section.get("synthetic"):
-        return list(section["synthetic"]["times_s"])
+    if synthetic_times:
+        return list(synthetic_times)
     raise ValueError("give --times (the section has no synthetic.times_s)")
 
 

@@ -69,7 +69,7 @@ def test_csv_header_may_say_time_in_any_case(tmp_path):
         ("psd.csv", HEADER.replace("2.0", "two") + "0,1,1,1\n", "line 3, column 3: 'two'"),
         ("psd.csv", HEADER + "0,0.1,0.5\n", "line 4: ragged row with 3 cells, the header has 4"),
         ("psd.csv", HEADER.replace("4.0", "1.5") + "0,1,1,1\n", "sizes must be strictly incr"),
-        ("psd.csv", HEADER + "60,1,1,1\n0,1,1,1\n", "times must be strictly increasing"),
+        ("psd.csv", HEADER + "60,1,1,1\n0,1,1,1\n", "times must not decrease"),
         ("psd.csv", HEADER + "-1,1,1,1\n", r"times must be finite and >= 0: t\[0\] = -1.0"),
         (
             "psd.csv",
@@ -214,3 +214,30 @@ def test_noise_rejects_an_unknown_model_and_a_bad_level():
         add_noise(density(), "pink", 0.1, np.random.default_rng(0))
     with pytest.raises(ValueError, match="poisson noise level must be finite and > 0"):
         add_noise(density(), "poisson", 0, np.random.default_rng(0))
+
+
+def test_repeated_times_are_samples_of_one_time_point(tmp_path):
+    data = load_psd(write(tmp_path, HEADER + "0,0.1,0.5,0.2\n60,0.05,0.4,0.3\n60,0.07,0.38,0.31\n"))
+    np.testing.assert_array_equal(data.t, [0.0, 60.0, 60.0])
+    np.testing.assert_array_equal(data.times, [0.0, 60.0])
+    np.testing.assert_array_equal(data.time_index, [0, 1, 1])
+    np.testing.assert_array_equal(data.values[2], [0.07, 0.38, 0.31])
+
+
+@pytest.mark.parametrize("name", ["psd.csv", "psd.h5"])
+def test_repeated_samples_round_trip(tmp_path, name):
+    data = PSDData(t=np.repeat(T, 2), x=X, values=np.repeat(q3, 2, axis=0), quantity="q3")
+    save_psd(tmp_path / name, data)
+    back = load_psd(tmp_path / name)
+    np.testing.assert_array_equal(back.t, data.t)
+    np.testing.assert_array_equal(back.values, data.values)
+
+
+def test_samples_of_one_time_must_be_adjacent(tmp_path):
+    path = write(tmp_path, HEADER + "0,1,1,1\n60,1,1,1\n0,1,1,1\n")
+    with pytest.raises(
+        PSDDataError,
+        match=r"times must not decrease \(repeated samples of one time are adjacent rows\): "
+        r"t\[2\] = 0 follows t\[1\] = 60",
+    ):
+        load_psd(path)

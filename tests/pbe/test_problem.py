@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from hpcopt.cli import main
 from hpcopt.problems.pbe.config import PBEConfig
-from hpcopt.problems.pbe.data import load_psd, save_psd
+from hpcopt.problems.pbe.data import PSDData, load_psd, save_psd
 from hpcopt.problems.pbe.problem import simulate
 
 TRUTH = {"corr_beta": 1.0, "pl_P1": 1e-4, "pl_P2": 0.5, "pl_v": 1.5}
@@ -323,3 +323,48 @@ def test_an_exponential_start_has_its_mean_volume():
 def test_a_start_that_names_no_single_class_is_refused(initial, message):
     with pytest.raises(ValueError, match=message):
         PBEConfig(**section(initial=initial))
+
+
+def test_a_start_from_data_with_repeated_samples_starts_from_their_mean(tmp_path):
+    Q = simulate(section(), TRUTH, [0, 300, 600]).psd("Q3")
+    a, b = Q.values[0], Q.values[2]  # two differently shaped samples at t = 0
+
+    def start(rows: list[np.ndarray]) -> np.ndarray:
+        t = [0.0] * len(rows) + [300.0]
+        path = tmp_path / f"psd{len(rows)}-{rows[0][3]:.6g}.h5"
+        save_psd(path, PSDData(t=t, x=Q.x, values=[*rows, Q.values[1]], quantity="Q3"))
+        changes = {"synthetic": None, "data": {"path": str(path)}, "cost": [["Q3", "MSE"]]}
+        fit = PBEConfig(**section(initial={"kind": "data"}, **changes)).build()
+        fit.setup()
+        return fit.solver.y0 * fit.solver.n_ref
+
+    both = start([a, b])
+    np.testing.assert_allclose(both, start([(a + b) / 2]))
+    assert not np.allclose(both, start([a]))
+
+
+def test_the_cell_average_technique_is_chosen_in_the_config_and_refused_in_2d():
+    fp = problem()
+    cat = problem(discretisation="cell_average")
+    assert cat.solver.model.discretisation == "cell_average"
+    x = point(TRUTH, fp.space.names)
+    (a,), (b,) = fp.evaluate_batch(x), cat.evaluate_batch(x)
+    assert a.ok and b.ok and a.value != b.value  # the same data, another discretisation
+    with pytest.raises(ValueError, match="cell-average technique is 1-D only"):
+        PBEConfig(
+            **section(
+                dim=2,
+                discretisation="cell_average",
+                grid={"classes": 8, "x0_um": [1.0, 1.0]},
+                initial={"kind": "primary"},
+            )
+        )
+
+
+def test_a_product_power_law_needs_more_than_one_fragment():
+    doc = section(
+        fragments="product_power_law",
+        parameters=[*bounds("pl_v", 0.5, 3.0), {"name": "pl_q", "low": 0.5, "high": 2}],
+    )
+    with pytest.raises(ValueError, match="pl_v must be > 1 for fragments: product_power_law"):
+        PBEConfig(**doc)

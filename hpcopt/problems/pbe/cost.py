@@ -86,6 +86,11 @@ def metric(model: np.ndarray, data: np.ndarray, name: Metric) -> np.ndarray:
     a discrete distribution (clipped at 0, plus 1e-12, normalised to sum 1) and averages
     ``KL(data || model)`` over rows; for densities on unequal cells this weighs each class
     by 1 / cell width on both sides alike, and it is 0 only when the rows agree.
+
+    The rows may repeat a time (repeated samples, each row beside the model at its time):
+    every row counts once, so with as many samples per time the MSE, MAE and KL are the
+    mean of the per-sample ones (the MSE's floor is then the samples' variance, its
+    minimiser the fit to their mean).
     """
     if name not in METRICS:
         raise ValueError(f"unknown metric {name!r}; allowed: {', '.join(METRICS)}")

@@ -1,9 +1,11 @@
 """Measured particle-size distributions: validation, CSV / HDF5 files and noise models.
 
-A :class:`PSDData` holds ``T`` measurements at times ``t`` (seconds) of one quantity
+A :class:`PSDData` holds ``R`` measured rows at times ``t`` (seconds) of one quantity
 (``q0``, ``q3``, ``Q0`` or ``Q3``, see :mod:`hpcopt.problems.pbe.psd`) at ``m`` sizes ``x``
-(in ``size_unit``, default ``um``). Every check names what is wrong (which time row, which
-size column) in a :class:`PSDDataError`; errors about a file start with its path.
+(in ``size_unit``, default ``um``). Rows that share a time are repeated samples of that
+time point (replicate measurements); they must be adjacent, so times never decrease. Every
+check names what is wrong (which row, which size column) in a :class:`PSDDataError`;
+errors about a file start with its path.
 
 File formats
 ------------
@@ -18,7 +20,14 @@ time point: the time, then the values::
     0,0.1,0.5,0.2
     60,0.05,0.4,0.3
 
-HDF5 (``.h5``, ``.hdf5``): datasets ``t`` (T,), ``x`` (m,) and ``values`` (T, m);
+Repeated samples repeat the time::
+
+    t,1.0,2.0,4.0
+    0,0.1,0.5,0.2
+    60,0.05,0.4,0.3
+    60,0.07,0.38,0.31
+
+HDF5 (``.h5``, ``.hdf5``): datasets ``t`` (R,), ``x`` (m,) and ``values`` (R, m);
 attributes ``quantity`` and ``size_unit`` on the file root.
 
 Both ``quantity`` and ``size_unit`` must be known: from the file, or from the arguments of
@@ -69,10 +78,11 @@ class PSDDataError(ValueError):
 
 @dataclass(frozen=True)
 class PSDData:
-    """Measured PSDs: ``values`` (T, m) of ``quantity`` at times ``t`` (T,) in seconds and
-    sizes ``x`` (m,) in ``size_unit``.
+    """Measured PSDs: ``values`` (R, m) of ``quantity`` at times ``t`` (R,) in seconds and
+    sizes ``x`` (m,) in ``size_unit``; rows with equal times are repeated samples of one
+    time point (:attr:`times` lists the distinct ones, :attr:`time_index` maps rows to them).
 
-    Checked on construction: ``t`` strictly increasing and >= 0; ``x`` strictly increasing
+    Checked on construction: ``t`` nondecreasing and >= 0; ``x`` strictly increasing
     and > 0 (at least two sizes); ``values`` finite and >= 0, and for ``Q`` data every row
     nondecreasing and at most 1 (+1e-6). Arrays are stored as float copies.
     """
@@ -93,9 +103,19 @@ class PSDData:
         if not isinstance(self.size_unit, str) or not self.size_unit.strip():
             raise PSDDataError(f"size_unit must be a non-empty string, got {self.size_unit!r}")
         self._check_shapes()
-        _check_axis("t", self.t, "time", strictly_positive=False)
-        _check_axis("x", self.x, "size", strictly_positive=True)
+        _check_axis("t", self.t, "time", strictly_positive=False, repeats=True)
+        _check_axis("x", self.x, "size", strictly_positive=True, repeats=False)
         self._check_values()
+
+    @property
+    def times(self) -> np.ndarray:
+        """The distinct measurement times (T,), s, increasing."""
+        return np.unique(self.t)
+
+    @property
+    def time_index(self) -> np.ndarray:
+        """For each row, the index of its time in :attr:`times`, (R,) ints."""
+        return np.searchsorted(self.times, self.t)
 
     def _check_shapes(self) -> None:
         if self.t.ndim != 1 or self.t.size == 0:
@@ -106,7 +126,7 @@ class PSDData:
         if self.values.shape != expected:
             raise PSDDataError(
                 f"shape mismatch: values have shape {self.values.shape}, expected {expected} "
-                f"({self.t.size} times in t, {self.x.size} sizes in x)"
+                f"({self.t.size} rows in t, {self.x.size} sizes in x)"
             )
 
     def _check_values(self) -> None:
@@ -231,19 +251,27 @@ def _float_array(name: str, value: object) -> np.ndarray:
         raise PSDDataError(f"{name} is not numeric: {error}") from None
 
 
-def _check_axis(name: str, a: np.ndarray, what: str, strictly_positive: bool) -> None:
+def _check_axis(
+    name: str, a: np.ndarray, what: str, strictly_positive: bool, repeats: bool
+) -> None:
+    """``a`` finite, > 0 (or >= 0), and increasing: strictly, or (``repeats``) never falling."""
     bad = np.flatnonzero(~np.isfinite(a) | ((a <= 0) if strictly_positive else (a < 0)))
     if bad.size:
         sign = "> 0" if strictly_positive else ">= 0"
         raise PSDDataError(
             f"{what}s must be finite and {sign}: {name}[{bad[0]}] = {float(a[bad[0]])!r}"
         )
-    drops = np.flatnonzero(np.diff(a) <= 0)
+    steps = np.diff(a)
+    drops = np.flatnonzero(steps < 0 if repeats else steps <= 0)
     if drops.size:
         i = drops[0] + 1
+        order = (
+            "must not decrease (repeated samples of one time are adjacent rows)"
+            if repeats
+            else "must be strictly increasing"
+        )
         raise PSDDataError(
-            f"{what}s must be strictly increasing: {name}[{i}] = {a[i]:g} "
-            f"follows {name}[{i - 1}] = {a[i - 1]:g}"
+            f"{what}s {order}: {name}[{i}] = {a[i]:g} follows {name}[{i - 1}] = {a[i - 1]:g}"
         )
 
 

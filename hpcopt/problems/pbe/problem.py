@@ -1,14 +1,21 @@
-"""The PBE problem on a worker: build the solver, get the data, score parameter batches.
+"""The PBE problem on a worker: build the solvers, get the data, score parameter batches.
 
-A batch of points is integrated ``solver.batch_size`` parameter sets at a time; each set
-is scored by the configured cost terms on the solver's cells (``smoothing: none``: the
-data are interpolated onto the solver grid through their cumulative) or on the data's own
-grid (``smoothing: kde``: the model output is smoothed onto it). A set whose solve fails
-is a failed evaluation with the solver's reason.
+Each experiment (one without ``experiments:``) has its own solver and data. A batch of
+points goes to every experiment, integrated ``solver.batch_size`` parameter sets at a time;
+each set is scored by the experiment's cost terms on the solver's cells (``smoothing:
+none``: the data are interpolated onto the solver grid through their cumulative) or on the
+data's own grid (``smoothing: kde``: the model output is smoothed onto it), and the
+evaluation's value is the weighted sum over the experiments. A set whose solve fails in
+any experiment is a failed evaluation with the solver's reason.
+
+Repeated samples (data rows sharing a time) are each compared with the model at their
+time: the metrics average over rows, so each measured row counts once, and with equal
+sample counts per time the cost is the mean of the per-sample costs.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -17,7 +24,13 @@ from typing import Any
 import numpy as np
 
 from hpcopt.problems.base import Evaluation, Problem, describe_exception
-from hpcopt.problems.pbe.config import METRES_PER_UNIT, MODEL_KEYS, PBEConfig, PBEModel
+from hpcopt.problems.pbe.config import (
+    METRES_PER_UNIT,
+    MODEL_KEYS,
+    Experiment,
+    PBEConfig,
+    PBEModel,
+)
 from hpcopt.problems.pbe.cost import parse_cost, total_cost
 from hpcopt.problems.pbe.data import PSDData, add_noise, load_psd
 from hpcopt.problems.pbe.grid import Grid, cell_edges, total_volume_grid
@@ -69,6 +82,7 @@ def build_solver(config: PBEModel, data: PSDData | None = None) -> tuple[Solver,
         temperature_k=config.fluid.temperature_k,
         viscosity_pa_s=config.fluid.viscosity_pa_s,
         v_ref=float(np.pi / 6 * (config.v_ref_um * 1e-6) ** 3),
+        discretisation=config.discretisation,
     )
     s = config.solver
     solver = Solver(
@@ -113,7 +127,9 @@ def initial_numbers(config: PBEModel, grid: Grid, sizes: Sizes, data: PSDData | 
     else:
         if data is None or data.t[0] != 0.0:
             raise ValueError("initial.kind: data needs measured data that start at t = 0")
-        n0 = data_on_cells(data.x, data.values[0], data.quantity, sizes.edges, "q0")
+        # repeated samples at t = 0: start from their mean
+        first = data.values[data.t == 0.0].mean(axis=0)
+        n0 = data_on_cells(data.x, first, data.quantity, sizes.edges, "q0")
         n0 = n0 * np.diff(sizes.edges)
     total = float(n0 @ v)
     if total <= 0:
@@ -122,59 +138,62 @@ def initial_numbers(config: PBEModel, grid: Grid, sizes: Sizes, data: PSDData | 
 
 
 def parameter_sets(
-    config: PBEModel, points: np.ndarray, names: tuple[str, ...]
+    run: Experiment, points: np.ndarray, names: tuple[str, ...]
 ) -> dict[str, np.ndarray]:
-    """Arrays ``(B,)`` of every parameter: searched ones from ``points``, known ones fixed."""
+    """Arrays ``(B,)`` of every parameter of ``run``'s model, in its own names: the searched
+    ones from the columns of ``points`` ``(B, d)`` (named ``names``, the fit's names), the
+    known ones fixed."""
     points = np.atleast_2d(points)
-    out = {k: np.full(len(points), v, dtype=float) for k, v in config.known.items()}
-    for j, name in enumerate(names):
-        out[name] = points[:, j].astype(float)
+    out = {k: np.full(len(points), v, dtype=float) for k, v in run.model.known.items()}
+    for name, source in run.searched.items():
+        out[name] = points[:, names.index(source)].astype(float)
     return out
 
 
-class PBEProblem(Problem):
-    """Fit dPBE kernel parameters: minimise the cost between simulated and measured PSDs."""
+class ExperimentFit:
+    """One experiment on a worker: its solver (built once), size axis, data and cost terms.
 
-    config: PBEConfig
+    ``truth`` holds the true searched parameters (the fit's names) of synthetic data, else
+    None. Measured rows that repeat a time are scored each against the model at that time
+    (:meth:`simulate` repeats the model row), so the metrics' mean over rows is the mean of
+    the per-sample costs when every time has as many samples."""
 
-    def setup(self) -> None:
-        c = self.config
-        self.terms = parse_cost(c.cost)
-        if c.data is not None:
-            self.data = load_psd(c.data.path, c.data.quantity, c.data.size_unit)
+    def __init__(self, run: Experiment, space: Space) -> None:
+        self.run = run
+        self.space = space
+        self.terms = parse_cost(run.cost)
+        if run.data is not None:
+            self.data = load_psd(run.data.path, run.data.quantity, run.data.size_unit)
             if self.data.size_unit not in METRES_PER_UNIT:
                 raise ValueError(
-                    f"{c.data.path}: size_unit {self.data.size_unit!r} is not one of "
+                    f"{run.data.path}: size_unit {self.data.size_unit!r} is not one of "
                     f"{sorted(METRES_PER_UNIT)}"
                 )
-            self.solver, self.sizes = build_solver(c, self.data)
-            self.truth = None
+            self.solver, self.sizes = build_solver(run.model, self.data)
+            self.truth: dict[str, float] | None = None
         else:
-            self.solver, self.sizes = build_solver(c)
-            self.data, self.truth = synthesize(c, self.solver, self.sizes)
-        _check_kde(c, self.terms, self.data.quantity)
+            self.solver, self.sizes = build_solver(run.model)
+            self.data, self.truth = synthesize(run, self.solver, self.sizes)
+        _check_kde(run.smoothing, self.terms, self.data.quantity)
         self._data_targets: dict[str, np.ndarray] = {}
 
-    def evaluate(self, x: np.ndarray, gradient: bool = False) -> Evaluation:
-        return self.evaluate_batch(np.atleast_2d(x), gradient)[0]
+    def simulate(self, points: np.ndarray) -> Solution:
+        """Solve at the data's times for natural-unit ``points`` ``(B, d)``: ``N`` is
+        ``(B, R, n)``, one row per measured row (repeated samples share their time's)."""
+        params = parameter_sets(self.run, points, self.space.names)
+        sol = self.solver.solve(params, self.data.times)
+        return dataclasses.replace(sol, t=self.data.t, N=sol.N[:, self.data.time_index])
 
-    def evaluate_batch(
-        self, points: np.ndarray, gradient: bool | np.ndarray = False
-    ) -> list[Evaluation]:
-        points = np.atleast_2d(points)
-        size = self.config.solver.batch_size
+    def score(self, points: np.ndarray) -> list[Evaluation]:
+        """This experiment's cost at each of ``points`` ``(B, d)``, ``solver.batch_size``
+        parameter sets integrated at a time; ``extras`` hold ``top_mass_fraction``."""
+        size = self.run.model.solver.batch_size
         out: list[Evaluation] = []
         for start in range(0, len(points), size):
             out += self._score(points[start : start + size])
         return out
 
-    def simulate(self, points: np.ndarray) -> Solution:
-        """Solve at the data's times for natural-unit ``points`` ``(B, d)``."""
-        params = parameter_sets(self.config, points, self.space.names)
-        return self.solver.solve(params, self.data.t)
-
     def _score(self, points: np.ndarray) -> list[Evaluation]:
-        start = time.perf_counter()
         try:
             sol = self.simulate(points)
         except Exception as exc:  # a parameter set the kernels cannot take, say
@@ -186,20 +205,19 @@ class PBEProblem(Problem):
             with np.errstate(all="ignore"):
                 cost[ok] = total_cost(
                     self.terms,
-                    lambda t: self._model_target(N, t),
-                    self._data_target,
+                    lambda t: self.model_target(N, t),
+                    self.data_target,
                     self.data.quantity,
                 )
-        each = (time.perf_counter() - start) / len(points)
         out = []
-        for b, x in enumerate(points):
+        for b in range(len(points)):
             if sol.error[b]:
                 ev = Evaluation.failed(sol.error[b])
             elif not np.isfinite(cost[b]):
                 ev = Evaluation.failed("the cost is not finite (an empty or degenerate PSD)")
             else:
                 ev = Evaluation(value=float(cost[b]))
-            top, g = float(sol.top_mass_fraction[b]), self.config.grid
+            top, g = float(sol.top_mass_fraction[b]), self.run.model.grid
             if ev.ok and top > g.top_limit:
                 reason = (
                     f"the grid's last classes held {top:.3g} of the volume (grid.top_limit "
@@ -211,16 +229,14 @@ class PBEProblem(Problem):
                 else:
                     ev.warning = reason
             ev.extras = {"top_mass_fraction": top}
-            if self.truth is not None:
-                ev.extras.update(recovery_errors(self.space, x, self.truth))
-            ev.wall_time_s = each
             out.append(ev)
         return out
 
-    def _model_target(self, N: np.ndarray, target: str) -> np.ndarray:
+    def model_target(self, N: np.ndarray, target: str) -> np.ndarray:
+        """The model's ``target`` from class numbers ``N`` ``(..., R, n)``."""
         s = self.sizes
-        if self.config.smoothing == "kde":
-            q = kde(N, s.x, self.data.x, self._basis(target), self.config.kde_bandwidth)
+        if self.run.smoothing == "kde":
+            q = kde(N, s.x, self.data.x, _basis(target), self.run.kde_bandwidth)
             return _from_density(self.data.x, q, target)
         if target.startswith("x_"):
             Q = on_cells(N, s.x, s.edges, "Q3")
@@ -228,10 +244,11 @@ class PBEProblem(Problem):
             return characteristic_size(s.edges, Q, int(target[2:]) / 100)
         return on_cells(N, s.x, s.edges, target)
 
-    def _data_target(self, target: str) -> np.ndarray:
+    def data_target(self, target: str) -> np.ndarray:
+        """The measured ``target``, one row per measured row (cached)."""
         if target not in self._data_targets:
             d, s = self.data, self.sizes
-            if self.config.smoothing == "kde":
+            if self.run.smoothing == "kde":
                 area = np.trapezoid(d.values, d.x, axis=-1)[:, None]
                 value = _from_density(d.x, d.values / area, target)
             elif target.startswith("x_"):
@@ -243,13 +260,96 @@ class PBEProblem(Problem):
             self._data_targets[target] = value
         return self._data_targets[target]
 
-    def _basis(self, target: str) -> int:
-        return 3 if target.startswith("x_") else int(target[1])
+
+class PBEProblem(Problem):
+    """Fit dPBE kernel parameters: minimise the cost between simulated and measured PSDs,
+    the ``weight``-ed sum over the experiments. With several experiments an evaluation
+    fails when any of them fails (its error names which) and records each one's cost as
+    ``cost_<name>``; ``top_mass_fraction`` is the largest over them."""
+
+    config: PBEConfig
+
+    def setup(self) -> None:
+        self.experiments = [
+            ExperimentFit(r, self.space) for r in self.config.resolved_experiments()
+        ]
+        truths = [e.truth for e in self.experiments if e.truth is not None]
+        self.truth = truths[0] if truths else None
+
+    # The first experiment's solver, sizes and data (the only ones without experiments):
+    # what a single-experiment caller and the fit figure look at.
+    @property
+    def solver(self) -> Solver:
+        return self.experiments[0].solver
+
+    @property
+    def sizes(self) -> Sizes:
+        return self.experiments[0].sizes
+
+    @property
+    def data(self) -> PSDData:
+        return self.experiments[0].data
+
+    def simulate(self, points: np.ndarray) -> Solution:
+        """The first experiment's :meth:`ExperimentFit.simulate`."""
+        return self.experiments[0].simulate(points)
+
+    def _model_target(self, N: np.ndarray, target: str) -> np.ndarray:
+        return self.experiments[0].model_target(N, target)
+
+    def _data_target(self, target: str) -> np.ndarray:
+        return self.experiments[0].data_target(target)
+
+    def evaluate(self, x: np.ndarray, gradient: bool = False) -> Evaluation:
+        return self.evaluate_batch(np.atleast_2d(x), gradient)[0]
+
+    def evaluate_batch(
+        self, points: np.ndarray, gradient: bool | np.ndarray = False
+    ) -> list[Evaluation]:
+        points = np.atleast_2d(points)
+        start = time.perf_counter()
+        parts = [e.score(points) for e in self.experiments]
+        each = (time.perf_counter() - start) / len(points)
+        out = []
+        for b, x in enumerate(points):
+            ev = self._combine([p[b] for p in parts])
+            if self.truth is not None:
+                ev.extras.update(recovery_errors(self.space, x, self.truth))
+            ev.wall_time_s = each
+            out.append(ev)
+        return out
+
+    def _combine(self, parts: list[Evaluation]) -> Evaluation:
+        """One point's evaluation from its experiments' ``parts``."""
+        if len(parts) == 1:
+            return parts[0]
+        named = [
+            (f"experiment {e.run.name!r}", e.run.weight, p) for e, p in zip(self.experiments, parts)
+        ]
+        failed = [(who, p) for who, _, p in named if not p.ok]
+        if failed:
+            ev = Evaluation.failed(
+                "; ".join(f"{who}: {p.error}" for who, p in failed),
+                raised=any(p.raised for _, p in failed),
+            )
+        else:
+            ev = Evaluation(value=float(sum(w * p.value for _, w, p in named)))
+        ev.warning = "; ".join(f"{who}: {p.warning}" for who, _, p in named if p.warning)
+        tops = [p.extras["top_mass_fraction"] for p in parts if "top_mass_fraction" in p.extras]
+        if tops:
+            ev.extras["top_mass_fraction"] = max(tops)
+        for e, p in zip(self.experiments, parts):
+            ev.extras[f"cost_{e.run.name}"] = p.value
+        return ev
 
 
-def _check_kde(config: PBEConfig, terms: tuple, quantity: str) -> None:
+def _basis(target: str) -> int:
+    return 3 if target.startswith("x_") else int(target[1])
+
+
+def _check_kde(smoothing: str, terms: tuple, quantity: str) -> None:
     """With ``smoothing: kde`` the comparison is on the data's grid, in the data's basis."""
-    if config.smoothing != "kde":
+    if smoothing != "kde":
         return
     if quantity.startswith("Q"):
         raise ValueError("smoothing: kde compares densities: give q0 or q3 data")
@@ -287,18 +387,26 @@ def recovery_errors(space: Space, x: np.ndarray, truth: Mapping[str, float]) -> 
     }
 
 
-def synthesize(config: PBEConfig, solver: Solver, sizes: Sizes) -> tuple[PSDData, dict]:
-    """Measured-like data from ``config.synthetic``: the model at the true parameters, as
-    the chosen quantity at the upper edges of the size cells, plus noise."""
-    syn = config.synthetic
+def synthesize(run: Experiment, solver: Solver, sizes: Sizes) -> tuple[PSDData, dict]:
+    """Measured-like data from ``run.synthetic``: the model at the true parameters, as
+    the chosen quantity at the upper edges of the size cells, ``samples`` rows per time,
+    plus noise (each row its own). Returns the data and the true searched parameters."""
+    syn = run.synthetic
     names = tuple(syn.parameters)
-    params = parameter_sets(config, np.array([[syn.parameters[n] for n in names]]), names)
+    params = parameter_sets(run, np.array([[syn.parameters[n] for n in names]]), names)
     sol = solver.solve(params, np.asarray(syn.times_s))
     if sol.error[0]:
-        raise ValueError(f"synthetic: the true parameters do not solve: {sol.error[0]}")
+        where = f"experiment {run.name!r}: " if run.name else ""
+        raise ValueError(f"{where}synthetic: the true parameters do not solve: {sol.error[0]}")
     truth = {k: float(v[0]) for k, v in params.items()}
     sim = Simulation(sol.t, sol.N[0], sizes, truth, solver.volumes, 0.0)
     data = sim.psd(syn.quantity)
+    if syn.samples > 1:
+        data = dataclasses.replace(
+            data,
+            t=np.repeat(data.t, syn.samples),
+            values=np.repeat(data.values, syn.samples, axis=0),
+        )
     if syn.noise.level > 0:
         rng = np.random.default_rng(syn.noise.seed)
         data = add_noise(data, syn.noise.model, syn.noise.level, rng)
