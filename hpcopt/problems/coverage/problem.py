@@ -58,13 +58,6 @@ def _has_cuda() -> bool:
         return False
 
 
-class _Devices:
-    """The differentiable orientation angles (radians) of one map, when AD is on."""
-
-    def __init__(self) -> None:
-        self.angles: list[tuple[int, Any]] = []  # (parameter column, mi.Float)
-
-
 class CoverageProblem(Problem):
     """Radio-map coverage of one or two APs (and a reflector) over a floor."""
 
@@ -133,9 +126,10 @@ class CoverageProblem(Problem):
         self.scene.edit(add=plate)
         return plate
 
-    def _place(self, x: np.ndarray, devices: _Devices | None) -> dict[str, np.ndarray]:
+    def _place(self, x: np.ndarray, leaves: dict[int, Any] | None) -> dict[str, np.ndarray]:
         """Move the APs (and the reflector) to point ``x``; return their world placement.
-        With ``devices``, the AP angles that the map is differentiated by are AD leaves."""
+        With ``leaves``, the AP angles the map is differentiated by become AD leaves, filed
+        there by parameter column."""
         mi, c = self._mi, self.config
         names = self.space.names
         p = dict(zip(names, np.asarray(x, dtype=float)))
@@ -146,10 +140,10 @@ class CoverageProblem(Problem):
             angles = []
             for key in (f"ap{i}_yaw", f"ap{i}_tilt"):
                 angle = mi.Float(np.radians(p.get(key, 0.0)))
-                if devices is not None and key in names and self._gradient_mask[names.index(key)]:
+                if leaves is not None and key in names and self._gradient_mask[names.index(key)]:
                     dr = _drjit()
                     dr.enable_grad(angle)
-                    devices.angles.append((names.index(key), angle))
+                    leaves[names.index(key)] = angle
                 angles.append(angle)
             # Sionna's orientation is (yaw about z, pitch about y, roll about x); a
             # positive pitch turns the boresight (+x) down: the down-tilt.
@@ -195,10 +189,10 @@ class CoverageProblem(Problem):
         (per degree) by the AP angles in :meth:`CoverageConfig.gradient_mask`, NaN for the
         parameters the method must estimate."""
         start = time.perf_counter()
-        devices = _Devices() if gradient and self._gradient_mask.any() else None
-        placed = self._place(x, devices)
+        leaves: dict[int, Any] | None = {} if gradient and self._gradient_mask.any() else None
+        placed = self._place(x, leaves)
         # Only the "evaluated" loop can be differentiated; it is kept for gradient maps.
-        self.solver.loop_mode = "symbolic" if devices is None else "evaluated"
+        self.solver.loop_mode = "symbolic" if leaves is None else "evaluated"
         rm = self._solve()
         watts = np.asarray(rm.rss.numpy(), dtype=float)
         per_ap = to_dbm(watts)
@@ -225,8 +219,8 @@ class CoverageProblem(Problem):
         grad = None
         if gradient:
             grad = np.full(self.space.dim, np.nan)
-            if devices is not None:
-                grad[self._gradient_mask] = self._angle_gradient(rm, watts, floor_rss, devices)
+            if leaves is not None:
+                grad[self._gradient_mask] = self._angle_gradient(rm, watts, floor_rss, leaves)
         extras["radio_map_time_s"] = time.perf_counter() - start
         warning = ""
         if lit < obj.min_lit_fraction:
@@ -239,7 +233,7 @@ class CoverageProblem(Problem):
         return Evaluation(value=value, extras=extras, gradient=grad, warning=warning)
 
     def _angle_gradient(
-        self, rm: Any, watts: np.ndarray, floor_rss: np.ndarray, devices: _Devices
+        self, rm: Any, watts: np.ndarray, floor_rss: np.ndarray, leaves: dict[int, Any]
     ) -> np.ndarray:
         """``d value / d angle`` (per degree) for the AD leaves, by one backward pass of the
         objective's cell weights through the map."""
@@ -256,11 +250,8 @@ class CoverageProblem(Problem):
         weights[best, rows, cols] = per_watt
         loss = dr.sum(self._mi.TensorXf(weights.astype(np.float32)) * rm.rss, axis=None)
         dr.backward(loss)
-        grads = {col: float(dr.grad(angle)[0]) for col, angle in devices.angles}
-        names = self.space.names
-        return np.array(
-            [np.radians(1.0) * grads[j] for j in range(len(names)) if self._gradient_mask[j]]
-        )
+        columns = np.flatnonzero(self._gradient_mask)
+        return np.radians(1.0) * np.array([float(dr.grad(leaves[j])[0]) for j in columns])
 
 
 _THREADS: list[int] = []
