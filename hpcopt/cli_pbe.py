@@ -57,11 +57,11 @@ def _simulate(args: argparse.Namespace) -> int:
 
     try:
         section = _section(args.spec, args.trial)
-        model, values, synthetic_times = _experiment(section, args.experiment)
+        model, values, synthetic_times, start = _experiment(section, args.experiment)
         values.update(_assignments(args.set))
         times = _times(args.times, synthetic_times)
         noise = _noise(args.noise)
-        sim = simulate(model, values, times)
+        sim = simulate(model, values, times, start)
         data = sim.psd(args.quantity)
         if noise:
             data = add_noise(data, noise[0], noise[1], np.random.default_rng(args.seed))
@@ -80,9 +80,11 @@ def _simulate(args: argparse.Namespace) -> int:
             f.create_dataset("class_volumes_m3", data=sim.class_volumes_m3)
             f.attrs["parameters"] = json.dumps(sim.parameters)
             f.attrs["top_mass_fraction"] = sim.top_mass_fraction
+            f.attrs["fines_fraction"] = sim.fines_fraction
     print(
         f"wrote {out}: {data.quantity} at {len(data.t)} times x {len(data.x)} sizes; "
-        f"largest volume share in the last class {sim.top_mass_fraction:.2g}"
+        f"largest volume share in the last class {sim.top_mass_fraction:.2g}, "
+        f"largest number share in the fines class {sim.fines_fraction:.2g}"
     )
     return 0
 
@@ -106,24 +108,26 @@ def _section(path: str, trial: str | None) -> dict[str, Any]:
 
 def _experiment(
     section: dict[str, Any], name: str | None
-) -> tuple[PBEModel | dict[str, Any], dict[str, float], list[float] | None]:
+) -> tuple[PBEModel | dict[str, Any], dict[str, float], list[float] | None, str | None]:
     """What to run: the model (a section without experiments is its own), the parameter
-    values of its synthetic data in the model's names, and their times (None: not given)."""
+    values of its synthetic data in the model's names, their times (None: not given), and
+    the data file an ``initial: {kind: data}`` run starts from (None: the section's)."""
     if not section.get("experiments"):
         if name is not None:
             raise ValueError(f"--experiment {name!r}: the section has no experiments")
         synthetic = section.get("synthetic") or {}
-        return section, dict(synthetic.get("parameters", {})), synthetic.get("times_s")
+        return section, dict(synthetic.get("parameters", {})), synthetic.get("times_s"), None
     config = PBEConfig.model_validate(section, context={"check_files": False})
     runs = {run.name: run for run in config.resolved_experiments()}
     if name not in runs:
         raise ValueError(f"--experiment: give one of the section's experiments {list(runs)}")
     run = runs[name]
+    start = run.data.path if run.data else None
     if run.synthetic is None:
-        return run.model, {}, None
+        return run.model, {}, None, start
     truth = run.synthetic.parameters
     values = {own: truth[source] for own, source in run.searched.items()}
-    return run.model, values, run.synthetic.times_s
+    return run.model, values, run.synthetic.times_s, start
 
 
 def _assignments(items: list[str]) -> dict[str, float]:

@@ -66,7 +66,7 @@ TWO_D: dict[str, Any] = {
         {
             "name": "pure1",
             "dim": 1,
-            "grid": {"classes": 8, "x0_um": 1.0},
+            "grid": {"classes": 9, "x0_um": 1.0},
             "rename": {"alpha": "alpha_11"},
         },
     ],
@@ -199,12 +199,13 @@ def test_a_one_d_pure_component_run_is_the_two_d_model_with_renamed_parameters()
     assert pure.model.grid.x0_um == 1.0 and pure.model.grid.ratio == 2.0
     values = {"corr_beta": 1.0, "alpha_11": 0.7, "alpha_12": 0.3, "pl_P1": 1e-4}
     one = simulate(pure.model, {own: values[fit] for own, fit in pure.searched.items()}, [0, 600])
-    # the 2-D grid's first pivot per component is 0: its classes (1.., 0) are the 1-D ones
+    # both grids start at the zero pivot: the 2-D classes (.., 0) are the 1-D ones, (0, 0)
+    # the fines class of both
     pure_one = mixed.model.model_copy(update={"initial": mixed.model.initial.model_copy(
         update={"composition": 1.0})})  # fmt: skip
     two = simulate(pure_one, values, [0, 600])
     N2 = two.N.reshape(2, 9, 9)
-    np.testing.assert_allclose(N2[:, 1:, 0], one.N, rtol=1e-5, atol=1e-6 * one.N.max())
+    np.testing.assert_allclose(N2[:, :, 0], one.N, rtol=1e-5, atol=1e-6 * one.N.max())
 
 
 def test_a_two_d_fit_with_a_one_d_run_scores_both_and_is_exact_at_the_truth() -> None:

@@ -125,8 +125,14 @@ def test_measured_data_from_a_file_are_fitted_on_the_solver_grid(
     at_truth = p.evaluate_batch(point(TRUTH, names))[0].value
     off = p.evaluate_batch(point({**TRUTH, "corr_beta": 1.3}, names))[0].value
     # densities given at the pivots are integrated by the trapezoid rule onto the cells:
-    # close to the truth on a ratio-2 grid, not exact (cumulatives at the edges are)
-    assert at_truth < off / 10
+    # close to the truth on a ratio-2 grid, not exact (cumulatives at the edges are); the
+    # first cell's part below the first pivot has no data (4x here)
+    assert at_truth < off / 3
+    exact = section(synthetic=None, data={"path": str(path)}, cost=[["Q3", "MSE"]])
+    save_psd(path, sim.psd("Q3"))
+    p = PBEConfig(**exact).build()
+    p.setup()
+    assert p.evaluate_batch(point(TRUTH, names))[0].value < 1e-12
 
 
 def test_kde_smoothing_scores_on_the_data_grid(tmp_path: Path) -> None:
@@ -279,18 +285,32 @@ def test_a_grid_too_short_for_the_run_says_so(on_limit):
         assert not ev.ok and "outgrow the grid" in ev.error
     else:
         assert ev.ok and "outgrow the grid" in ev.warning
-    long = problem()
+    long = problem(grid={"classes": 31, "ratio": 2.0, "x0_um": 0.1})
     (ev,) = long.evaluate_batch(point(TRUTH, long.space.names))
     assert ev.ok and ev.warning == "" and ev.extras["top_mass_fraction"] < 1e-3
+    assert ev.extras["fines_fraction"] < 1e-2
+
+
+@pytest.mark.parametrize("on_limit", ["warn", "fail"])
+def test_a_grid_too_coarse_at_the_bottom_says_so(on_limit):
+    # the fragments of 1 um particles fall below a 1 um first class: most of the
+    # particles' number ends in the fines class
+    coarse = problem(grid={"classes": 20, "ratio": 2.0, "x0_um": 1.0, "on_limit": on_limit})
+    (ev,) = coarse.evaluate_batch(point(TRUTH, coarse.space.names))
+    assert ev.extras["fines_fraction"] > 0.5
+    if on_limit == "fail":
+        assert not ev.ok and "fall below the first class; lower grid.x0_um" in ev.error
+    else:
+        assert ev.ok and "fall below the first class" in ev.warning
 
 
 def test_a_monodisperse_start_puts_every_particle_in_one_class():
-    by_index = simulate(section(initial={"kind": "monodisperse", "class_index": 4}), TRUTH, [0])
+    by_index = simulate(section(initial={"kind": "monodisperse", "class_index": 5}), TRUTH, [0])
     by_size = simulate(
         section(initial={"kind": "monodisperse", "size_um": 2.0 ** (4 / 3) * 1.05}), TRUTH, [0]
     )
     (n0,) = by_index.N
-    assert np.flatnonzero(n0).tolist() == [4]
+    assert np.flatnonzero(n0).tolist() == [5]  # class 0 holds the fines
     np.testing.assert_array_equal(by_size.N, by_index.N)
     # scaled to the volume fraction of solids
     assert n0 @ by_index.class_volumes_m3.sum(axis=1) == pytest.approx(1e-4)

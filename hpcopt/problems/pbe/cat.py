@@ -1,8 +1,8 @@
 """The cell-average technique (CAT) of the 1-D dPBE: Kumar, Kumar, Warnecke, Tsotsas &
 Peglow (2006) for agglomeration, Kumar et al. (2008) for breakage.
 
-The volume axis is cut into cells ``[e_c, e_c+1)`` around the pivots ``x_c`` (edges from
-:func:`.grid.cell_edges`: 0, the midpoints, a last edge above the last pivot). Every
+The volume axis is cut into cells ``[e_c, e_c+1)`` around the pivots ``x_c`` (the grid's
+``edges``, which depend on its layout). Every
 particle born in cell ``c``, by a collision or as a fragment, is first collected into the
 cell's total number ``B_c`` and total volume ``V_c`` (both per unit time). Only then is
 the cell's birth placed on the pivots: at the mean volume ``vbar_c = V_c / B_c``, split
@@ -19,12 +19,11 @@ Fixed-pivot splitting smears each product over the two pivots around it; averagi
 first keeps the births of a cell together, which is why CAT spreads the distribution
 less (a smaller error in the second moment).
 
-Outside the grid, as with the fixed pivot: collisions whose product lies beyond the last
-pivot are not counted (:func:`.operators.pairs_on_grid`), and no birth in the last cell
-lies above its pivot. Below the first pivot there is no neighbour; cell 0's births with
-``vbar_0 < x_0`` go to a virtual class of zero volume (``x_m = 0``, the zero class of the
-PSD_opt framework), which is not kept: class 0 gets ``V_0 / x_0`` particles, the volume
-exactly and fewer fines than were born. Births with ``vbar_0 >= x_0`` keep their number.
+Outside the grid, as with the fixed pivot: collisions whose product lies beyond the
+grid's ``product_limit`` are not counted (:func:`.operators.pairs_on_grid`), and no birth
+in the last cell lies above its pivot. Class 0 is the zero-volume fines class: births in
+its cell (fragments below the first cell edge) lie above its pivot and are shared with
+the first non-zero pivot, number and volume kept.
 """
 
 from __future__ import annotations
@@ -35,28 +34,27 @@ from typing import Literal
 import numpy as np
 import scipy.sparse as sp
 
-from hpcopt.problems.pbe.grid import Grid, cell_edges
+from hpcopt.problems.pbe.grid import Grid
 from hpcopt.problems.pbe.operators import FragmentOperator, PairOperator, pairs_on_grid
 
 Discretisation = Literal["fixed_pivot", "cell_average"]
 DISCRETISATIONS: tuple[Discretisation, ...] = ("fixed_pivot", "cell_average")
 
 
-def cell_of(pivots: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """The cell each volume ``w`` (m^3) falls in, ``(m,)`` indices; the last cell takes
-    everything above its lower edge."""
-    edges = cell_edges(pivots)
-    return np.clip(np.searchsorted(edges, w, side="right") - 1, 0, len(pivots) - 1)
+def cell_of(edges: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """The cell of ``edges`` each volume ``w`` (m^3) falls in, ``(m,)`` indices; the last
+    cell takes everything above its lower edge."""
+    return np.clip(np.searchsorted(edges, w, side="right") - 1, 0, len(edges) - 2)
 
 
 def cell_average_pairs(grid: Grid) -> PairOperator:
     """The 1-D collision operator of CAT: ``M`` is ``3n x P``, its rows ``[0, n)`` the two
     partners' deaths, ``[n, 2n)`` the number and ``[2n, 3n)`` the volume (m^3) landing in
     each cell per unit collision rate."""
-    n, pivots = grid.n, grid.components[0]
+    n = grid.n
     first, second, landing = pairs_on_grid(grid)
     w = landing[:, 0]
-    cell = cell_of(pivots, w)
+    cell = cell_of(grid.edges[0], w)
     P = len(first)
     pair = np.arange(P)
     rows = [first, second, n + cell, 2 * n + cell]
@@ -69,13 +67,15 @@ def cell_average_fragments(grid: Grid) -> FragmentOperator:
     """The 1-D fragment operator of CAT: its matrices are ``(B, 2n, n)``, the number (rows
     ``[0, n)``) and volume (rows ``[n, 2n)``, m^3) of the fragments of one parent of each
     class (column) that land in each cell, integrated exactly over the cell."""
-    n, pivots = grid.n, grid.components[0]
-    inner = cell_edges(pivots)[1:-1]
+    n, pivots, edges = grid.n, grid.components[0], grid.edges[0]
+    inner = edges[1:-1]
     parents, dests, xa, xb, coef = [], [], [], [], []
     for q, a in enumerate(pivots):
+        if a == 0:  # fines do not break
+            continue
         x = np.unique(np.concatenate([[0.0, 1.0], inner[inner < a] / a]))
         lo, hi = x[:-1], x[1:]
-        cell = cell_of(pivots, 0.5 * (lo + hi) * a)
+        cell = cell_of(edges, 0.5 * (lo + hi) * a)
         one, zero = np.ones_like(lo), np.zeros_like(lo)
         # number: the integral of b; volume: parent volume times that of x b
         for dest, share in ((cell, (one, zero, zero)), (n + cell, (zero, a * one, zero))):
@@ -99,7 +99,7 @@ class CellAverage:
 
     ``upper`` and ``lower`` (``(4, n)``) hold, for the neighbour above and below, the
     coefficients ``(a, b, c, e)``: ``a B_c + b V_c`` particles go to ``x_c`` and ``c B_c +
-    e V_c`` to the neighbour. Below class 0 the neighbour is the zero-volume class.
+    e V_c`` to the neighbour. Class 0 (zero volume) has no neighbour below.
     """
 
     pivots: np.ndarray
@@ -109,7 +109,7 @@ class CellAverage:
     @classmethod
     def build(cls, pivots: np.ndarray) -> CellAverage:
         above = np.concatenate([pivots[1:], [2.0 * pivots[-1]]])  # never used at the top
-        below = np.concatenate([[0.0], pivots[:-1]])
+        below = np.concatenate([[-pivots[1]], pivots[:-1]])  # never used at class 0
 
         def coefficients(xm: np.ndarray) -> np.ndarray:
             d = xm - pivots
@@ -141,6 +141,8 @@ class CellAverage:
         n = len(self.pivots)
         # comparing volumes, not vbar, keeps an empty cell well defined (both sides give 0)
         up = cells[:, n:] >= self.pivots * cells[:, :n]
+        # fines lie above the zero pivot but by round-off (or in a Newton iterate)
+        up[:, 0] = True
         # nothing lands above the last pivot but by round-off (or in a Newton iterate):
         # shared with the pivot below, such a birth keeps its volume and number
         up[:, -1] = False
@@ -148,8 +150,7 @@ class CellAverage:
 
 
 def _place(up: np.ndarray, own: np.ndarray, neighbour: np.ndarray) -> np.ndarray:
-    """Sum each cell's share on its own pivot and on its neighbour's (axis 1 is the cell);
-    class 0's lower neighbour is the zero-volume class, whose share is dropped."""
+    """Sum each cell's share on its own pivot and on its neighbour's (axis 1 is the cell)."""
     out = own.copy()
     out[:, 1:] += np.where(up[:, :-1], neighbour[:, :-1], 0.0)
     out[:, :-1] += np.where(up[:, 1:], 0.0, neighbour[:, 1:])

@@ -68,6 +68,7 @@ from hpcopt.problems.base import ProblemConfig
 from hpcopt.problems.custom import ParamSpec
 from hpcopt.problems.pbe.cost import parse_cost
 from hpcopt.problems.pbe.data import NoiseModel
+from hpcopt.problems.pbe.grid import Layout
 from hpcopt.problems.pbe.kernels import (
     AgglomerationKernel,
     BreakageRate,
@@ -89,17 +90,25 @@ class _Section(BaseModel):
 
 
 class GridSettings(_Section):
-    """``classes`` pivots (per component in 2-D) spaced by ``ratio`` in volume, the first
-    of diameter ``x0_um`` (one per component in 2-D).
+    """``classes`` classes per component, the zero-volume fines class included (as
+    PSD_opt's ``NS``), spaced by ``ratio`` in volume. ``layout: pivots``: the first
+    non-zero pivot has diameter ``x0_um`` and the cells' edges lie between pivots;
+    ``layout: psd_opt``: PSD_opt's geometric grid, the first cell edge has diameter
+    ``x0_um`` (PSD_opt's ``2 R01``) and the pivots lie midway between edges (one ``x0_um``
+    per component in 2-D).
 
-    A grid too short for a run loses what grows past its last pivot: when the classes on
-    its upper edge ever hold more than ``top_limit`` of the volume, the evaluation
-    ``fail``s with that reason or (``warn``) is flagged, by ``on_limit``."""
+    A grid too short for a run loses what grows past its last pivot, one too coarse at the
+    bottom sends fragments to its zero-volume fines class: when the classes on its upper
+    edge ever hold more than ``top_limit`` of the volume, or the fines class more than
+    ``bottom_limit`` of the particles' number, the evaluation ``fail``s with that reason
+    or (``warn``) is flagged, by ``on_limit``."""
 
     classes: int = Field(30, ge=3, le=200)
     ratio: float = Field(2.0, gt=1.0, le=4.0)
     x0_um: float | tuple[float, float] = 1.0
+    layout: Layout = "pivots"
     top_limit: float = Field(1e-3, gt=0, le=1)
+    bottom_limit: float = Field(1e-2, gt=0, le=1)
     on_limit: Literal["fail", "warn"] = "warn"
 
     @field_validator("x0_um")
@@ -120,13 +129,14 @@ class Fluid(_Section):
 class Initial(_Section):
     """The state at t = 0, scaled to ``volume_fraction`` of solids (m^3 per m^3).
 
-    ``primary``: every particle in the first class (2-D: pure particles of each component,
-    ``composition`` the volume share of component 1). ``monodisperse`` (1-D): every
-    particle in one class, class ``class_index`` (0 is the first) or the class whose pivot
-    is nearest ``size_um`` in volume. ``exponential`` (1-D): number density
-    ``n(v) ∝ exp(-v / v_mean)`` integrated over each cell, ``v_mean`` the volume of a sphere
-    of diameter ``x_mean_um``. ``lognormal`` (1-D): number-based lognormal of median
-    ``x50_um`` and geometric standard deviation ``sigma_g``. ``data`` (1-D): the measured
+    ``primary``: every particle in the first non-zero class (2-D: pure particles of each
+    component, ``composition`` the volume share of component 1). ``monodisperse`` (1-D):
+    every particle in one class, class ``class_index`` (1 is the first; 0 is the fines
+    class, as in PSD_opt) or the class whose pivot is nearest ``size_um`` in volume.
+    ``exponential`` (1-D): number density ``n(v) ∝ exp(-v / v_mean)`` integrated over each
+    cell of a non-zero class, ``v_mean`` the volume of a sphere of diameter ``x_mean_um``.
+    ``lognormal`` (1-D): number-based lognormal of median ``x50_um`` and geometric
+    standard deviation ``sigma_g``. ``data`` (1-D): the measured
     distribution at t = 0 (the data must start at t = 0).
     """
 
@@ -136,7 +146,7 @@ class Initial(_Section):
     x50_um: float = Field(2.0, gt=0)
     sigma_g: float = Field(1.5, gt=1)
     size_um: float | None = Field(None, gt=0)
-    class_index: int | None = Field(None, ge=0)
+    class_index: int | None = Field(None, ge=1)
     x_mean_um: float = Field(2.0, gt=0)
 
     @model_validator(mode="after")

@@ -76,15 +76,15 @@ class PairOperator:
 
 
 def pairs_on_grid(grid: Grid) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The colliding pairs ``(first <= second)`` whose product lies within the grid's last
-    pivot in every component, and the product's component volumes ``(P, dim)`` (m^3)."""
+    """The colliding pairs ``(first <= second)`` whose product stays below the grid's
+    ``product_limit`` in every component, and the product's component volumes ``(P, dim)``
+    (m^3). The fines class collides with nothing."""
     vols = grid.volumes()
     active = np.flatnonzero(grid.active())
     ii, jj = np.triu_indices(len(active))
     first, second = active[ii], active[jj]
     landing = vols[first] + vols[second]
-    tops = np.array([u[-1] for u in grid.components])
-    keep = np.all(landing <= tops * (1 + 1e-12), axis=1)
+    keep = np.all(landing < np.array(grid.product_limit), axis=1)
     return first[keep], second[keep], landing[keep]
 
 
@@ -95,8 +95,7 @@ def corners(grid: Grid, w: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
     for c, u in enumerate(grid.components):
         lower, a = pivot_weights(u, w[:, c])
         upper = np.minimum(lower + 1, len(u) - 1)
-        has_upper = (upper > lower) & (w[:, c] >= u[0])  # below a 1-D grid: class 0 only
-        per_comp.append(((lower, a), (upper, np.where(has_upper, 1.0 - a, 0.0))))
+        per_comp.append(((lower, a), (upper, np.where(upper > lower, 1.0 - a, 0.0))))
     if grid.dim == 1:
         return list(per_comp[0])
     n2 = grid.shape[1]
@@ -104,7 +103,7 @@ def corners(grid: Grid, w: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
     for i1, a1 in per_comp[0]:
         for i2, a2 in per_comp[1]:
             flat = i1 * n2 + i2
-            out.append((flat, np.where(flat == 0, 0.0, a1 * a2)))
+            out.append((flat, a1 * a2))
     return out
 
 
@@ -136,10 +135,8 @@ class FragmentOperator:
                 entries = []
                 for i1, a0, a1 in factors[0]:
                     for i2, b0, b1 in factors[1]:
-                        flat = i1 * n2 + i2
-                        keep = flat != 0  # the empty class holds no particle
                         products = (a0 * b0, a0 * b1 + a1 * b0, a1 * b1)
-                        entries.append((flat, *(p * keep for p in products)))
+                        entries.append((i1 * n2 + i2, *products))
             for dest, p0, p1, p2 in entries:
                 parents.append(np.full(len(mid), q))
                 dests.append(dest)
@@ -177,12 +174,10 @@ def _linear_shares(
     lower, _ = pivot_weights(pivots, x * a)
     upper = np.minimum(lower + 1, len(pivots) - 1)
     inside = upper > lower
-    below = x * a < pivots[0]  # only on 1-D grids: counted in class 0 by volume
     span = np.where(inside, pivots[upper] - pivots[lower], 1.0)
-    c0 = np.where(below, 0.0, np.where(inside, pivots[upper] / span, 1.0))
-    c1 = np.where(below, a / max(pivots[0], a * 1e-300), np.where(inside, -a / span, 0.0))
-    has_upper = inside & ~below
+    c0 = np.where(inside, pivots[upper] / span, 1.0)
+    c1 = np.where(inside, -a / span, 0.0)
     return [
         (lower, c0, c1),
-        (upper, np.where(has_upper, 1.0 - c0, 0.0), np.where(has_upper, -c1, 0.0)),
+        (upper, np.where(inside, 1.0 - c0, 0.0), np.where(inside, -c1, 0.0)),
     ]

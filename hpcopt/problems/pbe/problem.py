@@ -8,6 +8,8 @@ data's own grid (``smoothing: kde``: the model output is smoothed onto it), and 
 evaluation's value is the weighted sum over the experiments. A set whose solve fails in
 any experiment is a failed evaluation with the solver's reason.
 
+Forward runs (:func:`simulate`, the solver and its size axis) live in :mod:`.forward`.
+
 Repeated samples (data rows sharing a time) are each compared with the model at their
 time: the metrics average over rows, so each measured row counts once, and with equal
 sample counts per time the cost is the mean of the per-sample costs.
@@ -18,123 +20,23 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from hpcopt.problems.base import Evaluation, Problem, describe_exception
-from hpcopt.problems.pbe.config import (
-    METRES_PER_UNIT,
-    MODEL_KEYS,
-    Experiment,
-    PBEConfig,
-    PBEModel,
-)
+from hpcopt.problems.pbe.config import METRES_PER_UNIT, Experiment, GridSettings, PBEConfig
 from hpcopt.problems.pbe.cost import parse_cost, total_cost
 from hpcopt.problems.pbe.data import PSDData, add_noise, load_psd
-from hpcopt.problems.pbe.grid import Grid, cell_edges, total_volume_grid
+from hpcopt.problems.pbe.forward import Simulation, Sizes, build_solver, simulate
 from hpcopt.problems.pbe.psd import (
-    Quantity,
     characteristic_size,
     data_on_cells,
     density_to_cumulative,
     kde,
     on_cells,
-    volume_to_size,
 )
-from hpcopt.problems.pbe.solver import Model, Solution, Solver
+from hpcopt.problems.pbe.solver import Solution, Solver
 from hpcopt.space import Space
-
-
-@dataclass(frozen=True)
-class Sizes:
-    """The size axis distributions are reported on, in the data's unit: the solver's
-    classes (1-D) or a 1-D total-volume grid the 2-D classes are mapped onto by ``R``."""
-
-    x: np.ndarray  # (m,) pivot sizes
-    edges: np.ndarray  # (m + 1,) cell edges
-    R: np.ndarray | None  # (m, n) class numbers -> size classes, 2-D only
-
-    def numbers(self, N: np.ndarray) -> np.ndarray:
-        """Number concentrations per size class, ``(..., m)``, from the solver's ``(..., n)``."""
-        return N if self.R is None else N @ self.R.T
-
-
-def build_solver(config: PBEModel, data: PSDData | None = None) -> tuple[Solver, Sizes]:
-    """The solver for ``config`` and the size axis of its output (in ``size_unit``)."""
-    x0 = np.atleast_1d(config.grid.x0_um) * 1e-6
-    v0 = tuple(np.pi / 6 * x0**3)
-    grid = Grid.geometric(config.dim, config.grid.classes, config.grid.ratio, v0)
-    unit = METRES_PER_UNIT[data.size_unit if data else "um"]
-    if grid.dim == 1:
-        pivots, R = grid.components[0], None
-    else:
-        pivots, R = total_volume_grid(grid, config.grid.ratio)
-    sizes = Sizes(
-        x=volume_to_size(pivots) / unit, edges=volume_to_size(cell_edges(pivots)) / unit, R=R
-    )
-    model = Model(
-        grid=grid,
-        agglomeration=None if config.agglomeration == "none" else config.agglomeration,
-        breakage=config.breakage,
-        fragments=config.fragments,
-        temperature_k=config.fluid.temperature_k,
-        viscosity_pa_s=config.fluid.viscosity_pa_s,
-        v_ref=float(np.pi / 6 * (config.v_ref_um * 1e-6) ** 3),
-        discretisation=config.discretisation,
-    )
-    s = config.solver
-    solver = Solver(
-        model,
-        initial_numbers(config, grid, sizes, data),
-        rtol=s.rtol,
-        atol=s.atol,
-        method=s.method,
-        max_rhs_evals=s.max_rhs_evals,
-        max_wall_s=s.max_wall_s,
-    )
-    return solver, sizes
-
-
-def initial_numbers(config: PBEModel, grid: Grid, sizes: Sizes, data: PSDData | None) -> np.ndarray:
-    """Number concentrations (#/m^3) per class at t = 0, scaled to the volume fraction."""
-    init, v = config.initial, grid.total_volumes()
-    n0 = np.zeros(grid.n)
-    if init.kind == "primary":
-        if grid.dim == 1:
-            n0[0] = 1.0
-        else:
-            n2 = grid.shape[1]
-            n0[1 * n2 + 0] = init.composition / v[n2]
-            n0[1] = (1.0 - init.composition) / v[1]
-    elif init.kind == "monodisperse":
-        index = init.class_index
-        if index is None:
-            target = np.pi / 6 * (init.size_um * 1e-6) ** 3
-            index = int(np.argmin(np.abs(np.log(v / target))))
-        n0[index] = 1.0
-    elif init.kind == "exponential":
-        v_mean = np.pi / 6 * (init.x_mean_um * 1e-6) ** 3
-        e = cell_edges(grid.components[0]) / v_mean
-        n0 = np.exp(-e[:-1]) - np.exp(-e[1:])
-    elif init.kind == "lognormal":
-        from scipy.stats import norm
-
-        x_m = volume_to_size(cell_edges(grid.components[0]))
-        z = np.log(np.maximum(x_m, 1e-300) / (init.x50_um * 1e-6)) / np.log(init.sigma_g)
-        n0 = np.diff(norm.cdf(z))
-    else:
-        if data is None or data.t[0] != 0.0:
-            raise ValueError("initial.kind: data needs measured data that start at t = 0")
-        # repeated samples at t = 0: start from their mean
-        first = data.values[data.t == 0.0].mean(axis=0)
-        n0 = data_on_cells(data.x, first, data.quantity, sizes.edges, "q0")
-        n0 = n0 * np.diff(sizes.edges)
-    total = float(n0 @ v)
-    if total <= 0:
-        raise ValueError("the initial distribution holds no particles on the grid")
-    return n0 * init.volume_fraction / total
 
 
 def parameter_sets(
@@ -186,7 +88,8 @@ class ExperimentFit:
 
     def score(self, points: np.ndarray) -> list[Evaluation]:
         """This experiment's cost at each of ``points`` ``(B, d)``, ``solver.batch_size``
-        parameter sets integrated at a time; ``extras`` hold ``top_mass_fraction``."""
+        parameter sets integrated at a time; ``extras`` hold ``top_mass_fraction`` and
+        ``fines_fraction``."""
         size = self.run.model.solver.batch_size
         out: list[Evaluation] = []
         for start in range(0, len(points), size):
@@ -217,18 +120,13 @@ class ExperimentFit:
                 ev = Evaluation.failed("the cost is not finite (an empty or degenerate PSD)")
             else:
                 ev = Evaluation(value=float(cost[b]))
-            top, g = float(sol.top_mass_fraction[b]), self.run.model.grid
-            if ev.ok and top > g.top_limit:
-                reason = (
-                    f"the grid's last classes held {top:.3g} of the volume (grid.top_limit "
-                    f"{g.top_limit:g}): particles outgrow the grid; add grid.classes or raise "
-                    "grid.ratio"
-                )
-                if g.on_limit == "fail":
-                    ev = Evaluation.failed(reason)
-                else:
-                    ev.warning = reason
-            ev.extras = {"top_mass_fraction": top}
+            top, fines = float(sol.top_mass_fraction[b]), float(sol.fines_fraction[b])
+            reason = grid_limit_reason(self.run.model.grid, top, fines) if ev.ok else ""
+            if reason and self.run.model.grid.on_limit == "fail":
+                ev = Evaluation.failed(reason)
+            elif reason:
+                ev.warning = reason
+            ev.extras = {"top_mass_fraction": top, "fines_fraction": fines}
             out.append(ev)
         return out
 
@@ -265,7 +163,7 @@ class PBEProblem(Problem):
     """Fit dPBE kernel parameters: minimise the cost between simulated and measured PSDs,
     the ``weight``-ed sum over the experiments. With several experiments an evaluation
     fails when any of them fails (its error names which) and records each one's cost as
-    ``cost_<name>``; ``top_mass_fraction`` is the largest over them."""
+    ``cost_<name>``; ``top_mass_fraction`` and ``fines_fraction`` are the largest over them."""
 
     config: PBEConfig
 
@@ -335,12 +233,32 @@ class PBEProblem(Problem):
         else:
             ev = Evaluation(value=float(sum(w * p.value for _, w, p in named)))
         ev.warning = "; ".join(f"{who}: {p.warning}" for who, _, p in named if p.warning)
-        tops = [p.extras["top_mass_fraction"] for p in parts if "top_mass_fraction" in p.extras]
-        if tops:
-            ev.extras["top_mass_fraction"] = max(tops)
+        for key in ("top_mass_fraction", "fines_fraction"):
+            values = [p.extras[key] for p in parts if key in p.extras]
+            if values:
+                ev.extras[key] = max(values)
         for e, p in zip(self.experiments, parts):
             ev.extras[f"cost_{e.run.name}"] = p.value
         return ev
+
+
+def grid_limit_reason(grid: GridSettings, top: float, fines: float) -> str:
+    """Why a run's grid was too short or too coarse at the bottom, or ``""``: ``top`` is
+    the largest volume share on its upper edge, ``fines`` the largest number share in its
+    fines class."""
+    reasons = []
+    if top > grid.top_limit:
+        reasons.append(
+            f"the grid's last classes held {top:.3g} of the volume (grid.top_limit "
+            f"{grid.top_limit:g}): particles outgrow the grid; add grid.classes or raise "
+            "grid.ratio"
+        )
+    if fines > grid.bottom_limit:
+        reasons.append(
+            f"the grid's fines class held {fines:.3g} of the particles (grid.bottom_limit "
+            f"{grid.bottom_limit:g}): fragments fall below the first class; lower grid.x0_um"
+        )
+    return "; ".join(reasons)
 
 
 def _basis(target: str) -> int:
@@ -399,7 +317,7 @@ def synthesize(run: Experiment, solver: Solver, sizes: Sizes) -> tuple[PSDData, 
         where = f"experiment {run.name!r}: " if run.name else ""
         raise ValueError(f"{where}synthetic: the true parameters do not solve: {sol.error[0]}")
     truth = {k: float(v[0]) for k, v in params.items()}
-    sim = Simulation(sol.t, sol.N[0], sizes, truth, solver.volumes, 0.0)
+    sim = Simulation(sol.t, sol.N[0], sizes, truth, solver.volumes, 0.0, 0.0)
     data = sim.psd(syn.quantity)
     if syn.samples > 1:
         data = dataclasses.replace(
@@ -413,68 +331,4 @@ def synthesize(run: Experiment, solver: Solver, sizes: Sizes) -> tuple[PSDData, 
     return data, dict(syn.parameters)
 
 
-@dataclass
-class Simulation:
-    """A forward run: number concentrations ``N`` (#/m^3, ``(T, n)`` over the solver's
-    classes) at times ``t`` (s), and the size axis they are reported on."""
-
-    t: np.ndarray
-    N: np.ndarray
-    sizes: Sizes
-    parameters: dict[str, float]
-    class_volumes_m3: np.ndarray  # (n, dim)
-    top_mass_fraction: float
-
-    def psd(self, quantity: Quantity = "q3") -> PSDData:
-        """The distribution over time as ``quantity`` on the size classes (in um):
-        densities at the pivot sizes, cumulatives at the cells' upper edges."""
-        N = np.clip(self.sizes.numbers(self.N), 0.0, None)
-        values = on_cells(N, self.sizes.x, self.sizes.edges, quantity)
-        if quantity.startswith("Q"):
-            values = np.clip(np.maximum.accumulate(values, axis=-1), 0.0, 1.0)
-            x = self.sizes.edges[1:]
-        else:
-            x = self.sizes.x
-        return PSDData(t=self.t, x=x, values=values, quantity=quantity, size_unit="um")
-
-
-def simulate(
-    problem: PBEModel | Mapping[str, Any],
-    parameters: Mapping[str, float],
-    times_s: np.ndarray | list[float],
-) -> Simulation:
-    """Run the dPBE of a ``pbe`` problem section at the given parameter values.
-
-    ``problem`` is a :class:`PBEModel` (a :class:`PBEConfig` is one) or the mapping a
-    config file holds under ``problem:`` (keys other than the model's are ignored);
-    ``parameters`` gives the values of every parameter not in the section's ``known``
-    (which they may override); ``times_s`` are the output times (s).
-    Raises ``ValueError`` naming missing or unknown parameters, or the solver's failure.
-    ``simulate(section, values, [0, 60, 600]).psd("q3").values`` is the volume density at
-    the three times, shape ``(3, classes)``.
-    """
-    if isinstance(problem, PBEModel):
-        config = problem
-    else:
-        config = PBEModel(**{k: v for k, v in problem.items() if k in MODEL_KEYS})
-    needed = config.needed()
-    values = {**config.known, **parameters}
-    unknown = sorted(set(parameters) - set(needed))
-    missing = sorted(set(needed) - set(values))
-    if unknown or missing:
-        raise ValueError(
-            f"parameters: missing {missing}, not used by this model {unknown}; "
-            f"it needs {list(needed)}"
-        )
-    solver, sizes = build_solver(config)
-    sol = solver.solve({k: values[k] for k in needed}, np.asarray(times_s, dtype=float))
-    if sol.error[0]:
-        raise ValueError(f"the simulation failed: {sol.error[0]}")
-    return Simulation(
-        t=sol.t,
-        N=sol.N[0],
-        sizes=sizes,
-        parameters={k: float(values[k]) for k in needed},
-        class_volumes_m3=solver.volumes,
-        top_mass_fraction=float(sol.top_mass_fraction[0]),
-    )
+__all__ = ["ExperimentFit", "PBEProblem", "Simulation", "simulate"]

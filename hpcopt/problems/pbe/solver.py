@@ -19,8 +19,10 @@ piecewise linear in the cell sums, so the Jacobian is the chain rule through it.
 
 Collisions whose product would lie beyond the grid's last pivot are not counted (neither
 partner dies): nothing leaves the grid, so number-weighted volume is conserved to
-round-off. Check that the grid is wide enough with the mass in the last class, which
-:class:`Solution` reports.
+round-off. Particles born below the first non-zero pivot go, by number, to the grid's
+zero-volume fines class (:mod:`.grid`), so the number of particles is kept too. Check
+that the grid is wide enough at the top and fine enough at the bottom with the volume in
+its last classes and the number in its fines class, which :class:`Solution` reports.
 """
 
 from __future__ import annotations
@@ -93,12 +95,16 @@ class Solution:
     rows of ``N`` are then NaN). ``top_mass_fraction[b]`` is the largest share of the
     volume held by the grid's last classes over time (the last class in 1-D, the classes
     on the upper edges of the grid in 2-D): near 1 means the grid is too short.
+    ``fines_fraction[b]`` is the largest share of the particles' number in the zero-volume
+    fines class over time: what a grid whose first pivot is too large loses from its size
+    distributions.
     """
 
     t: np.ndarray
     N: np.ndarray
     error: list[str]
     top_mass_fraction: np.ndarray
+    fines_fraction: np.ndarray
     rhs_evals: int = 0
     wall_time_s: float = 0.0
     steps: list[int] = field(default_factory=list)
@@ -146,6 +152,8 @@ class Solver:
         self.volumes = self.grid.volumes()
         self.v = self.volumes.sum(axis=1)
         volume0 = float(self.y0 @ self.v)
+        if volume0 <= 0:
+            raise ValueError("the initial state holds only fines (no particle of any volume)")
         # Absolute tolerance in volume share: a class matters as much as the volume it holds.
         with np.errstate(divide="ignore"):
             self.atol = np.where(self.v > 0, atol * volume0 / self.v, atol)
@@ -280,11 +288,15 @@ class Solver:
         volume = np.where(np.isfinite(y), y, 0.0) * self.v
         top = volume[..., self.grid.on_top_edge()].sum(axis=-1)
         share = top / np.maximum(volume.sum(axis=-1), 1e-300)
+        number = np.where(np.isfinite(y), y, 0.0)
+        fines = number[..., self.grid.fines()].sum(axis=-1)
+        fines_share = fines / np.maximum(number.sum(axis=-1), 1e-300)
         return Solution(
             t=t,
             N=N,
             error=errors,
             top_mass_fraction=share.max(axis=-1),
+            fines_fraction=fines_share.max(axis=-1),
             rhs_evals=evals,
             wall_time_s=time.perf_counter() - start,
             steps=steps,
