@@ -24,7 +24,7 @@ import time
 import numpy as np
 
 from hpcopt.problems.pbe.cat import DISCRETISATIONS
-from hpcopt.problems.pbe.grid import Grid, cell_edges
+from hpcopt.problems.pbe.grid import Grid
 from hpcopt.problems.pbe.solver import Model, Solver
 
 T = np.linspace(0.0, 600.0, 11)
@@ -50,10 +50,16 @@ def case(dim: int, classes: int) -> tuple[Grid, np.ndarray, dict[str, float]]:
     grid = Grid.geometric(dim, classes, 2.0, (v0,) * dim)
     n0 = np.zeros(grid.n)
     if dim == 1:
-        n0[0] = 1e-4 / v0
+        n0[1] = 1e-4 / v0
         return grid, n0, PARAMS_1D
     n0[classes] = n0[1] = 0.5e-4 / v0
     return grid, n0, PARAMS_2D
+
+
+def exponential_start(grid: Grid) -> np.ndarray:
+    """n(v, 0) = exp(-v) integrated over the cells of the non-zero classes of a 1-D grid."""
+    e = grid.edges[0][1:]
+    return np.concatenate([[0.0], np.exp(-e[:-1]) - np.exp(-e[1:])])
 
 
 def q3_error(grid: Grid, N: np.ndarray, reference: np.ndarray) -> float:
@@ -104,8 +110,7 @@ def single_solves(repeat: int) -> None:
 
 def constant_kernel_accuracy() -> None:
     grid = Grid.geometric(1, 30, 2.0, (1e-3,))
-    e = cell_edges(grid.components[0])
-    n0 = np.exp(-e[:-1]) - np.exp(-e[1:])
+    n0 = exponential_start(grid)
     t = np.array([0.0, 1.0, 5.0, 20.0])
     start = time.perf_counter()
     sol = Solver(Model(grid, "constant"), n0).solve({"corr_beta": 1.0, "alpha": 1.0}, t)
@@ -129,8 +134,7 @@ def discretisations(repeat: int) -> None:
     )
     grid, n0, params = case(1, 30)
     exp_grid = Grid.geometric(1, 30, 2.0, (1e-3,))
-    e = cell_edges(exp_grid.components[0])
-    exp_n0 = np.exp(-e[:-1]) - np.exp(-e[1:])
+    exp_n0 = exponential_start(exp_grid)
     t = np.array([0.0, 1.0, 5.0, 20.0])
     v = exp_grid.total_volumes()
     for discretisation in DISCRETISATIONS:

@@ -9,6 +9,7 @@ from typing import Any
 import h5py
 import numpy as np
 import pytest
+import yaml
 from pydantic import ValidationError
 
 from hpcopt.cli import main
@@ -361,6 +362,27 @@ def test_a_start_from_data_with_repeated_samples_starts_from_their_mean(tmp_path
     both = start([a, b])
     np.testing.assert_allclose(both, start([(a + b) / 2]))
     assert not np.allclose(both, start([a]))
+
+
+def test_simulate_starts_from_the_data_file_of_its_section(tmp_path, capsys):
+    Q = simulate(section(), TRUTH, [0, 300]).psd("Q3")
+    path = tmp_path / "start.h5"
+    save_psd(path, Q)
+    start = section(synthetic=None, data={"path": str(path)}, initial={"kind": "data"})
+    run = simulate(start, TRUTH, [0.0, 300.0])
+    # the start is the data's distribution on the same grid (to the interpolation of the
+    # cumulative onto numbers per class), and it evolves from there
+    np.testing.assert_allclose(run.psd("Q3").values[0], Q.values[0], atol=1e-5)
+    assert not np.allclose(run.psd("Q3").values[1], Q.values[0], atol=1e-3)
+    np.testing.assert_allclose(simulate(start, TRUTH, [0.0], data=Q).N, run.N[:1])
+    with pytest.raises(ValueError, match="starts from measured data: give the section a data"):
+        simulate(section(initial={"kind": "data"}), TRUTH, [0.0])
+    spec = tmp_path / "section.yaml"
+    spec.write_text(yaml.safe_dump({**start, "synthetic": None}))
+    sets = [f"--set={k}={v}" for k, v in TRUTH.items()]
+    out = str(tmp_path / "out.h5")
+    assert main(["pbe", "simulate", str(spec), "-o", out, "--times", "0,300", *sets]) == 0
+    assert "fines class" in capsys.readouterr().out
 
 
 def test_the_cell_average_technique_is_chosen_in_the_config_and_refused_in_2d():
