@@ -72,10 +72,12 @@ from hpcopt.problems.pbe.grid import Layout
 from hpcopt.problems.pbe.kernels import (
     AgglomerationKernel,
     BreakageRate,
+    FragmentComposition,
     FragmentDistribution,
     fragment_range_error,
     parameter_names,
     range_error,
+    spread_error,
 )
 from hpcopt.problems.pbe.psd import Quantity
 from hpcopt.space import Param, Space
@@ -236,6 +238,7 @@ class PBEModel(_Section):
     initial: Initial = Initial()
     v_ref_um: float = Field(1.0, gt=0, allow_inf_nan=False)
     discretisation: Literal["fixed_pivot", "cell_average"] = "fixed_pivot"
+    fragment_composition: FragmentComposition = "parent"
     known: dict[str, float] = Field(default_factory=dict)
     solver: SolverSettings = SolverSettings()
 
@@ -262,6 +265,10 @@ class PBEModel(_Section):
                 f"initial.class_index: {index} is past the grid's last class "
                 f"({self.grid.classes - 1})"
             )
+        if self.fragment_composition == "spread" and self.breakage != "none":
+            error = spread_error(self.dim, self.fragments, self.discretisation)
+            if error:
+                raise ValueError(error)
         if self.agglomeration == "none" and self.breakage == "none":
             raise ValueError("nothing happens: agglomeration and breakage are both 'none'")
         unused = self._unused_known()
@@ -314,6 +321,7 @@ class ExperimentSection(_Section):
     initial: dict[str, Any] | None = None
     v_ref_um: float | None = Field(None, gt=0, allow_inf_nan=False)
     discretisation: Literal["fixed_pivot", "cell_average"] | None = None
+    fragment_composition: FragmentComposition | None = None
     known: dict[str, float] = Field(default_factory=dict)
     solver: dict[str, Any] | None = None
 

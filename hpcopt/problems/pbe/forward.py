@@ -67,6 +67,7 @@ def build_solver(config: PBEModel, data: PSDData | None = None) -> tuple[Solver,
         viscosity_pa_s=config.fluid.viscosity_pa_s,
         v_ref=float(np.pi / 6 * (config.v_ref_um * 1e-6) ** 3),
         discretisation=config.discretisation,
+        fragment_composition=config.fragment_composition,
     )
     s = config.solver
     solver = Solver(

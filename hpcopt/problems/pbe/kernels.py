@@ -269,3 +269,27 @@ def fragment_moments(
         )
         return np.stack([p0, p1, p2])
     raise ValueError(f"unknown fragment distribution {fragments!r}")
+
+
+FragmentComposition = Literal["parent", "spread"]
+"""In 2-D, whether a fragment keeps its parent's composition or is spread over both
+components (:mod:`.fragments2d`)."""
+SPREAD_FRAGMENTS: tuple[FragmentDistribution, ...] = (
+    "binary",
+    "power_law",
+    "parabolic_power_law",
+)
+
+
+def spread_error(dim: int, fragments: FragmentDistribution, discretisation: str) -> str:
+    """Why fragments cannot be spread over both components here, or ``""``."""
+    if dim != 2:
+        return "fragment_composition: spread is for 2-D runs (1-D fragments have one component)"
+    if fragments not in SPREAD_FRAGMENTS:
+        return (
+            f"fragment_composition: spread takes fragments {', '.join(SPREAD_FRAGMENTS)} "
+            f"(PSD_opt's 2-D BREAKFVAL 2, 4, 5), not {fragments!r}"
+        )
+    if discretisation != "fixed_pivot":
+        return "fragment_composition: spread is discretised with the fixed pivot only for now"
+    return ""

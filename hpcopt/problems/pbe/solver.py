@@ -42,16 +42,19 @@ from hpcopt.problems.pbe.cat import (
     cell_average_fragments,
     cell_average_pairs,
 )
+from hpcopt.problems.pbe.fragments2d import SpreadFragmentOperator
 from hpcopt.problems.pbe.grid import Grid
 from hpcopt.problems.pbe.kernels import (
     V_REF,
     AgglomerationKernel,
     BreakageRate,
+    FragmentComposition,
     FragmentDistribution,
     breakage_rate,
     efficiency_weights,
     kernel_shape,
     parameter_names,
+    spread_error,
 )
 from hpcopt.problems.pbe.operators import FragmentOperator, PairOperator
 
@@ -60,7 +63,9 @@ from hpcopt.problems.pbe.operators import FragmentOperator, PairOperator
 class Model:
     """What is simulated: the grid, the mechanisms and how they are discretised (no
     parameter values). ``discretisation``: ``"fixed_pivot"`` (Kumar & Ramkrishna 1996, 1-D
-    and 2-D) or ``"cell_average"`` (Kumar et al. 2006, 2008; 1-D only)."""
+    and 2-D) or ``"cell_average"`` (Kumar et al. 2006, 2008; 1-D only).
+    ``fragment_composition`` (2-D): fragments keep their ``"parent"``'s composition, or
+    ``"spread"`` over both components as in PSD_opt (:mod:`.fragments2d`)."""
 
     grid: Grid
     agglomeration: AgglomerationKernel | None = "constant"
@@ -70,6 +75,7 @@ class Model:
     viscosity_pa_s: float = 1.0e-3
     v_ref: float = V_REF  # m^3: the reference volume of dimensionless kernels and rates
     discretisation: Discretisation = "fixed_pivot"
+    fragment_composition: FragmentComposition = "parent"
 
     def __post_init__(self) -> None:
         if self.discretisation not in DISCRETISATIONS:
@@ -81,6 +87,10 @@ class Model:
             raise ValueError(
                 "the cell-average technique is 1-D only for now; use fixed_pivot in 2-D"
             )
+        if self.fragment_composition == "spread" and self.breakage != "none":
+            error = spread_error(self.grid.dim, self.fragments, self.discretisation)
+            if error:
+                raise ValueError(error)
 
     def parameters(self) -> tuple[str, ...]:
         """The names of the parameters this model needs, in a fixed order."""
@@ -183,10 +193,12 @@ class Solver:
                     self.volumes[self.pairs.first], self.volumes[self.pairs.second]
                 )
         if model.breakage != "none":
-            build_fragments = (
-                cell_average_fragments if self.cell_average else FragmentOperator.build
-            )
-            self.fragments = build_fragments(self.grid)
+            if self.cell_average:
+                self.fragments = cell_average_fragments(self.grid)
+            elif model.fragment_composition == "spread":
+                self.fragments = SpreadFragmentOperator.build(self.grid)
+            else:
+                self.fragments = FragmentOperator.build(self.grid)
 
     # -- rates for a batch of parameter sets -------------------------------------------
 

@@ -1,0 +1,113 @@
+"""PSD_opt's two-component fragment distribution: fragments spread over both components.
+
+With ``fragment_composition: parent`` (:mod:`.operators`) a fragment keeps its parent's
+composition. With ``spread`` a parent of component volumes ``(a1, a2)`` (both non-zero)
+breaks into fragments of volumes ``(s a1, u a2)``, ``s`` and ``u`` in ``[0, 1]``, with
+the number density per unit ``s`` and ``u``
+
+- ``binary`` (PSD_opt's BREAKFVAL 2): ``b = 2``: two fragments, uniform;
+- ``power_law`` (BREAKFVAL 4): ``b = v (v + 1) (s u)^(v - 1)``: ``(v + 1) / v`` fragments;
+- ``parabolic_power_law`` (BREAKFVAL 5): ``b = v (v + 1) (v + 2) / 2 (s u)^(v - 1)
+  (1 - s u)``,
+
+``v = pl_v``. Each keeps both components' volumes (``∫∫ s b = ∫∫ u b = 1``). PSD_opt
+writes these in its ``breakage_func_2d`` divided by the parent's ``y1 y3`` twice; this is
+the form with one division, the one whose integrals are a fragment count and conserve
+volume. A pure parent breaks as in 1-D, its fragments pure (as in PSD_opt).
+
+Each density is a sum of products ``c (s u)^p = c s^p u^p``, and a fixed-pivot share in
+2-D is a product of one share per component, so every integral over a cell of the
+``(s, u)`` square factorises into two 1-D integrals of powers of ``s`` and ``u``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from hpcopt.problems.pbe.grid import Grid, pivot_weights
+from hpcopt.problems.pbe.kernels import SPREAD_FRAGMENTS, FragmentDistribution
+from hpcopt.problems.pbe.operators import FragmentOperator
+
+
+def spread_terms(
+    fragments: FragmentDistribution, params: dict[str, np.ndarray], B: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The density ``b(s, u) = sum_t c_t (s u)^p_t`` as ``[(c_t, p_t), ...]``, each
+    ``(B,)``, for ``B`` parameter sets."""
+    if fragments == "binary":
+        return [(np.full(B, 2.0), np.zeros(B))]
+    v = np.broadcast_to(np.asarray(params["pl_v"], dtype=float), (B,))
+    if fragments == "power_law":
+        return [(v * (v + 1), v - 1)]
+    if fragments == "parabolic_power_law":
+        k = v * (v + 1) * (v + 2) / 2
+        return [(k, v - 1), (-k, v)]
+    raise ValueError(
+        f"fragment_composition: spread takes fragments {', '.join(SPREAD_FRAGMENTS)}, "
+        f"not {fragments!r}"
+    )
+
+
+def power_integrals(lo: np.ndarray, hi: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """``∫_lo^hi s^p ds`` for stretches ``(E,)`` and exponents ``p > -1`` ``(B,)``: ``(B, E)``."""
+    q = np.asarray(p, dtype=float)[:, None] + 1.0
+    return (hi[None, :] ** q - lo[None, :] ** q) / q
+
+
+def pivot_share_integrals(pivots: np.ndarray, a: float, p: np.ndarray) -> np.ndarray:
+    """``∫_0^1 s^p w_i(s a) ds`` for each pivot ``i`` of one component, ``(B, len(pivots))``:
+    ``w_i`` the fixed-pivot share pivot ``i`` gets of a fragment of volume ``s a``."""
+    cuts = pivots[(pivots > 0) & (pivots < a)] / a
+    x = np.concatenate([[0.0], cuts, [1.0]])
+    lo, hi = x[:-1], x[1:]
+    lower, _ = pivot_weights(pivots, 0.5 * (lo + hi) * a)
+    upper = np.minimum(lower + 1, len(pivots) - 1)
+    inside = upper > lower
+    span = np.where(inside, pivots[upper] - pivots[lower], 1.0)
+    # the lower pivot's share is (x_up - s a) / span, linear in s: c0 + c1 s
+    c0 = np.where(inside, pivots[upper] / span, 1.0)
+    c1 = np.where(inside, -a / span, 0.0)
+    i0, i1 = power_integrals(lo, hi, p), power_integrals(lo, hi, p + 1)
+    low_share = c0 * i0 + c1 * i1
+    out = np.zeros((len(p), len(pivots)))
+    np.add.at(out.T, lower, low_share.T)
+    np.add.at(out.T, upper[inside], (i0 - low_share)[:, inside].T)
+    return out
+
+
+@dataclass(frozen=True)
+class SpreadFragmentOperator:
+    """Fixed-pivot fragment matrices ``(B, n, n)`` with fragments of mixed parents spread
+    over both components; pure parents' columns are those of ``parent``."""
+
+    grid: Grid
+    parent: FragmentOperator
+
+    @classmethod
+    def build(cls, grid: Grid) -> SpreadFragmentOperator:
+        if grid.dim != 2:
+            raise ValueError("fragment_composition: spread is for 2-D grids")
+        return cls(grid, FragmentOperator.build(grid))
+
+    def mixed(self) -> np.ndarray:
+        """Which classes hold both components, ``(n,)`` booleans."""
+        return np.all(self.grid.volumes() > 0, axis=1)
+
+    def matrices(
+        self, fragments: FragmentDistribution, params: dict[str, np.ndarray], B: int
+    ) -> np.ndarray:
+        """``F[b, k, q]``: fragments of one parent of class ``q`` landing on pivot ``k``."""
+        u1, u2 = self.grid.components
+        spread = np.zeros((B, len(u1), len(u2), len(u1), len(u2)))
+        for c, p in spread_terms(fragments, params, B):
+            # per component and parent pivot: the integral of each pivot's share
+            s1 = np.stack([pivot_share_integrals(u1, a, p) for a in u1], axis=1)
+            s2 = np.stack([pivot_share_integrals(u2, a, p) for a in u2], axis=1)
+            spread += np.einsum("b,bik,bjl->bklij", c, s1, s2)
+        F = self.parent.matrices(fragments, params, B).copy()
+        mixed = self.mixed()
+        n = self.grid.n
+        F[:, :, mixed] = spread.reshape(B, n, n)[:, :, mixed]
+        return F
