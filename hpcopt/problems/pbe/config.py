@@ -75,6 +75,7 @@ from hpcopt.problems.pbe.kernels import (
     fragment_range_error,
     parameter_names,
     range_error,
+    rate_dimension_error,
 )
 from hpcopt.problems.pbe.psd import Quantity
 from hpcopt.space import Param, Space
@@ -254,6 +255,8 @@ class PBEModel(_Section):
             )
         if self.agglomeration == "none" and self.breakage == "none":
             raise ValueError("nothing happens: agglomeration and breakage are both 'none'")
+        if error := rate_dimension_error(self.breakage, self.dim):
+            raise ValueError(error)
         unused = self._unused_known()
         if unused:
             raise ValueError(

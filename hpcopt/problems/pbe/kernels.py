@@ -15,9 +15,13 @@ Agglomeration: ``beta = corr_beta * alpha * shape(u, v)`` (m^3/s), with shapes
 ``alpha`` is the collision efficiency: one number in 1-D; in 2-D ``alpha_11, alpha_12,
 alpha_22`` per pair of components, weighted by the colliding particles' volume fractions.
 
-Breakage rate ``S(v)`` (1/s), with ``V = v / v_ref``: ``constant``: ``pl_P1``; ``linear``:
-``pl_P1 V``; ``power_law``: ``pl_P1 G V^pl_P2`` and, in 2-D, ``+ pl_P3 G V_2^pl_P4`` where
-``V_c`` is the volume of component ``c`` over ``v_ref`` (``V_1`` in the first term).
+Breakage rate ``S(v)`` (1/s), with ``V = v / v_ref`` (total volume) and ``V_c`` the volume of
+component ``c`` over ``v_ref``: ``constant``: ``pl_P1``; ``linear``: ``pl_P1 V``;
+``power_law``: ``pl_P1 G V^pl_P2`` and, in 2-D, ``pl_P1 G V_1^pl_P2 + pl_P3 G V_2^pl_P4``.
+Three more are 2-D only (PSD_opt's 2-D ``BREAKRVAL`` 1-3): ``constant_by_component``:
+``k``, and ``linear_by_component``: ``k V``, where ``k`` is ``pl_P1`` for particles of
+component 1 alone, ``pl_P3`` for component 2 alone and ``(pl_P1 + pl_P3) / 2`` for mixed
+ones; ``power_law_total``: ``pl_P1 G V^pl_P2`` on the total volume for every class.
 
 ``v_ref`` is an explicit reference volume (m^3), by default :data:`V_REF` (a sphere of
 1 µm diameter), never the grid's: the same parameter values mean the same physics on
@@ -48,7 +52,12 @@ from typing import Literal
 import numpy as np
 
 AgglomerationKernel = Literal["constant", "sum", "product", "shear", "brownian"]
-BreakageRate = Literal["none", "constant", "linear", "power_law"]
+BreakageRate = Literal[
+    "none", "constant", "linear", "power_law", "constant_by_component", "linear_by_component",
+    "power_law_total",
+]  # fmt: skip
+TWO_D_RATES = ("constant_by_component", "linear_by_component", "power_law_total")
+"""Breakage rates defined only in 2-D (PSD_opt's 2-D ``BREAKRVAL`` 1-3)."""
 FragmentDistribution = Literal[
     "binary", "four_fragments", "power_law", "parabolic", "product_power_law",
     "parabolic_power_law",
@@ -110,7 +119,21 @@ def rate_parameters(rate: BreakageRate, dim: int) -> tuple[str, ...]:
         return ()
     if rate in ("constant", "linear"):
         return ("pl_P1",)
+    if rate in ("constant_by_component", "linear_by_component"):
+        return ("pl_P1", "pl_P3")
+    if rate == "power_law_total":
+        return ("pl_P1", "pl_P2", "G")
     return ("pl_P1", "pl_P2", "G") + (("pl_P3", "pl_P4") if dim == 2 else ())
+
+
+def rate_dimension_error(rate: BreakageRate, dim: int) -> str:
+    """Why ``rate`` cannot be used in ``dim`` dimensions, or ``""``."""
+    if dim != 1 or rate not in TWO_D_RATES:
+        return ""
+    if rate == "power_law_total":
+        return f"breakage: {rate} is 2-D only; in 1-D, power_law is already on the total volume"
+    plain = rate.removesuffix("_by_component")
+    return f"breakage: {rate} is 2-D only (a rate per component); in 1-D use {plain}"
 
 
 def fragment_parameters(fragments: FragmentDistribution, rate: BreakageRate) -> tuple[str, ...]:
@@ -197,8 +220,11 @@ def breakage_rate(
     """Breakage rate (1/s) of every class, ``(B, n)`` (``rate`` is not ``"none"``).
 
     ``volumes`` are the classes' component volumes ``(n, dim)`` (m^3), ``v_ref`` the
-    reference volume (m^3), ``params`` arrays of shape ``(B,)``.
+    reference volume (m^3), ``params`` arrays of shape ``(B,)``. The empty 2-D class
+    ``(0, 0)`` has rate 0.
     """
+    if error := rate_dimension_error(rate, volumes.shape[1]):
+        raise ValueError(error)
     total = volumes.sum(axis=1)
     V = (total / v_ref)[None, :]
     p = {k: np.asarray(v, dtype=float)[:, None] for k, v in params.items()}
@@ -206,8 +232,15 @@ def breakage_rate(
         return np.broadcast_to(p["pl_P1"], (p["pl_P1"].shape[0], len(total))) * (V > 0)
     if rate == "linear":
         return p["pl_P1"] * V
-    if volumes.shape[1] == 1:
-        return p["pl_P1"] * p["G"] * V ** p["pl_P2"]
+    if rate in ("constant_by_component", "linear_by_component"):
+        alone_1 = (volumes[:, 1] == 0)[None, :]
+        alone_2 = (volumes[:, 0] == 0)[None, :]
+        mixed = (p["pl_P1"] + p["pl_P3"]) / 2
+        k = np.where(alone_1, p["pl_P1"], np.where(alone_2, p["pl_P3"], mixed))
+        return k * (V > 0) if rate == "constant_by_component" else k * V
+    if volumes.shape[1] == 1 or rate == "power_law_total":
+        with np.errstate(divide="ignore"):
+            return p["pl_P1"] * p["G"] * np.where(V > 0, V ** p["pl_P2"], 0.0)
     V1 = (volumes[:, 0] / v_ref)[None, :]
     V2 = (volumes[:, 1] / v_ref)[None, :]
     with np.errstate(divide="ignore"):

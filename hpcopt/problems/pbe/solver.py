@@ -50,6 +50,7 @@ from hpcopt.problems.pbe.kernels import (
     efficiency_weights,
     kernel_shape,
     parameter_names,
+    rate_dimension_error,
 )
 from hpcopt.problems.pbe.operators import FragmentOperator, PairOperator
 
@@ -70,6 +71,8 @@ class Model:
     discretisation: Discretisation = "fixed_pivot"
 
     def __post_init__(self) -> None:
+        if error := rate_dimension_error(self.breakage, self.grid.dim):
+            raise ValueError(error)
         if self.discretisation not in DISCRETISATIONS:
             raise ValueError(
                 f"discretisation must be one of {', '.join(DISCRETISATIONS)}, "
