@@ -83,6 +83,7 @@ def build_solver(config: PBEModel, data: PSDData | None = None) -> tuple[Solver,
         viscosity_pa_s=config.fluid.viscosity_pa_s,
         v_ref=float(np.pi / 6 * (config.v_ref_um * 1e-6) ** 3),
         discretisation=config.discretisation,
+        size_correction=config.size_correction.correction(),
     )
     s = config.solver
     solver = Solver(

@@ -46,6 +46,7 @@ from hpcopt.problems.pbe.kernels import (
     AgglomerationKernel,
     BreakageRate,
     FragmentDistribution,
+    SizeCorrection,
     breakage_rate,
     efficiency_weights,
     kernel_shape,
@@ -59,7 +60,8 @@ from hpcopt.problems.pbe.operators import FragmentOperator, PairOperator
 class Model:
     """What is simulated: the grid, the mechanisms and how they are discretised (no
     parameter values). ``discretisation``: ``"fixed_pivot"`` (Kumar & Ramkrishna 1996, 1-D
-    and 2-D) or ``"cell_average"`` (Kumar et al. 2006, 2008; 1-D only)."""
+    and 2-D) or ``"cell_average"`` (Kumar et al. 2006, 2008; 1-D only).
+    ``size_correction`` multiplies every agglomeration kernel (None: no correction)."""
 
     grid: Grid
     agglomeration: AgglomerationKernel | None = "constant"
@@ -69,6 +71,7 @@ class Model:
     viscosity_pa_s: float = 1.0e-3
     v_ref: float = V_REF  # m^3: the reference volume of dimensionless kernels and rates
     discretisation: Discretisation = "fixed_pivot"
+    size_correction: SizeCorrection | None = None
 
     def __post_init__(self) -> None:
         if error := rate_dimension_error(self.breakage, self.grid.dim):
@@ -172,6 +175,10 @@ class Solver:
                 m.temperature_k,
                 m.viscosity_pa_s,
             )
+            if m.size_correction is not None:
+                shape = shape * m.size_correction.factor(
+                    self.v[self.pairs.first], self.v[self.pairs.second]
+                )
             self.pair_shape = np.where(self.pairs.first == self.pairs.second, 0.5, 1.0) * shape
             if self.grid.dim == 2:
                 self.pair_efficiency = efficiency_weights(
