@@ -208,6 +208,39 @@ def test_a_one_d_pure_component_run_is_the_two_d_model_with_renamed_parameters()
     np.testing.assert_allclose(N2[:, :, 0], one.N, rtol=1e-5, atol=1e-6 * one.N.max())
 
 
+def test_a_per_component_rate_maps_a_one_d_run_onto_its_component() -> None:
+    # with constant_by_component, particles of component 2 alone break at pl_P3: the 1-D
+    # constant rate with pl_P1 renamed
+    pure2 = {"name": "pure2", "dim": 1, "breakage": "constant", "grid": {"classes": 9,
+             "x0_um": 1.0}, "rename": {"alpha": "alpha_22", "pl_P1": "pl_P3"}}  # fmt: skip
+    doc = section(
+        TWO_D,
+        breakage="constant_by_component",
+        known={"alpha_22": 0.5, "G": 100.0, "pl_P3": 3e-4, "pl_v": 1.5},
+        experiments=[{"name": "mixed"}, pure2],
+    )
+    mixed, pure = PBEConfig(**doc).resolved_experiments()
+    assert mixed.model.needed() == (
+        "corr_beta", "alpha_11", "alpha_12", "alpha_22", "G", "pl_P1", "pl_P3", "pl_v",
+    )  # fmt: skip
+    assert pure.shared == {"alpha": "alpha_22", "G": "G", "pl_P1": "pl_P3", "pl_v": "pl_v"}
+    one = simulate(pure.model, {"corr_beta": 1.0}, [0, 600])
+    values = {"corr_beta": 1.0, "alpha_11": 0.7, "alpha_12": 0.3, "pl_P1": 1e-4}
+    pure_two = mixed.model.model_copy(update={"initial": mixed.model.initial.model_copy(
+        update={"composition": 0.0})})  # fmt: skip
+    N2 = simulate(pure_two, values, [0, 600]).N.reshape(2, 9, 9)
+    np.testing.assert_allclose(N2[:, 0, :], one.N, rtol=1e-5, atol=1e-6 * one.N.max())
+
+
+def test_a_two_d_only_rate_inherited_by_a_one_d_run_is_refused_naming_it() -> None:
+    doc = section(TWO_D, breakage="power_law_total", known={**TWO_D["known"]})
+    del doc["known"]["pl_P3"], doc["known"]["pl_P4"]
+    with pytest.raises(
+        ValidationError, match=r"experiments\[1\]\.breakage: power_law_total is 2-D"
+    ):
+        PBEConfig(**doc)
+
+
 def test_a_two_d_fit_with_a_one_d_run_scores_both_and_is_exact_at_the_truth() -> None:
     p = problem(TWO_D)
     truth = np.array([TWO_D["synthetic"]["parameters"][n] for n in p.space.names])

@@ -69,6 +69,11 @@ def point(values: dict[str, float], names: tuple[str, ...]) -> np.ndarray:
         ({"cost": [["d50", "MSE"]]}, "unknown target 'd50'"),
         ({"agglomeration": "none", "breakage": "none"}, "nothing happens"),
         ({"dim": 2, "grid": {"classes": 41, "x0_um": [1.0, 1.0]}}, "at most 40 per component"),
+        (
+            {"breakage": "linear_by_component"},
+            "breakage: linear_by_component is 2-D only .*; in 1-D use linear",
+        ),
+        ({"breakage": "power_law_total"}, "power_law_total is 2-D only; in 1-D, power_law"),
     ],
 )
 def test_bad_sections_are_refused_with_what_is_wrong(changes: dict, message: str) -> None:

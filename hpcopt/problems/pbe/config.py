@@ -27,7 +27,7 @@ An experiment may set any model key (``dim``, ``grid``, ``agglomeration``, ``bre
 ``initial``, ``synthetic``, ...) merge key by key into the top-level one, except that an
 ``initial`` of another ``kind`` replaces it; other values replace. An experiment's ``data``
 replaces the top-level data source, its ``synthetic`` merges into the top-level
-``synthetic``.
+``synthetic``. ``size_correction`` is a model key too and merges like ``initial``.
 
 Parameters are matched by name. An experiment's model needs its own names (``needed``);
 each is taken from, in order: the experiment's ``known`` (its own fixed value, which must
@@ -70,13 +70,17 @@ from hpcopt.problems.pbe.cost import parse_cost
 from hpcopt.problems.pbe.data import NoiseModel
 from hpcopt.problems.pbe.grid import Layout
 from hpcopt.problems.pbe.kernels import (
+    SOOS_X_SEL,
+    SOOS_Y_SEL,
     AgglomerationKernel,
     BreakageRate,
     FragmentComposition,
     FragmentDistribution,
+    SizeCorrection,
     fragment_range_error,
     parameter_names,
     range_error,
+    rate_dimension_error,
     spread_error,
 )
 from hpcopt.problems.pbe.psd import Quantity
@@ -161,6 +165,37 @@ class Initial(_Section):
         return self
 
 
+class SizeCorrectionSettings(_Section):
+    """A size correction of the collision efficiency, on every agglomeration kernel.
+
+    ``soos2007`` (Soos et al. 2007, PSD_opt's ``SIZEEVAL: 2``) multiplies the kernel of
+    partners of volume-equivalent diameters ``d_u, d_v`` by
+    ``exp(-x_sel (1 - lam)^2) / (d_u d_v / d_ref^2)^y_sel``, ``lam = min(d) / max(d)``.
+    ``d_ref_um`` (µm) is a fixed reference, never the grid: equal partners of that size
+    are not corrected, so the same ``corr_beta`` means the same kernel on any grid.
+    ``x_sel`` and ``y_sel`` (dimensionless, ``>= 0``) are fixed constants, PSD_opt's by
+    default; they are not fitted."""
+
+    kind: Literal["none", "soos2007"] = "none"
+    x_sel: float = Field(SOOS_X_SEL, ge=0, allow_inf_nan=False)
+    y_sel: float = Field(SOOS_Y_SEL, ge=0, allow_inf_nan=False)
+    d_ref_um: float = Field(1.0, gt=0, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _used(self) -> SizeCorrectionSettings:
+        defaults = {k: f.default for k, f in type(self).model_fields.items() if k != "kind"}
+        changed = [k for k, v in defaults.items() if getattr(self, k) != v]
+        if self.kind == "none" and changed:
+            raise ValueError(f"{', '.join(changed)}: only used by kind: soos2007, not none")
+        return self
+
+    def correction(self) -> SizeCorrection | None:
+        """The solver's correction (None for ``kind: none``)."""
+        if self.kind == "none":
+            return None
+        return SizeCorrection(self.x_sel, self.y_sel, self.d_ref_um * 1e-6)
+
+
 class DataFile(_Section):
     """Measured PSDs in a CSV or HDF5 file (see :mod:`hpcopt.problems.pbe.data`)."""
 
@@ -227,7 +262,8 @@ class PBEModel(_Section):
 
     ``v_ref_um`` is the diameter of the sphere whose volume ``v_ref`` the dimensionless
     kernels (``sum``, ``product``) and breakage rates (``V = v / v_ref``) are relative to:
-    fixed physics, not the grid, so fitted values carry over between grids."""
+    fixed physics, not the grid, so fitted values carry over between grids; so is the
+    reference size of ``size_correction``."""
 
     dim: Literal[1, 2] = 1
     grid: GridSettings = GridSettings()
@@ -239,6 +275,7 @@ class PBEModel(_Section):
     v_ref_um: float = Field(1.0, gt=0, allow_inf_nan=False)
     discretisation: Literal["fixed_pivot", "cell_average"] = "fixed_pivot"
     fragment_composition: FragmentComposition = "parent"
+    size_correction: SizeCorrectionSettings = SizeCorrectionSettings()
     known: dict[str, float] = Field(default_factory=dict)
     solver: SolverSettings = SolverSettings()
 
@@ -271,6 +308,10 @@ class PBEModel(_Section):
                 raise ValueError(error)
         if self.agglomeration == "none" and self.breakage == "none":
             raise ValueError("nothing happens: agglomeration and breakage are both 'none'")
+        if error := rate_dimension_error(self.breakage, self.dim):
+            raise ValueError(error)
+        if self.agglomeration == "none" and self.size_correction.kind != "none":
+            raise ValueError("size_correction: corrects agglomeration, which is 'none'")
         unused = self._unused_known()
         if unused:
             raise ValueError(
@@ -322,6 +363,7 @@ class ExperimentSection(_Section):
     v_ref_um: float | None = Field(None, gt=0, allow_inf_nan=False)
     discretisation: Literal["fixed_pivot", "cell_average"] | None = None
     fragment_composition: FragmentComposition | None = None
+    size_correction: dict[str, Any] | None = None
     known: dict[str, float] = Field(default_factory=dict)
     solver: dict[str, Any] | None = None
 

@@ -68,6 +68,7 @@ def build_solver(config: PBEModel, data: PSDData | None = None) -> tuple[Solver,
         v_ref=float(np.pi / 6 * (config.v_ref_um * 1e-6) ** 3),
         discretisation=config.discretisation,
         fragment_composition=config.fragment_composition,
+        size_correction=config.size_correction.correction(),
     )
     s = config.solver
     solver = Solver(

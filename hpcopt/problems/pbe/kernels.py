@@ -14,10 +14,16 @@ Agglomeration: ``beta = corr_beta * alpha * shape(u, v)`` (m^3/s), with shapes
 
 ``alpha`` is the collision efficiency: one number in 1-D; in 2-D ``alpha_11, alpha_12,
 alpha_22`` per pair of components, weighted by the colliding particles' volume fractions.
+A :class:`SizeCorrection` (Soos et al. 2007) may multiply every kernel by a
+parameter-free factor of the partners' sizes.
 
-Breakage rate ``S(v)`` (1/s), with ``V = v / v_ref``: ``constant``: ``pl_P1``; ``linear``:
-``pl_P1 V``; ``power_law``: ``pl_P1 G V^pl_P2`` and, in 2-D, ``+ pl_P3 G V_2^pl_P4`` where
-``V_c`` is the volume of component ``c`` over ``v_ref`` (``V_1`` in the first term).
+Breakage rate ``S(v)`` (1/s), with ``V = v / v_ref`` (total volume) and ``V_c`` the volume of
+component ``c`` over ``v_ref``: ``constant``: ``pl_P1``; ``linear``: ``pl_P1 V``;
+``power_law``: ``pl_P1 G V^pl_P2`` and, in 2-D, ``pl_P1 G V_1^pl_P2 + pl_P3 G V_2^pl_P4``.
+Three more are 2-D only (PSD_opt's 2-D ``BREAKRVAL`` 1-3): ``constant_by_component``:
+``k``, and ``linear_by_component``: ``k V``, where ``k`` is ``pl_P1`` for particles of
+component 1 alone, ``pl_P3`` for component 2 alone and ``(pl_P1 + pl_P3) / 2`` for mixed
+ones; ``power_law_total``: ``pl_P1 G V^pl_P2`` on the total volume for every class.
 
 ``v_ref`` is an explicit reference volume (m^3), by default :data:`V_REF` (a sphere of
 1 µm diameter), never the grid's: the same parameter values mean the same physics on
@@ -43,12 +49,19 @@ In 2-D a fragment keeps its parent's composition.
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 
 AgglomerationKernel = Literal["constant", "sum", "product", "shear", "brownian"]
-BreakageRate = Literal["none", "constant", "linear", "power_law"]
+BreakageRate = Literal[
+    "none", "constant", "linear", "power_law", "constant_by_component", "linear_by_component",
+    "power_law_total",
+]  # fmt: skip
+TWO_D_RATES = ("constant_by_component", "linear_by_component", "power_law_total")
+"""Breakage rates defined only in 2-D (PSD_opt's 2-D ``BREAKRVAL`` 1-3)."""
 FragmentDistribution = Literal[
     "binary", "four_fragments", "power_law", "parabolic", "product_power_law",
     "parabolic_power_law",
@@ -110,7 +123,21 @@ def rate_parameters(rate: BreakageRate, dim: int) -> tuple[str, ...]:
         return ()
     if rate in ("constant", "linear"):
         return ("pl_P1",)
+    if rate in ("constant_by_component", "linear_by_component"):
+        return ("pl_P1", "pl_P3")
+    if rate == "power_law_total":
+        return ("pl_P1", "pl_P2", "G")
     return ("pl_P1", "pl_P2", "G") + (("pl_P3", "pl_P4") if dim == 2 else ())
+
+
+def rate_dimension_error(rate: BreakageRate, dim: int) -> str:
+    """Why ``rate`` cannot be used in ``dim`` dimensions, or ``""``."""
+    if dim != 1 or rate not in TWO_D_RATES:
+        return ""
+    if rate == "power_law_total":
+        return f"breakage: {rate} is 2-D only; in 1-D, power_law is already on the total volume"
+    plain = rate.removesuffix("_by_component")
+    return f"breakage: {rate} is 2-D only (a rate per component); in 1-D use {plain}"
 
 
 def fragment_parameters(fragments: FragmentDistribution, rate: BreakageRate) -> tuple[str, ...]:
@@ -178,6 +205,45 @@ def kernel_shape(
     raise ValueError(f"unknown agglomeration kernel {kernel!r}")
 
 
+SOOS_X_SEL = 0.310601
+SOOS_Y_SEL = 1.06168
+"""PSD_opt's constants of the Soos et al. (2007) size correction (dimensionless)."""
+
+
+@dataclass(frozen=True)
+class SizeCorrection:
+    """Soos et al. (2007)'s size correction of the collision efficiency (developed from
+    Selomulya et al. 2003; PSD_opt's ``SIZEEVAL: 2``), a factor on every kernel::
+
+        corr = exp(-x_sel (1 - lam)^2) / (d_u d_v / d_ref^2)^y_sel,
+        lam = min(d_u, d_v) / max(d_u, d_v)
+
+    ``d_u, d_v`` are the partners' volume-equivalent diameters (m; PSD_opt writes the same
+    with radii), ``d_ref`` (m) a fixed reference diameter, never the grid's (PSD_opt takes
+    its grid's first radius): equal partners of diameter ``d_ref`` are not corrected.
+    ``x_sel`` weighs unequal sizes, ``y_sel`` large ones; both dimensionless, ``>= 0``.
+    """
+
+    x_sel: float = SOOS_X_SEL
+    y_sel: float = SOOS_Y_SEL
+    d_ref: float = 1e-6
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.x_sel) and self.x_sel >= 0):
+            raise ValueError(f"x_sel must be finite and >= 0, got {self.x_sel}")
+        if not (math.isfinite(self.y_sel) and self.y_sel >= 0):
+            raise ValueError(f"y_sel must be finite and >= 0, got {self.y_sel}")
+        if not (math.isfinite(self.d_ref) and self.d_ref > 0):
+            raise ValueError(f"d_ref must be finite and > 0 (m), got {self.d_ref}")
+
+    def factor(self, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+        """The correction for pairs of total volumes ``u, v`` (m^3, both ``> 0``)."""
+        du = np.cbrt(6.0 / np.pi * np.asarray(u, dtype=float))
+        dv = np.cbrt(6.0 / np.pi * np.asarray(v, dtype=float))
+        lam = np.minimum(du, dv) / np.maximum(du, dv)
+        return np.exp(-self.x_sel * (1.0 - lam) ** 2) / (du * dv / self.d_ref**2) ** self.y_sel
+
+
 def efficiency_weights(vol_i: np.ndarray, vol_j: np.ndarray) -> np.ndarray:
     """Weights of ``(alpha_11, alpha_12, alpha_22)`` for 2-D pairs, ``(P, 3)``.
 
@@ -197,8 +263,11 @@ def breakage_rate(
     """Breakage rate (1/s) of every class, ``(B, n)`` (``rate`` is not ``"none"``).
 
     ``volumes`` are the classes' component volumes ``(n, dim)`` (m^3), ``v_ref`` the
-    reference volume (m^3), ``params`` arrays of shape ``(B,)``.
+    reference volume (m^3), ``params`` arrays of shape ``(B,)``. The empty 2-D class
+    ``(0, 0)`` has rate 0.
     """
+    if error := rate_dimension_error(rate, volumes.shape[1]):
+        raise ValueError(error)
     total = volumes.sum(axis=1)
     V = (total / v_ref)[None, :]
     p = {k: np.asarray(v, dtype=float)[:, None] for k, v in params.items()}
@@ -206,8 +275,15 @@ def breakage_rate(
         return np.broadcast_to(p["pl_P1"], (p["pl_P1"].shape[0], len(total))) * (V > 0)
     if rate == "linear":
         return p["pl_P1"] * V
-    if volumes.shape[1] == 1:
-        return p["pl_P1"] * p["G"] * V ** p["pl_P2"]
+    if rate in ("constant_by_component", "linear_by_component"):
+        alone_1 = (volumes[:, 1] == 0)[None, :]
+        alone_2 = (volumes[:, 0] == 0)[None, :]
+        mixed = (p["pl_P1"] + p["pl_P3"]) / 2
+        k = np.where(alone_1, p["pl_P1"], np.where(alone_2, p["pl_P3"], mixed))
+        return k * (V > 0) if rate == "constant_by_component" else k * V
+    if volumes.shape[1] == 1 or rate == "power_law_total":
+        with np.errstate(divide="ignore"):
+            return p["pl_P1"] * p["G"] * np.where(V > 0, V ** p["pl_P2"], 0.0)
     V1 = (volumes[:, 0] / v_ref)[None, :]
     V2 = (volumes[:, 1] / v_ref)[None, :]
     with np.errstate(divide="ignore"):

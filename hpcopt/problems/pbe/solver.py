@@ -50,10 +50,12 @@ from hpcopt.problems.pbe.kernels import (
     BreakageRate,
     FragmentComposition,
     FragmentDistribution,
+    SizeCorrection,
     breakage_rate,
     efficiency_weights,
     kernel_shape,
     parameter_names,
+    rate_dimension_error,
     spread_error,
 )
 from hpcopt.problems.pbe.operators import FragmentOperator, PairOperator
@@ -65,7 +67,8 @@ class Model:
     parameter values). ``discretisation``: ``"fixed_pivot"`` (Kumar & Ramkrishna 1996, 1-D
     and 2-D) or ``"cell_average"`` (Kumar et al. 2006, 2008; 1-D only).
     ``fragment_composition`` (2-D): fragments keep their ``"parent"``'s composition, or
-    ``"spread"`` over both components as in PSD_opt (:mod:`.fragments2d`)."""
+    ``"spread"`` over both components as in PSD_opt (:mod:`.fragments2d`).
+    ``size_correction`` multiplies every agglomeration kernel (None: no correction)."""
 
     grid: Grid
     agglomeration: AgglomerationKernel | None = "constant"
@@ -76,8 +79,11 @@ class Model:
     v_ref: float = V_REF  # m^3: the reference volume of dimensionless kernels and rates
     discretisation: Discretisation = "fixed_pivot"
     fragment_composition: FragmentComposition = "parent"
+    size_correction: SizeCorrection | None = None
 
     def __post_init__(self) -> None:
+        if error := rate_dimension_error(self.breakage, self.grid.dim):
+            raise ValueError(error)
         if self.discretisation not in DISCRETISATIONS:
             raise ValueError(
                 f"discretisation must be one of {', '.join(DISCRETISATIONS)}, "
@@ -187,6 +193,10 @@ class Solver:
                 m.temperature_k,
                 m.viscosity_pa_s,
             )
+            if m.size_correction is not None:
+                shape = shape * m.size_correction.factor(
+                    self.v[self.pairs.first], self.v[self.pairs.second]
+                )
             self.pair_shape = np.where(self.pairs.first == self.pairs.second, 0.5, 1.0) * shape
             if self.grid.dim == 2:
                 self.pair_efficiency = efficiency_weights(
