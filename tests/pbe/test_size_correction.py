@@ -37,7 +37,7 @@ def kernels(grid: Grid, correction: SizeCorrection | None, **model: Any) -> dict
     solver = Solver(Model(grid, size_correction=correction, **kw), np.ones(grid.n))
     rates = solver.rates({k: params[k] for k in solver.model.parameters()})
     pairs = solver.pairs
-    beta = rates.beta[0] / solver.n_ref / np.where(pairs.first == pairs.second, 0.5, 1.0)
+    beta = rates.beta[:, 0] / solver.n_ref / np.where(pairs.first == pairs.second, 0.5, 1.0)
     vols = [tuple(v) for v in np.round(solver.volumes / UM3, 9)]
     out = {(vols[i], vols[j]): b for i, j, b in zip(pairs.first, pairs.second, beta)}
     return out | {(v, u): b for (u, v), b in out.items()}

@@ -160,7 +160,8 @@ class FragmentOperator:
         delta = np.broadcast_to(m[..., 1] - m[..., 0], (3, B, len(self.x)))
         shares = np.einsum("mbe,me->be", delta, self.coef)
         rows = self.assemble.shape[0] // self.n
-        return (self.assemble @ shares.T).T.reshape(B, rows, self.n)
+        # C order: the batched matrix-vector products of every right-hand side want it
+        return np.ascontiguousarray((self.assemble @ shares.T).T.reshape(B, rows, self.n))
 
 
 def _linear_shares(

@@ -231,7 +231,8 @@ class Solver:
             scale = p["corr_beta"][:, None] * self.n_ref
             if m.agglomeration == "shear":
                 scale = scale * p["G"][:, None]
-            rates.beta = scale * alpha * self.pair_shape[None, :]
+            # pair-major (P, B): gathering a state's partners then copies whole rows
+            rates.beta = np.ascontiguousarray((scale * alpha * self.pair_shape[None, :]).T)
         if m.breakage != "none":
             rates.S = breakage_rate(m.breakage, self.volumes, m.v_ref, p) * self.grid.active()
             rates.F = self.fragments.matrices(m.fragments, p, B)
@@ -260,8 +261,9 @@ class Solver:
         B, n = y.shape
         out = np.zeros((B, self.rows))
         if rates.beta is not None:
-            r = rates.beta * y[:, self.pairs.first] * y[:, self.pairs.second]
-            out += (self.pairs.M @ r.T).T
+            yT = np.ascontiguousarray(y.T)
+            r = rates.beta * yT[self.pairs.first] * yT[self.pairs.second]
+            out += (self.pairs.M @ r).T
         if rates.S is not None:
             sy = rates.S * y
             out[:, self.fragment_rows] += np.matmul(rates.F, sy[:, :, None])[:, :, 0]
@@ -274,10 +276,9 @@ class Solver:
         jac = np.zeros((B, self.rows, n))
         if rates.beta is not None:
             pairs = self.pairs
-            X = np.concatenate(
-                [rates.beta * y[:, pairs.second], rates.beta * y[:, pairs.first]], axis=1
-            )
-            jac += (pairs.Z @ X.T).T.reshape(B, self.rows, n)
+            yT = np.ascontiguousarray(y.T)
+            X = np.concatenate([rates.beta * yT[pairs.second], rates.beta * yT[pairs.first]])
+            jac += (pairs.Z @ X).T.reshape(B, self.rows, n)
         if rates.S is not None:
             jac[:, self.fragment_rows] += rates.F * rates.S[:, None, :]
             jac[:, np.arange(n), np.arange(n)] -= rates.S
@@ -410,15 +411,16 @@ class Solver:
 @dataclass
 class _Rates:
     B: int
-    beta: np.ndarray | None = None
-    S: np.ndarray | None = None
+    beta: np.ndarray | None = None  # (P, B): pair-major
+    S: np.ndarray | None = None  # (B, n)
     F: np.ndarray | None = None  # (B, n, n); with the cell average (B, 2n, n), into cells
 
     def select(self, b: int) -> _Rates:
         def pick(a: np.ndarray | None) -> np.ndarray | None:
             return None if a is None else a[b : b + 1]
 
-        return _Rates(B=1, beta=pick(self.beta), S=pick(self.S), F=pick(self.F))
+        beta = None if self.beta is None else self.beta[:, b : b + 1].copy()
+        return _Rates(B=1, beta=beta, S=pick(self.S), F=pick(self.F))
 
 
 class _BlockInverse:
