@@ -322,6 +322,35 @@ def test_a_monodisperse_start_puts_every_particle_in_one_class():
     assert n0 @ by_index.class_volumes_m3.sum(axis=1) == pytest.approx(1e-4)
 
 
+def test_a_2d_monodisperse_start_puts_every_particle_in_one_mixed_class():
+    two_d = section(
+        dim=2,
+        grid={"classes": 6, "x0_um": [1.0, 1.0]},
+        initial={"kind": "monodisperse", "class_index": [5, 3]},
+        known={"alpha_11": 1.0, "alpha_12": 1.0, "alpha_22": 1.0, "G": 100.0, "pl_P3": 1e-4,
+               "pl_P4": 0.5},
+    )  # fmt: skip
+    sim = simulate(two_d, TRUTH, [0, 60])
+    assert np.flatnonzero(sim.N[0]).tolist() == [5 * 6 + 3]
+    assert np.count_nonzero(sim.N[1]) > 1  # it breaks
+
+
+@pytest.mark.parametrize(
+    ("dim", "index", "message"),
+    [
+        (2, [0, 0], "above the fines class"),
+        (2, 3, r"give \[i, j\]"),
+        (1, [2, 3], "give one index in 1-D"),
+        (1, 0, "above the fines class"),
+    ],
+)
+def test_a_start_in_no_real_class_is_refused(dim, index, message):
+    grid = {"classes": 6, "x0_um": [1.0, 1.0] if dim == 2 else 1.0}
+    initial = {"kind": "monodisperse", "class_index": index}
+    with pytest.raises(ValidationError, match=message):
+        PBEConfig(**section(dim=dim, grid=grid, initial=initial))
+
+
 def test_an_exponential_start_has_its_mean_volume():
     sim = simulate(
         section(

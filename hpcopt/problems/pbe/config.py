@@ -136,9 +136,10 @@ class Initial(_Section):
     """The state at t = 0, scaled to ``volume_fraction`` of solids (m^3 per m^3).
 
     ``primary``: every particle in the first non-zero class (2-D: pure particles of each
-    component, ``composition`` the volume share of component 1). ``monodisperse`` (1-D):
+    component, ``composition`` the volume share of component 1). ``monodisperse``:
     every particle in one class, class ``class_index`` (1 is the first; 0 is the fines
-    class, as in PSD_opt) or the class whose pivot is nearest ``size_um`` in volume.
+    class, as in PSD_opt) or the class whose pivot is nearest ``size_um`` in volume; in
+    2-D ``class_index: [i, j]`` (component 1's pivot ``i``, component 2's ``j``).
     ``exponential`` (1-D): number density ``n(v) ∝ exp(-v / v_mean)`` integrated over each
     cell of a non-zero class, ``v_mean`` the volume of a sphere of diameter ``x_mean_um``.
     ``lognormal`` (1-D): number-based lognormal of median ``x50_um`` and geometric
@@ -152,11 +153,16 @@ class Initial(_Section):
     x50_um: float = Field(2.0, gt=0)
     sigma_g: float = Field(1.5, gt=1)
     size_um: float | None = Field(None, gt=0)
-    class_index: int | None = Field(None, ge=1)
+    class_index: int | tuple[int, int] | None = None
     x_mean_um: float = Field(2.0, gt=0)
 
     @model_validator(mode="after")
     def _one_class(self) -> Initial:
+        index = np.atleast_1d(self.class_index if self.class_index is not None else 1)
+        if np.any(index < 0) or not np.any(index > 0):
+            raise ValueError(
+                f"class_index must name a class above the fines class (0), got {self.class_index}"
+            )
         given = (self.size_um is not None) + (self.class_index is not None)
         if self.kind == "monodisperse" and given != 1:
             raise ValueError("a monodisperse start needs exactly one of size_um and class_index")
@@ -289,15 +295,22 @@ class PBEModel(_Section):
                 f"grid.classes: at most {MAX_CLASSES_2D} per component in 2-D "
                 f"({MAX_CLASSES_2D}^2 classes; the Jacobian is dense per parameter set)"
             )
-        if self.dim == 2 and self.initial.kind != "primary":
-            raise ValueError("initial.kind: 2-D runs start from 'primary' particles")
+        if self.dim == 2 and self.initial.kind not in ("primary", "monodisperse"):
+            raise ValueError(
+                "initial.kind: 2-D runs start from 'primary' particles or one class "
+                "('monodisperse' with class_index: [i, j])"
+            )
         if self.dim == 2 and self.discretisation == "cell_average":
             raise ValueError(
                 "discretisation: the cell-average technique is 1-D only for now; use "
                 "fixed_pivot in 2-D"
             )
         index = self.initial.class_index
-        if index is not None and index >= self.grid.classes:
+        if self.initial.kind == "monodisperse" and self.dim == 2 and np.ndim(index) != 1:
+            raise ValueError("initial.class_index: give [i, j] (one index per component) in 2-D")
+        if self.dim == 1 and np.ndim(index) == 1:
+            raise ValueError("initial.class_index: give one index in 1-D")
+        if index is not None and np.max(index) >= self.grid.classes:
             raise ValueError(
                 f"initial.class_index: {index} is past the grid's last class "
                 f"({self.grid.classes - 1})"

@@ -101,6 +101,8 @@ def initial_numbers(config: PBEModel, grid: Grid, sizes: Sizes, data: PSDData | 
         if index is None:
             target = np.pi / 6 * (init.size_um * 1e-6) ** 3
             index = 1 + int(np.argmin(np.abs(np.log(v[1:] / target))))
+        elif grid.dim == 2:
+            index = index[0] * grid.shape[1] + index[1]
         n0[index] = 1.0
     elif init.kind == "exponential":
         v_mean = np.pi / 6 * (init.x_mean_um * 1e-6) ** 3
