@@ -241,11 +241,6 @@ class PBEModel(_Section):
             )
         if self.dim == 2 and self.initial.kind != "primary":
             raise ValueError("initial.kind: 2-D runs start from 'primary' particles")
-        if self.dim == 2 and self.discretisation == "cell_average":
-            raise ValueError(
-                "discretisation: the cell-average technique is 1-D only for now; use "
-                "fixed_pivot in 2-D"
-            )
         index = self.initial.class_index
         if index is not None and index >= self.grid.classes:
             raise ValueError(
