@@ -5,11 +5,15 @@ Cases (t = 0..600 s, shear agglomeration with power-law breakage and fragments):
 printed beside its time: the largest error of the volume-based cumulative Q3 against a
 solve with 1000x tighter tolerances, and the drift of each component's total volume. A
 constant-kernel 1-D case adds the error of the number of particles against the closed
-form. The 1-D case is then solved with both discretisations side by side (fixed pivot and
-cell average), with the constant kernel's second moment against its closed form. Then 64
-parameter sets are solved as one batch and as 64 single solves.
+form. The three cases are then solved with both discretisations side by side (fixed pivot
+and cell average), with the constant kernel's second moment against its closed form in
+1-D, and the constant kernel's number and second moments in 2-D. Then 64 parameter sets
+are solved as one batch and as 64 single solves.
 
     python benchmarks/pbe_solver.py [--batch 64] [--repeat 3]
+
+Everything runs on one BLAS thread, as a worker with one CPU does (hpcopt caps its pools
+at ``cpus_per_worker``); benchmarks/pbe_threads.py shows what the default pool costs.
 
 The reference solver (cell-average technique, SciPy Radau, Python loops) took 0.043 s
 (1-D, 30 classes), 1.9-10.4 s (2-D, 10 classes) and 131 s (2-D, 15 classes) on this kind
@@ -22,8 +26,9 @@ import argparse
 import time
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
-from hpcopt.problems.pbe.cat import DISCRETISATIONS
+from hpcopt.problems.pbe.cat import DISCRETISATIONS, Discretisation
 from hpcopt.problems.pbe.grid import Grid
 from hpcopt.problems.pbe.solver import Model, Solver
 
@@ -124,38 +129,77 @@ def constant_kernel_accuracy() -> None:
 
 
 def discretisations(repeat: int) -> None:
-    """Fixed pivot and cell average on the 1-D, 30-class case: time and integrator error
-    against a tight solve of the same discretisation; then the constant kernel from an
-    exponential start (ratio 2, 30 classes, to tau = 20), whose moments have closed forms."""
-    print(f"\n1-D, 30 classes, by discretisation (best of {repeat})")
+    """Fixed pivot and cell average side by side on the 1-D and 2-D cases: time and
+    integrator error against a tight solve of the same discretisation; in 1-D also the
+    constant kernel from an exponential start (ratio 2, 30 classes, to tau = 20), whose
+    moments have closed forms."""
+    print(f"\nby discretisation (best of {repeat})")
     print(
-        f"{'discretisation':15} {'time s':>8} {'Q3 err':>9} {'volume drift':>13} "
+        f"{'case':18} {'discretisation':15} {'time s':>8} {'Q3 err':>9} {'volume drift':>13} "
         f"{'rhs evals':>9} {'const. M0 err':>14} {'const. M2 err':>14}"
     )
-    grid, n0, params = case(1, 30)
-    exp_grid = Grid.geometric(1, 30, 2.0, (1e-3,))
-    exp_n0 = exponential_start(exp_grid)
+    for dim, classes in ((1, 30), (2, 10), (2, 15)):
+        grid, n0, params = case(dim, classes)
+        for discretisation in DISCRETISATIONS:
+            model = Model(grid, "shear", "power_law", "power_law", discretisation=discretisation)
+            solver = Solver(model, n0)
+            elapsed, N = timed(solver, params, repeat)
+            tight = Solver(model, n0, rtol=1e-9, atol=1e-12).solve(params, T)
+            vols = N @ grid.volumes()
+            drift = float(np.abs(vols / vols[0] - 1).max())
+            evals = solver.solve(params, T).rhs_evals
+            constant = constant_kernel_1d(discretisation) if dim == 1 else ("", "")
+            row = (
+                f"{f'{dim}-D, {classes} classes':18} {discretisation:15} {elapsed:8.3f} "
+                f"{q3_error(grid, N, tight.N[0]):9.1e} {drift:13.1e} {evals:9d} "
+                f"{constant[0]:>14} {constant[1]:>14}"
+            )
+            print(row.rstrip())
+
+
+def constant_kernel_1d(discretisation: Discretisation) -> tuple[str, str]:
+    """Errors of M0 and M2 against the constant kernel's closed forms, 1-D, 30 classes."""
+    grid = Grid.geometric(1, 30, 2.0, (1e-3,))
+    n0 = exponential_start(grid)
     t = np.array([0.0, 1.0, 5.0, 20.0])
-    v = exp_grid.total_volumes()
+    v = grid.total_volumes()
+    constant = Model(grid, "constant", v_ref=1.0, discretisation=discretisation)
+    sol = Solver(constant, n0, rtol=1e-9, atol=1e-13).solve({"corr_beta": 1.0, "alpha": 1.0}, t)
+    m0, m1, m2 = sol.N[0].sum(axis=1), sol.N[0] @ v, sol.N[0] @ v**2
+    m0_err = np.abs(m0 / (n0.sum() / (1 + n0.sum() * t / 2)) - 1).max()
+    m2_err = np.abs(m2 / (m2[0] + m1[0] ** 2 * t) - 1).max()  # dM2/dt = M1^2
+    return f"{m0_err:.1e}", f"{m2_err:.1e}"
+
+
+def constant_kernel_2d() -> None:
+    """The constant kernel in 2-D (ratio 2, 14 classes per component, to tau = 5) from
+    particles of every composition over six classes per component, against the closed
+    forms of the number and the second moments (dM20/dt = M10^2, dM11/dt = M10 M01)."""
+    grid = Grid.geometric(2, 14, 2.0, (1 / 8, 1 / 8))
+    u1, u2 = grid.components
+    n0 = np.zeros(grid.shape)
+    n0[:6, :6] = np.exp(-(u1[:6, None] + 2 * u2[None, :6]))
+    n0[0, 0] = 0.0
+    n0 = n0.ravel()
+    t = np.array([0.0, 1.0, 2.0, 5.0])
+    v1, v2 = grid.volumes().T
+    print("\nconstant kernel, 2-D, 14 classes per component, to tau = 5: errors vs closed form")
+    print(f"{'discretisation':15} {'time s':>8} {'M00':>9} {'M20':>9} {'M11':>9} {'M02':>9}")
     for discretisation in DISCRETISATIONS:
-        model = Model(grid, "shear", "power_law", "power_law", discretisation=discretisation)
-        solver = Solver(model, n0)
-        elapsed, N = timed(solver, params, repeat)
-        tight = Solver(model, n0, rtol=1e-9, atol=1e-12).solve(params, T)
-        vols = N @ grid.volumes()
-        drift = float(np.abs(vols / vols[0] - 1).max())
-        evals = solver.solve(params, T).rhs_evals
-        constant = Model(exp_grid, "constant", v_ref=1.0, discretisation=discretisation)
-        sol = Solver(constant, exp_n0, rtol=1e-9, atol=1e-13).solve(
-            {"corr_beta": 1.0, "alpha": 1.0}, t
-        )
-        m0, m1, m2 = sol.N[0].sum(axis=1), sol.N[0] @ v, sol.N[0] @ v**2
-        m0_err = np.abs(m0 / (exp_n0.sum() / (1 + exp_n0.sum() * t / 2)) - 1).max()
-        m2_err = np.abs(m2 / (m2[0] + m1[0] ** 2 * t) - 1).max()  # dM2/dt = M1^2
-        print(
-            f"{discretisation:15} {elapsed:8.3f} {q3_error(grid, N, tight.N[0]):9.1e} "
-            f"{drift:13.1e} {evals:9d} {m0_err:14.1e} {m2_err:14.1e}"
-        )
+        model = Model(grid, "constant", v_ref=1.0, discretisation=discretisation)
+        start = time.perf_counter()
+        params = {"corr_beta": 1.0, "alpha_11": 1.0, "alpha_12": 1.0, "alpha_22": 1.0}
+        N = Solver(model, n0, rtol=1e-9, atol=1e-13).solve(params, t).N[0]
+        elapsed = time.perf_counter() - start
+        m10, m01 = N[0] @ v1, N[0] @ v2
+        exact = {
+            "M00": (N.sum(axis=1), n0.sum() / (1 + n0.sum() * t / 2)),
+            "M20": (N @ v1**2, N[0] @ v1**2 + m10**2 * t),
+            "M11": (N @ (v1 * v2), N[0] @ (v1 * v2) + m10 * m01 * t),
+            "M02": (N @ v2**2, N[0] @ v2**2 + m01**2 * t),
+        }
+        errors = " ".join(f"{np.abs(m / e - 1).max():9.1e}" for m, e in exact.values())
+        print(f"{discretisation:15} {elapsed:8.3f} {errors}")
 
 
 def batched(batch: int) -> None:
@@ -189,10 +233,13 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
-    single_solves(args.repeat)
-    constant_kernel_accuracy()
-    discretisations(args.repeat)
-    batched(args.batch)
+    # after the imports: a BLAS library loaded later would keep its default pool
+    with threadpool_limits(limits=1):
+        single_solves(args.repeat)
+        constant_kernel_accuracy()
+        discretisations(args.repeat)
+        constant_kernel_2d()
+        batched(args.batch)
 
 
 if __name__ == "__main__":

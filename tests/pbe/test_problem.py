@@ -172,9 +172,11 @@ def test_kde_refuses_another_basis_than_synthetic_data_too() -> None:
         PBEConfig(**bad).build().setup()
 
 
-def test_two_component_problem_scores_and_is_exact_at_the_truth() -> None:
-    truth = {"corr_beta": 1.0, "alpha_12": 0.3, "pl_P1": 1e-4, "pl_P3": 3e-4}
-    p = problem(
+TRUTH_2D = {"corr_beta": 1.0, "alpha_12": 0.3, "pl_P1": 1e-4, "pl_P3": 3e-4}
+
+
+def two_component_problem(**changes: Any):
+    return problem(
         dim=2,
         grid={"classes": 8, "ratio": 2.0, "x0_um": [1.0, 1.0]},
         initial={"kind": "primary"},
@@ -193,14 +195,19 @@ def test_two_component_problem_scores_and_is_exact_at_the_truth() -> None:
                 "high": min(v * 10, 1.0) if n.startswith("alpha") else v * 10,
                 "log": True,
             }
-            for n, v in truth.items()
+            for n, v in TRUTH_2D.items()
         ],
-        synthetic={"parameters": truth, "times_s": [0, 300, 600], "quantity": "Q3"},
+        synthetic={"parameters": TRUTH_2D, "times_s": [0, 300, 600], "quantity": "Q3"},
         cost=[["Q3", "MSE"], ["x_50", "RMSE"]],
+        **changes,
     )
+
+
+def test_two_component_problem_scores_and_is_exact_at_the_truth() -> None:
+    p = two_component_problem()
     names = p.space.names
-    assert p.evaluate_batch(point(truth, names))[0].value < 1e-12
-    assert p.evaluate_batch(point({**truth, "alpha_12": 0.6}, names))[0].value > 1e-6
+    assert p.evaluate_batch(point(TRUTH_2D, names))[0].value < 1e-12
+    assert p.evaluate_batch(point({**TRUTH_2D, "alpha_12": 0.6}, names))[0].value > 1e-6
 
 
 def test_simulate_refuses_missing_parameters() -> None:
@@ -419,22 +426,21 @@ def test_simulate_starts_from_the_data_file_of_its_section(tmp_path, capsys):
     assert "fines class" in capsys.readouterr().out
 
 
-def test_the_cell_average_technique_is_chosen_in_the_config_and_refused_in_2d():
+def test_the_cell_average_technique_is_chosen_in_the_config():
     fp = problem()
     cat = problem(discretisation="cell_average")
     assert cat.solver.model.discretisation == "cell_average"
     x = point(TRUTH, fp.space.names)
     (a,), (b,) = fp.evaluate_batch(x), cat.evaluate_batch(x)
     assert a.ok and b.ok and a.value != b.value  # the same data, another discretisation
-    with pytest.raises(ValueError, match="cell-average technique is 1-D only"):
-        PBEConfig(
-            **section(
-                dim=2,
-                discretisation="cell_average",
-                grid={"classes": 8, "x0_um": [1.0, 1.0]},
-                initial={"kind": "primary"},
-            )
-        )
+
+
+def test_the_cell_average_technique_is_chosen_in_the_config_in_2d_too():
+    p = two_component_problem(discretisation="cell_average")
+    assert p.solver.model.discretisation == "cell_average"
+    names = p.space.names
+    assert p.evaluate_batch(point(TRUTH_2D, names))[0].value < 1e-12
+    assert p.evaluate_batch(point({**TRUTH_2D, "alpha_12": 0.6}, names))[0].value > 1e-6
 
 
 def test_a_product_power_law_needs_more_than_one_fragment():

@@ -375,12 +375,6 @@ def test_cell_average_births_above_the_last_pivot_keep_number_and_volume() -> No
     assert births @ pivots == pytest.approx(8.5, rel=1e-14)
 
 
-def test_the_cell_average_technique_refuses_2d_grids() -> None:
-    grid = Grid.geometric(2, 5, 2.0, (1.0, 1.0))
-    with pytest.raises(ValueError, match="1-D only for now; use fixed_pivot in 2-D"):
-        Model(grid, discretisation="cell_average")
-
-
 def test_an_unknown_discretisation_is_refused_with_the_allowed_ones() -> None:
     grid = Grid.geometric(1, 5, 2.0, (1.0,))
     with pytest.raises(ValueError, match="fixed_pivot, cell_average"):

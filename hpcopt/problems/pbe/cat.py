@@ -1,5 +1,7 @@
-"""The cell-average technique (CAT) of the 1-D dPBE: Kumar, Kumar, Warnecke, Tsotsas &
-Peglow (2006) for agglomeration, Kumar et al. (2008) for breakage.
+"""The cell-average technique (CAT) of the dPBE: Kumar, Kumar, Warnecke, Tsotsas & Peglow
+(2006) for agglomeration, Kumar et al. (2008) for breakage. This module pools the births
+per cell in 1-D and 2-D (:func:`cell_average_pairs`, :func:`cell_average_fragments`) and
+places them along one axis (:class:`CellAverage`); :mod:`.cat2d` places 2-D cells.
 
 The volume axis is cut into cells ``[e_c, e_c+1)`` around the pivots ``x_c`` (the grid's
 ``edges``, which depend on its layout). Every
@@ -47,38 +49,50 @@ def cell_of(edges: np.ndarray, w: np.ndarray) -> np.ndarray:
     return np.clip(np.searchsorted(edges, w, side="right") - 1, 0, len(edges) - 2)
 
 
+def cells_of(grid: Grid, w: np.ndarray) -> np.ndarray:
+    """The (flat) cell that particles of component volumes ``w`` ``(m, dim)`` fall in:
+    the product of each component's cell (rectangles in 2-D), ``(m,)`` indices."""
+    flat = np.zeros(len(w), dtype=int)
+    for c, e in enumerate(grid.edges):
+        flat = flat * (len(e) - 1) + cell_of(e, w[:, c])
+    return flat
+
+
 def cell_average_pairs(grid: Grid) -> PairOperator:
-    """The 1-D collision operator of CAT: ``M`` is ``3n x P``, its rows ``[0, n)`` the two
-    partners' deaths, ``[n, 2n)`` the number and ``[2n, 3n)`` the volume (m^3) landing in
-    each cell per unit collision rate."""
-    n = grid.n
+    """The collision operator of CAT: ``M`` is ``(2 + dim) n x P``, its rows ``[0, n)`` the
+    two partners' deaths, ``[n, 2n)`` the number and ``[(2 + c) n, (3 + c) n)`` the volume
+    of component ``c`` (m^3) landing in each cell per unit collision rate."""
+    n, dim = grid.n, grid.dim
     first, second, landing = pairs_on_grid(grid)
-    w = landing[:, 0]
-    cell = cell_of(grid.edges[0], w)
+    cell = cells_of(grid, landing)
     P = len(first)
     pair = np.arange(P)
-    rows = [first, second, n + cell, 2 * n + cell]
-    cols = [pair, pair, pair, pair]
-    vals = [-np.ones(P), -np.ones(P), np.ones(P), w]
-    return PairOperator.assemble(n, first, second, rows, cols, vals, 3 * n)
+    rows = [first, second, n + cell] + [(2 + c) * n + cell for c in range(dim)]
+    vals = [-np.ones(P), -np.ones(P), np.ones(P)] + [landing[:, c] for c in range(dim)]
+    return PairOperator.assemble(n, first, second, rows, [pair] * len(rows), vals, (2 + dim) * n)
 
 
 def cell_average_fragments(grid: Grid) -> FragmentOperator:
-    """The 1-D fragment operator of CAT: its matrices are ``(B, 2n, n)``, the number (rows
-    ``[0, n)``) and volume (rows ``[n, 2n)``, m^3) of the fragments of one parent of each
-    class (column) that land in each cell, integrated exactly over the cell."""
-    n, pivots, edges = grid.n, grid.components[0], grid.edges[0]
-    inner = edges[1:-1]
+    """The fragment operator of CAT: its matrices are ``(B, (1 + dim) n, n)``, the number
+    (rows ``[0, n)``) and the volume of each component ``c`` (rows ``[(1 + c) n, (2 + c)
+    n)``, m^3) of the fragments of one parent of each class (column) that land in each
+    cell, integrated exactly over the cell. In 2-D a fragment keeps its parent's
+    composition: a fragment ``x`` of parent ``(a1, a2)`` is ``(x a1, x a2)``."""
+    n, dim, volumes = grid.n, grid.dim, grid.volumes()
+    inner = [e[1:-1] for e in grid.edges]
     parents, dests, xa, xb, coef = [], [], [], [], []
-    for q, a in enumerate(pivots):
-        if a == 0:  # fines do not break
-            continue
-        x = np.unique(np.concatenate([[0.0, 1.0], inner[inner < a] / a]))
+    for q in np.flatnonzero(grid.active()):
+        a = volumes[q]
+        # x at which a fragment crosses a cell edge in some component
+        cuts = [e[e < a_c] / a_c for e, a_c in zip(inner, a) if a_c > 0]
+        x = np.unique(np.concatenate([[0.0, 1.0], *cuts]))
         lo, hi = x[:-1], x[1:]
-        cell = cell_of(edges, 0.5 * (lo + hi) * a)
+        cell = cells_of(grid, 0.5 * (lo + hi)[:, None] * a[None, :])
         one, zero = np.ones_like(lo), np.zeros_like(lo)
-        # number: the integral of b; volume: parent volume times that of x b
-        for dest, share in ((cell, (one, zero, zero)), (n + cell, (zero, a * one, zero))):
+        # number: the integral of b; volume: the parent's component volume times that of x b
+        shares = [(cell, (one, zero, zero))]
+        shares += [((1 + c) * n + cell, (zero, a[c] * one, zero)) for c in range(dim)]
+        for dest, share in shares:
             parents.append(np.full(len(lo), q))
             dests.append(dest)
             xa.append(lo)
@@ -87,7 +101,7 @@ def cell_average_fragments(grid: Grid) -> FragmentOperator:
     parents, dests = np.concatenate(parents), np.concatenate(dests)
     E = len(parents)
     assemble = sp.csr_matrix(
-        (np.ones(E), (dests * n + parents, np.arange(E))), shape=(2 * n * n, E)
+        (np.ones(E), (dests * n + parents, np.arange(E))), shape=((1 + dim) * n * n, E)
     )
     x = np.stack([np.concatenate(xa), np.concatenate(xb)], axis=1)
     return FragmentOperator(x, np.concatenate(coef, axis=1), assemble, n)
@@ -95,63 +109,98 @@ def cell_average_fragments(grid: Grid) -> FragmentOperator:
 
 @dataclass(frozen=True)
 class CellAverage:
-    """The placement of each cell's births on the pivots, for 1-D ``pivots`` (m^3).
+    """The placement of each cell's births on the pivots along one axis (m^3).
 
-    ``upper`` and ``lower`` (``(4, n)``) hold, for the neighbour above and below, the
-    coefficients ``(a, b, c, e)``: ``a B_c + b V_c`` particles go to ``x_c`` and ``c B_c +
-    e V_c`` to the neighbour. Class 0 (zero volume) has no neighbour below.
+    ``pivots`` (``(n,)``) is each cell's pivot on that axis, ``stride`` how far apart the
+    flat indices of neighbours along it are (1 on a 1-D grid). ``upper`` and ``lower``
+    (``(4, n)``) hold, for the neighbour above and below, the coefficients ``(a, b, c,
+    e)``: ``a B_c + b V_c`` particles go to the cell's own pivot and ``c B_c + e V_c`` to
+    the neighbour. Cells in ``only_up`` (``(n,)``) have no pivot below, those in
+    ``only_down`` none above (the zero-volume class 0 shares only upwards).
     """
 
     pivots: np.ndarray
     upper: np.ndarray
     lower: np.ndarray
+    only_up: np.ndarray
+    only_down: np.ndarray
+    stride: int = 1
 
     @classmethod
     def build(cls, pivots: np.ndarray) -> CellAverage:
-        above = np.concatenate([pivots[1:], [2.0 * pivots[-1]]])  # never used at the top
-        below = np.concatenate([[-pivots[1]], pivots[:-1]])  # never used at class 0
+        """The placement on a 1-D grid of ``pivots`` (the first the zero-volume class's)."""
+        above = np.concatenate([pivots[1:], [np.inf]])  # none above the top
+        below = np.concatenate([[-np.inf], pivots[:-1]])  # none below the fines class
+        index = np.arange(len(pivots))
+        return cls.along(pivots, above, below, index == 0, index == len(pivots) - 1, 1)
+
+    @classmethod
+    def along(
+        cls,
+        pivots: np.ndarray,
+        above: np.ndarray,
+        below: np.ndarray,
+        only_up: np.ndarray,
+        only_down: np.ndarray,
+        stride: int,
+    ) -> CellAverage:
+        """The placement along an axis with each cell's pivot and its neighbours' above
+        and below (``(n,)`` each; those of ``only_down`` and ``only_up`` cells unused)."""
+        # placeholders where there is no neighbour: never used, they keep d non-zero
+        above = np.where(only_down, 2.0 * pivots + 1.0, above)
+        below = np.where(only_up, pivots - 1.0, below)
 
         def coefficients(xm: np.ndarray) -> np.ndarray:
             d = xm - pivots
             return np.stack([xm / d, -1.0 / d, -pivots / d, 1.0 / d])
 
-        return cls(pivots, coefficients(above), coefficients(below))
+        return cls(pivots, coefficients(above), coefficients(below), only_up, only_down, stride)
 
     def births(self, cells: np.ndarray) -> np.ndarray:
         """Births at the pivots ``(B, n)`` from the cells' birth numbers and volumes
         ``(B, 2n)`` (numbers, then volumes in m^3), each cell placed at its mean volume."""
         n = len(self.pivots)
-        up, (a, b, c, e) = self._branches(cells)
         number, volume = cells[:, :n], cells[:, n:]
-        return _place(up, a * number + b * volume, c * number + e * volume)
+        up, (a, b, c, e) = self.branches(number, volume)
+        return a * number + b * volume + move(c * number + e * volume, up, self.stride)
 
     def births_jacobian(self, cells: np.ndarray, d_cells: np.ndarray) -> np.ndarray:
         """``d births / d y`` ``(B, n, n)`` from the cell sums ``(B, 2n)`` and their
         derivatives ``d_cells`` ``(B, 2n, n)`` (the branches are those at ``cells``)."""
         n = len(self.pivots)
-        up, (a, b, c, e) = self._branches(cells)
+        up, (a, b, c, e) = self.branches(cells[:, :n], cells[:, n:])
         d_number, d_volume = d_cells[:, :n], d_cells[:, n:]
         own = a[..., None] * d_number + b[..., None] * d_volume
         neighbour = c[..., None] * d_number + e[..., None] * d_volume
-        return _place(up[..., None], own, neighbour)
+        return own + move(neighbour, up, self.stride)
 
-    def _branches(self, cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Whether each cell ``(B, n)`` shares with the pivot above, and the coefficients
-        ``(4, B, n)`` of its side."""
-        n = len(self.pivots)
+    def branches(self, number: np.ndarray, volume: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Whether each cell ``(B, n)`` shares with the pivot above, from its birth number
+        and volume ``(B, n)``, and the coefficients ``(4, B, n)`` of its side."""
         # comparing volumes, not vbar, keeps an empty cell well defined (both sides give 0)
-        up = cells[:, n:] >= self.pivots * cells[:, :n]
-        # fines lie above the zero pivot but by round-off (or in a Newton iterate)
-        up[:, 0] = True
+        up = volume >= self.pivots * number
         # nothing lands above the last pivot but by round-off (or in a Newton iterate):
         # shared with the pivot below, such a birth keeps its volume and number
-        up[:, -1] = False
+        up = (up | self.only_up) & ~self.only_down
         return up, np.where(up[None], self.upper[:, None, :], self.lower[:, None, :])
 
 
-def _place(up: np.ndarray, own: np.ndarray, neighbour: np.ndarray) -> np.ndarray:
-    """Sum each cell's share on its own pivot and on its neighbour's (axis 1 is the cell)."""
-    out = own.copy()
-    out[:, 1:] += np.where(up[:, :-1], neighbour[:, :-1], 0.0)
-    out[:, :-1] += np.where(up[:, 1:], 0.0, neighbour[:, 1:])
+def move(values: np.ndarray, up: np.ndarray, stride: int) -> np.ndarray:
+    """Each cell's ``values`` (axis 1, ``(B, n, ...)``) moved to the class ``stride`` above
+    where ``up`` (``(B, n)``), else to the one ``stride`` below; what would leave the
+    classes is dropped (nothing is placed there: see ``only_up`` and ``only_down``)."""
+    mask = up.reshape(up.shape + (1,) * (values.ndim - up.ndim))
+    upward = np.where(mask, values, 0.0)
+    return shift(upward, stride) + shift(values - upward, -stride)
+
+
+def shift(values: np.ndarray, offset: int) -> np.ndarray:
+    """``values`` moved by ``offset`` classes along axis 1, what leaves dropped."""
+    out = np.zeros_like(values)
+    if offset > 0:
+        out[:, offset:] = values[:, :-offset]
+    elif offset < 0:
+        out[:, :offset] = values[:, -offset:]
+    else:
+        out[:] = values
     return out

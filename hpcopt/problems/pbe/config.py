@@ -300,11 +300,6 @@ class PBEModel(_Section):
                 "initial.kind: 2-D runs start from 'primary' particles or one class "
                 "('monodisperse' with class_index: [i, j])"
             )
-        if self.dim == 2 and self.discretisation == "cell_average":
-            raise ValueError(
-                "discretisation: the cell-average technique is 1-D only for now; use "
-                "fixed_pivot in 2-D"
-            )
         index = self.initial.class_index
         if self.initial.kind == "monodisperse" and self.dim == 2 and np.ndim(index) != 1:
             raise ValueError("initial.class_index: give [i, j] (one index per component) in 2-D")

@@ -11,11 +11,11 @@ for the whole batch. Breakage is linear: ``F (S y) - S y`` with ``F[k, q]`` the 
 class ``q`` sends to class ``k``, integrated exactly from the fragment distribution's
 antiderivatives. Both operators are built once per grid (:mod:`.operators`).
 
-With the cell-average technique (``Model.discretisation = "cell_average"``, 1-D,
-:mod:`.cat`) the same two operators write the deaths and losses directly and, in ``2n``
-more rows, the number and volume born in each cell (collisions and fragments pooled);
-each cell's births are then placed at their mean volume on two pivots. That placement is
-piecewise linear in the cell sums, so the Jacobian is the chain rule through it.
+With the cell-average technique (``Model.discretisation = "cell_average"``, :mod:`.cat`,
+:mod:`.cat2d`) the same two operators write the deaths and losses directly and, in ``(1 +
+dim) n`` more rows, the number and each component's volume born in each cell (collisions
+and fragments pooled); each cell's births are then placed at their mean on two pivots
+(four in 2-D, bilinear). The Jacobian is the chain rule through that placement.
 
 Collisions whose product would lie beyond the grid's last pivot are not counted (neither
 partner dies): nothing leaves the grid, so number-weighted volume is conserved to
@@ -42,6 +42,7 @@ from hpcopt.problems.pbe.cat import (
     cell_average_fragments,
     cell_average_pairs,
 )
+from hpcopt.problems.pbe.cat2d import BilinearCellAverage
 from hpcopt.problems.pbe.fragments2d import SpreadFragmentOperator
 from hpcopt.problems.pbe.grid import Grid
 from hpcopt.problems.pbe.kernels import (
@@ -65,7 +66,7 @@ from hpcopt.problems.pbe.operators import FragmentOperator, PairOperator
 class Model:
     """What is simulated: the grid, the mechanisms and how they are discretised (no
     parameter values). ``discretisation``: ``"fixed_pivot"`` (Kumar & Ramkrishna 1996, 1-D
-    and 2-D) or ``"cell_average"`` (Kumar et al. 2006, 2008; 1-D only).
+    and 2-D) or ``"cell_average"`` (Kumar et al. 2006, 2008; 1-D and 2-D).
     ``fragment_composition`` (2-D): fragments keep their ``"parent"``'s composition, or
     ``"spread"`` over both components as in PSD_opt (:mod:`.fragments2d`).
     ``size_correction`` multiplies every agglomeration kernel (None: no correction)."""
@@ -88,10 +89,6 @@ class Model:
             raise ValueError(
                 f"discretisation must be one of {', '.join(DISCRETISATIONS)}, "
                 f"got {self.discretisation!r}"
-            )
-        if self.discretisation == "cell_average" and self.grid.dim != 1:
-            raise ValueError(
-                "the cell-average technique is 1-D only for now; use fixed_pivot in 2-D"
             )
         if self.fragment_composition == "spread" and self.breakage != "none":
             error = spread_error(self.grid.dim, self.fragments, self.discretisation)
@@ -175,12 +172,14 @@ class Solver:
             self.atol = np.where(self.v > 0, atol * volume0 / self.v, atol)
         self.cell_average = model.discretisation == "cell_average"
         # rows of the gains (what the operators write): the rates of change, and with the
-        # cell average the number and volume born in each cell after them
+        # cell average the number and each component's volume born in each cell after them
         n = self.grid.n
-        self.rows = 3 * n if self.cell_average else n
-        self.fragment_rows = slice(n, 3 * n) if self.cell_average else slice(0, n)
-        if self.cell_average:
+        self.rows = (2 + self.grid.dim) * n if self.cell_average else n
+        self.fragment_rows = slice(n, self.rows) if self.cell_average else slice(0, n)
+        if self.cell_average and self.grid.dim == 1:
             self.cells = CellAverage.build(self.grid.components[0])
+        elif self.cell_average:
+            self.cells = BilinearCellAverage.build(self.grid)
         if model.agglomeration is not None:
             build_pairs = cell_average_pairs if self.cell_average else PairOperator.build
             self.pairs = build_pairs(self.grid)
@@ -413,7 +412,7 @@ class _Rates:
     B: int
     beta: np.ndarray | None = None  # (P, B): pair-major
     S: np.ndarray | None = None  # (B, n)
-    F: np.ndarray | None = None  # (B, n, n); with the cell average (B, 2n, n), into cells
+    F: np.ndarray | None = None  # (B, n, n); with the cell average (B, (1 + dim) n, n)
 
     def select(self, b: int) -> _Rates:
         def pick(a: np.ndarray | None) -> np.ndarray | None:
