@@ -10,10 +10,12 @@ the number density per unit ``s`` and ``u``
 - ``parabolic_power_law`` (BREAKFVAL 5): ``b = v (v + 1) (v + 2) / 2 (s u)^(v - 1)
   (1 - s u)``,
 
-``v = pl_v``. Each keeps both components' volumes (``∫∫ s b = ∫∫ u b = 1``). PSD_opt
-writes these in its ``breakage_func_2d`` divided by the parent's ``y1 y3`` twice; this is
-the form with one division, the one whose integrals are a fragment count and conserve
-volume. A pure parent breaks as in 1-D, its fragments pure (as in PSD_opt).
+``v = pl_v``. Each keeps both components' volumes (``∫∫ s b = ∫∫ u b = 1``). PSD_opt's
+``breakage_func_2d`` divides its BREAKFVAL 4 density by the parent's ``y1 y3`` twice, so
+its fragment count there depends on the parent's size (measured 3, 0.75 and 3e12 for
+``y = 1, 2, 1e-6`` where ``(v + 1) / v = 3``); this is the form with one division, as its
+BREAKFVAL 2 and 5 have. A pure parent breaks as in 1-D, its fragments pure (as in
+PSD_opt).
 
 Each density is a sum of products ``c (s u)^p = c s^p u^p``, and a fixed-pivot share in
 2-D is a product of one share per component, so every integral over a cell of the

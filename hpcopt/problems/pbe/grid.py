@@ -113,9 +113,12 @@ class Grid:
 
     def on_top_edge(self) -> np.ndarray:
         """Which classes sit at the top of the grid in some component, ``(n,)`` booleans:
-        where particles pile up when collisions beyond the grid are not counted."""
-        index = np.meshgrid(*(np.arange(len(u)) for u in self.components), indexing="ij")
-        return np.any([i.ravel() == len(u) - 1 for i, u in zip(index, self.components)], axis=0)
+        those whose particles cannot merge with their equals (a pivot of at least half the
+        ``product_limit``), where particles pile up when collisions beyond the grid are
+        not counted."""
+        top = [u >= 0.5 * limit for u, limit in zip(self.components, self.product_limit)]
+        mesh = np.meshgrid(*top, indexing="ij")
+        return np.any([m.ravel() for m in mesh], axis=0)
 
     def smallest(self) -> np.ndarray:
         """The smallest non-zero pivot of each component, ``(dim,)``."""
