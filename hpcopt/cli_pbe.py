@@ -20,9 +20,10 @@ import numpy as np
 from pydantic import ValidationError
 
 from hpcopt import config as cfg
-from hpcopt.problems.pbe.config import PBEConfig, PBEModel
+from hpcopt.problems.pbe.config import PBEConfig
 from hpcopt.problems.pbe.data import NOISE_MODELS, add_noise, save_psd
 from hpcopt.problems.pbe.psd import QUANTITIES
+from hpcopt.problems.pbe.sections import PBEModel
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:

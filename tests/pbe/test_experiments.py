@@ -119,7 +119,8 @@ def test_an_experiments_keys_override_the_top_level_ones() -> None:
 
 
 def test_every_model_key_can_be_set_per_experiment() -> None:
-    from hpcopt.problems.pbe.config import MODEL_KEYS, ExperimentSection
+    from hpcopt.problems.pbe.experiments import ExperimentSection
+    from hpcopt.problems.pbe.sections import MODEL_KEYS
 
     assert set(MODEL_KEYS) <= set(ExperimentSection.model_fields)
 

@@ -8,9 +8,9 @@ import pytest
 from pydantic import ValidationError
 from scipy.integrate import dblquad
 
-from hpcopt.problems.pbe.config import PBEModel
 from hpcopt.problems.pbe.fragments2d import SpreadFragmentOperator
 from hpcopt.problems.pbe.grid import Grid
+from hpcopt.problems.pbe.sections import PBEModel
 from hpcopt.problems.pbe.solver import Model, Solver
 
 # b(s, u) per unit s = x1 / y1 and u = x3 / y3, from PSD_opt's breakage_func_2d (theta)

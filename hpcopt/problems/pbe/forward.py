@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from hpcopt.problems.pbe.config import METRES_PER_UNIT, MODEL_KEYS, DataFile, PBEModel
 from hpcopt.problems.pbe.data import PSDData, load_psd
 from hpcopt.problems.pbe.grid import Grid, cell_edges, total_volume_grid
 from hpcopt.problems.pbe.psd import Quantity, data_on_cells, on_cells, volume_to_size
+from hpcopt.problems.pbe.sections import METRES_PER_UNIT, MODEL_KEYS, DataFile, PBEModel
 from hpcopt.problems.pbe.solver import Model, Solver
 
 

@@ -24,9 +24,10 @@ from collections.abc import Mapping
 import numpy as np
 
 from hpcopt.problems.base import Evaluation, Problem, describe_exception
-from hpcopt.problems.pbe.config import METRES_PER_UNIT, Experiment, GridSettings, PBEConfig
+from hpcopt.problems.pbe.config import PBEConfig
 from hpcopt.problems.pbe.cost import parse_cost, total_cost
 from hpcopt.problems.pbe.data import PSDData, add_noise, load_psd
+from hpcopt.problems.pbe.experiments import Experiment
 from hpcopt.problems.pbe.forward import Simulation, Sizes, build_solver, simulate
 from hpcopt.problems.pbe.psd import (
     characteristic_size,
@@ -35,6 +36,7 @@ from hpcopt.problems.pbe.psd import (
     kde,
     on_cells,
 )
+from hpcopt.problems.pbe.sections import METRES_PER_UNIT, GridSettings
 from hpcopt.problems.pbe.solver import Solution, Solver
 from hpcopt.space import Space
 
