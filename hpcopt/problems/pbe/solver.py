@@ -28,12 +28,11 @@ its last classes and the number in its fines class, which :class:`Solution` repo
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.integrate import BDF, Radau
 
 from hpcopt.problems.pbe.cat import (
     DISCRETISATIONS,
@@ -45,6 +44,7 @@ from hpcopt.problems.pbe.cat import (
 from hpcopt.problems.pbe.cat2d import BilinearCellAverage
 from hpcopt.problems.pbe.fragments2d import SpreadFragmentOperator
 from hpcopt.problems.pbe.grid import Grid
+from hpcopt.problems.pbe.integrate import block_diagonal, march
 from hpcopt.problems.pbe.kernels import (
     V_REF,
     AgglomerationKernel,
@@ -129,9 +129,6 @@ class Solution:
 
 class _Budget(Exception):
     pass
-
-
-METHODS = {"BDF": BDF, "Radau": Radau}
 
 
 class Solver:
@@ -337,12 +334,12 @@ class Solver:
 
         def jac(_t: float, flat: np.ndarray) -> np.ndarray | sp.csc_matrix:
             blocks = self.jacobian(flat.reshape(B, n), rates)
-            return blocks[0] if B == 1 else _block_diagonal(blocks)
+            return blocks[0] if B == 1 else block_diagonal(blocks)
 
         y0 = np.tile(self.y0, B)
         try:
             with np.errstate(all="ignore"):
-                marched = self._march(fun, jac, y0, t, B)
+                marched = march(self.method, fun, jac, y0, t, B, self.rtol, self.atol)
         except _Budget:
             why = (
                 f"the solver gave up after {self.max_rhs_evals} right-hand-side evaluations "
@@ -357,42 +354,6 @@ class Solver:
             return np.full((B, len(t), n), np.nan), marched, counter["rhs"], [0]
         y, steps = marched
         return y, "", counter["rhs"], [steps]
-
-    def _march(
-        self, fun: Callable, jac: Callable, y0: np.ndarray, t: np.ndarray, B: int
-    ) -> tuple[np.ndarray, int] | str:
-        """Step SciPy's integrator to ``t[-1]``, sampling its interpolant at ``t``.
-
-        With a batch, the Newton matrices ``I - c J`` are block-diagonal: they are inverted
-        block by block in one batched LAPACK call instead of by a general sparse LU.
-        """
-        n = self.grid.n
-        # SciPy controls the RMS error over all B * n components: a batch member's own error
-        # would be diluted by sqrt(B), so tighten the tolerances to keep each member's
-        scale = 1.0 / np.sqrt(B)
-        rtol = self.rtol * scale
-        out = np.empty((len(t), B * n))
-        k = int(np.searchsorted(t, 0.0, side="right"))
-        out[:k] = y0
-        if k == len(t):
-            return out.reshape(len(t), B, n).transpose(1, 0, 2), 0
-        solver = METHODS[self.method](
-            fun, 0.0, y0, float(t[-1]), rtol=rtol, atol=np.tile(self.atol, B) * scale, jac=jac
-        )
-        if B > 1:
-            solver.lu = lambda A: _BlockInverse(A, B, n)
-            solver.solve_lu = lambda inverse, b: inverse.solve(b)
-        steps = 0
-        while k < len(t):
-            message = solver.step()
-            steps += 1
-            if solver.status == "failed":
-                return f"the integrator failed: {message}"
-            interpolant = solver.dense_output()
-            while k < len(t) and t[k] <= solver.t:
-                out[k] = interpolant(t[k])
-                k += 1
-        return out.reshape(len(t), B, n).transpose(1, 0, 2), steps
 
     def _check(self, y: np.ndarray) -> str:
         """Why a solved trajectory ``(T, n)`` cannot be trusted, or ``""``."""
@@ -420,34 +381,3 @@ class _Rates:
 
         beta = None if self.beta is None else self.beta[:, b : b + 1].copy()
         return _Rates(B=1, beta=beta, S=pick(self.S), F=pick(self.F))
-
-
-class _BlockInverse:
-    """The inverse of a block-diagonal sparse matrix with ``B`` blocks of ``n x n``."""
-
-    def __init__(self, A: sp.spmatrix, B: int, n: int) -> None:
-        A = sp.csc_matrix(A)
-        cols = np.repeat(np.arange(A.shape[1]), np.diff(A.indptr))
-        blocks = np.zeros((B, n, n), dtype=A.dtype)
-        blocks[cols // n, A.indices % n, cols % n] = A.data
-        self.B, self.n = B, n
-        self.inverse = np.linalg.inv(blocks)
-
-    def solve(self, b: np.ndarray) -> np.ndarray:
-        return np.matmul(self.inverse, b.reshape(self.B, self.n, 1)).ravel()
-
-
-_BLOCK_PATTERNS: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
-
-
-def _block_diagonal(blocks: np.ndarray) -> sp.csc_matrix:
-    """A block-diagonal CSC matrix from dense blocks ``(B, n, n)`` (pattern cached)."""
-    B, n, _ = blocks.shape
-    if (B, n) not in _BLOCK_PATTERNS:
-        rows = (np.arange(B)[:, None, None] * n + np.arange(n)[None, :, None]).repeat(n, axis=2)
-        indices = rows.transpose(0, 2, 1).ravel()
-        indptr = np.arange(0, B * n * n + 1, n)
-        _BLOCK_PATTERNS[(B, n)] = (indices, indptr)
-    indices, indptr = _BLOCK_PATTERNS[(B, n)]
-    data = blocks.transpose(0, 2, 1).ravel()
-    return sp.csc_matrix((data, indices, indptr), shape=(B * n, B * n))
