@@ -57,6 +57,35 @@ def test_spread_fragments_keep_both_components_volumes(fragments, v, count) -> N
     np.testing.assert_allclose(F[:, mixed].sum(axis=0), count, rtol=1e-12)
 
 
+@pytest.mark.parametrize(("fragments", "v", "count"), CASES)
+def test_spread_fragments_into_cells_equal_quadrature_and_keep_both_volumes(
+    fragments, v, count
+) -> None:
+    grid = Grid.geometric(2, 5, 2.0, (1.0, 1.0))
+    (e1, e2), n = grid.edges, grid.n
+    op = SpreadFragmentOperator.build(grid, cell_average=True)
+    F = op.matrices(fragments, {"pl_v": np.array([v])}, 1)[0]
+    number, v1, v2 = F[:n], F[n : 2 * n], F[2 * n :]
+    parent = 4 * 5 + 3  # component volumes (8, 4)
+    a1, a2 = grid.volumes()[parent]
+    for k1, k2 in ((0, 0), (1, 2), (3, 1), (4, 3)):
+        s_lo, s_hi = min(e1[k1] / a1, 1), min(e1[k1 + 1] / a1, 1)
+        u_lo, u_hi = min(e2[k2] / a2, 1), min(e2[k2 + 1] / a2, 1)
+        expected, _ = dblquad(
+            lambda u, s: DENSITIES[fragments](s, u, v), s_lo, s_hi, u_lo, u_hi, epsabs=1e-11
+        )
+        assert number[k1 * 5 + k2, parent] == pytest.approx(expected, abs=1e-8)
+    volumes = grid.volumes()
+    np.testing.assert_allclose(v1.sum(axis=0), volumes[:, 0], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(v2.sum(axis=0), volumes[:, 1], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(number[:, op.mixed()].sum(axis=0), count, rtol=1e-12)
+    cells = np.indices(grid.shape).reshape(2, -1)  # each fragment lands in its own cell
+    for c, volume in enumerate((v1, v2)):
+        low, high = grid.edges[c][cells[c]], grid.edges[c][cells[c] + 1]
+        assert np.all(volume >= low[:, None] * number - 1e-12)
+        assert np.all(volume <= high[:, None] * number + 1e-12)
+
+
 def test_pure_parents_break_as_in_1d_and_stay_pure() -> None:
     grid = Grid.geometric(2, 6, 2.0, (1.0, 1.0))
     params = {"pl_v": np.array([1.5])}
@@ -68,18 +97,25 @@ def test_pure_parents_break_as_in_1d_and_stay_pure() -> None:
     )
 
 
-def test_a_solve_with_spread_fragments_keeps_volumes_and_counts_every_break() -> None:
+@pytest.mark.parametrize("discretisation", ["fixed_pivot", "cell_average"])
+def test_a_solve_with_spread_fragments_keeps_volumes_and_counts_every_break(
+    discretisation: str,
+) -> None:
     grid = Grid.geometric(2, 7, 2.0, (1.0, 1.0))
     n0 = np.zeros(grid.n)
     n0[[6 * 7 + 6, 3 * 7 + 5, 6]] = 1.0
-    model = Model(grid, None, "linear", "binary", v_ref=1.0, fragment_composition="spread")
+    model = Model(
+        grid, None, "linear", "binary", v_ref=1.0, discretisation=discretisation,
+        fragment_composition="spread",
+    )  # fmt: skip
     t = np.array([0.0, 0.2, 1.0])
     sol = Solver(model, n0, rtol=1e-9, atol=1e-13).solve({"pl_P1": 0.1}, t)
     per_component = sol.N[0] @ grid.volumes()
     np.testing.assert_allclose(per_component, per_component[[0, 0, 0]], rtol=1e-11)
     m1 = per_component.sum(axis=1)[0]
     np.testing.assert_allclose(sol.N[0].sum(axis=1), 3.0 + 0.1 * m1 * t, rtol=1e-7)
-    kept = Solver(Model(grid, None, "linear", "binary", v_ref=1.0), n0).solve({"pl_P1": 0.1}, t)
+    plain = Model(grid, None, "linear", "binary", v_ref=1.0, discretisation=discretisation)
+    kept = Solver(plain, n0).solve({"pl_P1": 0.1}, t)
     assert not np.allclose(sol.N[0][-1], kept.N[0][-1], rtol=1e-3)  # compositions spread
 
 

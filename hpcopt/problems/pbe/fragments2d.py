@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hpcopt.problems.pbe.cat import cell_average_fragments, cell_of
 from hpcopt.problems.pbe.grid import Grid, pivot_weights
 from hpcopt.problems.pbe.kernels import SPREAD_FRAGMENTS, FragmentDistribution
 from hpcopt.problems.pbe.operators import FragmentOperator
@@ -79,19 +80,38 @@ def pivot_share_integrals(pivots: np.ndarray, a: float, p: np.ndarray) -> np.nda
     return out
 
 
+def cell_integrals(edges: np.ndarray, a: float, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``∫ s^p ds`` and ``a ∫ s^(p+1) ds`` over the ``s`` in ``[0, 1]`` whose fragment
+    volume ``s a`` falls in each cell of ``edges`` (one component): the number and the
+    volume (m^3) landing there per unit density, each ``(B, len(edges) - 1)``."""
+    inner = edges[1:-1]
+    x = np.unique(np.concatenate([[0.0, 1.0], inner[inner < a] / a]))
+    lo, hi = x[:-1], x[1:]
+    cell = cell_of(edges, 0.5 * (lo + hi) * a)
+    number = np.zeros((len(p), len(edges) - 1))
+    volume = np.zeros_like(number)
+    np.add.at(number.T, cell, power_integrals(lo, hi, p).T)
+    np.add.at(volume.T, cell, a * power_integrals(lo, hi, p + 1).T)
+    return number, volume
+
+
 @dataclass(frozen=True)
 class SpreadFragmentOperator:
-    """Fixed-pivot fragment matrices ``(B, n, n)`` with fragments of mixed parents spread
-    over both components; pure parents' columns are those of ``parent``."""
+    """Fragment matrices with the fragments of mixed parents spread over both components;
+    pure parents' columns are those of ``parent``. Fixed pivot: ``(B, n, n)``, fragments
+    on pivots; cell average: ``(B, 3n, n)``, the number and each component's volume
+    landing in each cell (as :func:`.cat.cell_average_fragments`)."""
 
     grid: Grid
     parent: FragmentOperator
+    cell_average: bool
 
     @classmethod
-    def build(cls, grid: Grid) -> SpreadFragmentOperator:
+    def build(cls, grid: Grid, cell_average: bool = False) -> SpreadFragmentOperator:
         if grid.dim != 2:
             raise ValueError("fragment_composition: spread is for 2-D grids")
-        return cls(grid, FragmentOperator.build(grid))
+        parent = cell_average_fragments(grid) if cell_average else FragmentOperator.build(grid)
+        return cls(grid, parent, cell_average)
 
     def mixed(self) -> np.ndarray:
         """Which classes hold both components, ``(n,)`` booleans."""
@@ -100,16 +120,25 @@ class SpreadFragmentOperator:
     def matrices(
         self, fragments: FragmentDistribution, params: dict[str, np.ndarray], B: int
     ) -> np.ndarray:
-        """``F[b, k, q]``: fragments of one parent of class ``q`` landing on pivot ``k``."""
-        u1, u2 = self.grid.components
-        spread = np.zeros((B, len(u1), len(u2), len(u1), len(u2)))
-        for c, p in spread_terms(fragments, params, B):
-            # per component and parent pivot: the integral of each pivot's share
-            s1 = np.stack([pivot_share_integrals(u1, a, p) for a in u1], axis=1)
-            s2 = np.stack([pivot_share_integrals(u2, a, p) for a in u2], axis=1)
-            spread += np.einsum("b,bik,bjl->bklij", c, s1, s2)
+        """``F[b, k, q]``: what the fragments of one parent of class ``q`` put in row ``k``."""
+        spread = sum(
+            self._spread(c, p) for c, p in spread_terms(fragments, params, B)
+        )  # (B, rows, n1, n2, n1, n2): rows per destination, then the parent
         F = self.parent.matrices(fragments, params, B).copy()
         mixed = self.mixed()
         n = self.grid.n
-        F[:, :, mixed] = spread.reshape(B, n, n)[:, :, mixed]
+        F[:, :, mixed] = spread.reshape(B, -1, n)[:, :, mixed]
         return F
+
+    def _spread(self, c: np.ndarray, p: np.ndarray) -> np.ndarray:
+        """One term ``c (s u)^p`` of the density, every parent at once."""
+        (u1, u2), (e1, e2) = self.grid.components, self.grid.edges
+        if not self.cell_average:
+            # per component and parent pivot: the integral of each pivot's share
+            s1 = np.stack([pivot_share_integrals(u1, a, p) for a in u1], axis=1)
+            s2 = np.stack([pivot_share_integrals(u2, a, p) for a in u2], axis=1)
+            return np.einsum("b,bik,bjl->bklij", c, s1, s2)[:, None]
+        n1, v1 = (np.stack(m, axis=1) for m in zip(*(cell_integrals(e1, a, p) for a in u1)))
+        n2, v2 = (np.stack(m, axis=1) for m in zip(*(cell_integrals(e2, a, p) for a in u2)))
+        rows = [(n1, n2), (v1, n2), (n1, v2)]  # number, component 1's and 2's volume
+        return np.stack([np.einsum("b,bik,bjl->bklij", c, x, y) for x, y in rows], axis=1)

@@ -357,7 +357,7 @@ SPREAD_FRAGMENTS: tuple[FragmentDistribution, ...] = (
 )
 
 
-def spread_error(dim: int, fragments: FragmentDistribution, discretisation: str) -> str:
+def spread_error(dim: int, fragments: FragmentDistribution) -> str:
     """Why fragments cannot be spread over both components here, or ``""``."""
     if dim != 2:
         return "fragment_composition: spread is for 2-D runs (1-D fragments have one component)"
@@ -366,6 +366,4 @@ def spread_error(dim: int, fragments: FragmentDistribution, discretisation: str)
             f"fragment_composition: spread takes fragments {', '.join(SPREAD_FRAGMENTS)} "
             f"(PSD_opt's 2-D BREAKFVAL 2, 4, 5), not {fragments!r}"
         )
-    if discretisation != "fixed_pivot":
-        return "fragment_composition: spread is discretised with the fixed pivot only for now"
     return ""

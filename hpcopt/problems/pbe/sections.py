@@ -258,7 +258,7 @@ class PBEModel(Section):
                 f"({self.grid.classes - 1})"
             )
         if self.fragment_composition == "spread" and self.breakage != "none":
-            error = spread_error(self.dim, self.fragments, self.discretisation)
+            error = spread_error(self.dim, self.fragments)
             if error:
                 raise ValueError(error)
         if self.agglomeration == "none" and self.breakage == "none":

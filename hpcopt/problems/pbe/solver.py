@@ -91,7 +91,7 @@ class Model:
                 f"got {self.discretisation!r}"
             )
         if self.fragment_composition == "spread" and self.breakage != "none":
-            error = spread_error(self.grid.dim, self.fragments, self.discretisation)
+            error = spread_error(self.grid.dim, self.fragments)
             if error:
                 raise ValueError(error)
 
@@ -199,10 +199,10 @@ class Solver:
                     self.volumes[self.pairs.first], self.volumes[self.pairs.second]
                 )
         if model.breakage != "none":
-            if self.cell_average:
+            if model.fragment_composition == "spread":
+                self.fragments = SpreadFragmentOperator.build(self.grid, self.cell_average)
+            elif self.cell_average:
                 self.fragments = cell_average_fragments(self.grid)
-            elif model.fragment_composition == "spread":
-                self.fragments = SpreadFragmentOperator.build(self.grid)
             else:
                 self.fragments = FragmentOperator.build(self.grid)
 
