@@ -10,21 +10,10 @@ import pytest
 from hpcopt.problems.pbe.cat2d import BilinearCellAverage
 from hpcopt.problems.pbe.grid import Grid
 from hpcopt.problems.pbe.solver import Model, Solver
+from tests.pbe.test_solver import ALL_2D
 
 TIMES = np.array([0.0, 1.0, 2.0, 5.0])
 CONSTANT = {"corr_beta": 1.0, "alpha_11": 1.0, "alpha_12": 1.0, "alpha_22": 1.0}
-ALL_2D = {
-    "corr_beta": 1.0,
-    "alpha_11": 1.0,
-    "alpha_12": 0.4,
-    "alpha_22": 0.1,
-    "G": 100.0,
-    "pl_P1": 1e-4,
-    "pl_P2": 0.6,
-    "pl_P3": 3e-4,
-    "pl_P4": 0.4,
-    "pl_v": 1.5,
-}
 
 
 def mixed_start(grid: Grid) -> np.ndarray:
