@@ -44,7 +44,8 @@ over parent volume, ``0 < x <= 1``), each with ``∫ x b dx = 1`` (volume is con
 - ``parabolic_power_law`` (Diemer & Olson's parabolic function, PSD_opt's BREAKFVAL 5):
   ``(pl_v + 2)(pl_v + 1) x^(pl_v - 1) (1 - x)``, ``(pl_v + 2) / pl_v`` fragments.
 
-In 2-D a fragment keeps its parent's composition.
+In 2-D a fragment keeps its parent's composition, or (``fragment_composition: spread``)
+is spread over both components (:mod:`.fragments2d`).
 """
 
 from __future__ import annotations
@@ -263,8 +264,8 @@ def breakage_rate(
     """Breakage rate (1/s) of every class, ``(B, n)`` (``rate`` is not ``"none"``).
 
     ``volumes`` are the classes' component volumes ``(n, dim)`` (m^3), ``v_ref`` the
-    reference volume (m^3), ``params`` arrays of shape ``(B,)``. The empty 2-D class
-    ``(0, 0)`` has rate 0.
+    reference volume (m^3), ``params`` arrays of shape ``(B,)``. The zero-volume fines
+    class has rate 0.
     """
     if error := rate_dimension_error(rate, volumes.shape[1]):
         raise ValueError(error)
