@@ -10,7 +10,7 @@ import pytest
 from hpcopt.problems.pbe.cat2d import BilinearCellAverage
 from hpcopt.problems.pbe.grid import Grid
 from hpcopt.problems.pbe.solver import Model, Solver
-from tests.pbe.test_solver import ALL_2D
+from tests.pbe.test_solver import ALL_2D, assert_jacobian_matches_finite_differences
 
 TIMES = np.array([0.0, 1.0, 2.0, 5.0])
 CONSTANT = {"corr_beta": 1.0, "alpha_11": 1.0, "alpha_12": 1.0, "alpha_22": 1.0}
@@ -145,16 +145,7 @@ def test_jacobian_matches_finite_differences(mechanisms: tuple) -> None:
         side = cells[(1 + c) * n : (2 + c) * n] - axis.pivots * cells[:n]
         assert (side > 1e-9 * np.abs(side).max()).sum() >= 3
         assert (side < -1e-9 * np.abs(side).max()).sum() >= 3
-    jac = solver.jacobian(y, rates)[0]
-    h = 1e-6
-    fd = np.stack(
-        [
-            (solver.rhs(y + h * e, rates) - solver.rhs(y - h * e, rates))[0] / (2 * h)
-            for e in np.eye(grid.n)
-        ],
-        axis=1,
-    )
-    np.testing.assert_allclose(jac, fd, rtol=1e-6, atol=1e-9 * np.abs(fd).max())
+    assert_jacobian_matches_finite_differences(solver, y, rates)
 
 
 def test_batch_matches_single_solves() -> None:

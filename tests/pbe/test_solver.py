@@ -139,6 +139,20 @@ ALL_2D = {
 }
 
 
+def assert_jacobian_matches_finite_differences(solver: Solver, y: np.ndarray, rates) -> None:
+    """The analytic Jacobian at states ``y`` ``(1, n)`` against central differences."""
+    jac = solver.jacobian(y, rates)[0]
+    h = 1e-6
+    fd = np.stack(
+        [
+            (solver.rhs(y + h * e, rates) - solver.rhs(y - h * e, rates))[0] / (2 * h)
+            for e in np.eye(y.shape[1])
+        ],
+        axis=1,
+    )
+    np.testing.assert_allclose(jac, fd, rtol=1e-6, atol=1e-9 * np.abs(fd).max())
+
+
 def primary_2d(grid: Grid) -> np.ndarray:
     n0 = np.zeros(grid.n)
     n2 = grid.shape[1]
@@ -199,16 +213,7 @@ def test_jacobian_matches_finite_differences(
     solver = Solver(model, np.ones(grid.n) * 1e13)
     rates = solver.rates({k: params[k] for k in model.parameters()})
     y = np.random.default_rng(0).random((1, grid.n)) * grid.active()
-    jac = solver.jacobian(y, rates)[0]
-    h = 1e-6
-    fd = np.stack(
-        [
-            (solver.rhs(y + h * e, rates) - solver.rhs(y - h * e, rates))[0] / (2 * h)
-            for e in np.eye(grid.n)
-        ],
-        axis=1,
-    )
-    np.testing.assert_allclose(jac, fd, rtol=1e-6, atol=1e-9 * np.abs(fd).max())
+    assert_jacobian_matches_finite_differences(solver, y, rates)
 
 
 @pytest.mark.parametrize(
