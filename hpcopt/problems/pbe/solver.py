@@ -17,12 +17,13 @@ dim) n`` more rows, the number and each component's volume born in each cell (co
 and fragments pooled); each cell's births are then placed at their mean on two pivots
 (four in 2-D, bilinear). The Jacobian is the chain rule through that placement.
 
-Collisions whose product would lie beyond the grid's last pivot are not counted (neither
-partner dies): nothing leaves the grid, so number-weighted volume is conserved to
-round-off. Particles born below the first non-zero pivot go, by number, to the grid's
-zero-volume fines class (:mod:`.grid`), so the number of particles is kept too. Check
-that the grid is wide enough at the top and fine enough at the bottom with the volume in
-its last classes and the number in its fines class, which :class:`Solution` reports.
+Collisions whose product would lie beyond the grid's ``product_limit`` (its last pivot,
+or with PSD_opt's layout its last cell) are not counted (neither partner dies): nothing
+leaves the grid, so number-weighted volume is conserved to round-off. Particles born
+below the first non-zero pivot go, by number, to the grid's zero-volume fines class
+(:mod:`.grid`), so the number of particles is kept too. Check that the grid is wide
+enough at the top and fine enough at the bottom with the volume in its top classes and
+the number in its fines class, which :class:`Solution` reports.
 """
 
 from __future__ import annotations
@@ -106,8 +107,8 @@ class Solution:
 
     ``error[b]`` is empty when parameter set ``b`` solved, else the reason it failed (its
     rows of ``N`` are then NaN). ``top_mass_fraction[b]`` is the largest share of the
-    volume held by the grid's last classes over time (the last class in 1-D, the classes
-    on the upper edges of the grid in 2-D): near 1 means the grid is too short.
+    volume held by the grid's top classes over time (those whose particles cannot merge
+    with their equals, :meth:`.grid.Grid.on_top_edge`): near 1 means the grid is too short.
     ``fines_fraction[b]`` is the largest share of the particles' number in the zero-volume
     fines class over time: what a grid whose first pivot is too large loses from its size
     distributions.
