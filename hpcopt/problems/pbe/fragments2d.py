@@ -29,9 +29,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from hpcopt.problems.pbe.cat import cell_average_fragments, cell_of
-from hpcopt.problems.pbe.grid import Grid, pivot_weights
+from hpcopt.problems.pbe.grid import Grid
 from hpcopt.problems.pbe.kernels import SPREAD_FRAGMENTS, FragmentDistribution
-from hpcopt.problems.pbe.operators import FragmentOperator
+from hpcopt.problems.pbe.operators import FragmentOperator, linear_shares
 
 
 def spread_terms(
@@ -65,18 +65,10 @@ def pivot_share_integrals(pivots: np.ndarray, a: float, p: np.ndarray) -> np.nda
     cuts = pivots[(pivots > 0) & (pivots < a)] / a
     x = np.concatenate([[0.0], cuts, [1.0]])
     lo, hi = x[:-1], x[1:]
-    lower, _ = pivot_weights(pivots, 0.5 * (lo + hi) * a)
-    upper = np.minimum(lower + 1, len(pivots) - 1)
-    inside = upper > lower
-    span = np.where(inside, pivots[upper] - pivots[lower], 1.0)
-    # the lower pivot's share is (x_up - s a) / span, linear in s: c0 + c1 s
-    c0 = np.where(inside, pivots[upper] / span, 1.0)
-    c1 = np.where(inside, -a / span, 0.0)
     i0, i1 = power_integrals(lo, hi, p), power_integrals(lo, hi, p + 1)
-    low_share = c0 * i0 + c1 * i1
     out = np.zeros((len(p), len(pivots)))
-    np.add.at(out.T, lower, low_share.T)
-    np.add.at(out.T, upper[inside], (i0 - low_share)[:, inside].T)
+    for pivot, c0, c1 in linear_shares(pivots, a, 0.5 * (lo + hi)):
+        np.add.at(out.T, pivot, (c0 * i0 + c1 * i1).T)
     return out
 
 

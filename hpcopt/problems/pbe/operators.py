@@ -127,7 +127,7 @@ class FragmentOperator:
             x = np.unique(np.clip(np.concatenate(cuts), 0.0, 1.0))
             lo, hi = x[:-1], x[1:]
             mid = 0.5 * (lo + hi)
-            factors = [_linear_shares(u, a[c], mid) for c, u in enumerate(grid.components)]
+            factors = [linear_shares(u, a[c], mid) for c, u in enumerate(grid.components)]
             if grid.dim == 1:
                 entries = [(i, c0, c1, np.zeros_like(c0)) for i, c0, c1 in factors[0]]
             else:
@@ -164,7 +164,7 @@ class FragmentOperator:
         return np.ascontiguousarray((self.assemble @ shares.T).T.reshape(B, rows, self.n))
 
 
-def _linear_shares(
+def linear_shares(
     pivots: np.ndarray, a: float, x: np.ndarray
 ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """The fixed-pivot shares of a fragment of component volume ``x * a`` as linear
