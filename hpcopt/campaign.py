@@ -12,7 +12,9 @@ For each trial the loop is::
 
 Trials run one after another, in config order: the serial engine has one worker, and a
 trial's batches already fill a pool of workers. A trial that raises is recorded as
-failed and the campaign goes on; the run's exit status says whether any failed.
+failed and the campaign goes on; the run's exit status says whether any failed. A store
+that cannot be written (a full disk) stops the campaign instead, with every trial left at
+its last checkpoint, so a plain ``resume`` continues once there is room.
 """
 
 from __future__ import annotations
@@ -72,8 +74,8 @@ class Reporter(Protocol):
 class LineReporter:
     """Plain progress lines, at most one per ``every_s`` seconds per trial (log-file friendly)."""
 
-    def __init__(self, stream: TextIO = sys.stderr, every_s: float = 5.0) -> None:
-        self.stream = stream
+    def __init__(self, stream: TextIO | None = None, every_s: float = 5.0) -> None:
+        self.stream = stream if stream is not None else sys.stderr  # as it is now, not at import
         self.every_s = every_s
         self._last = 0.0
 
@@ -212,8 +214,12 @@ def run_trial(
         "parameters": list(space.names),
         "config": trial.model_dump(mode="json", exclude_unset=True),
     }
+    set_aside = store.recover(trial.name)
     record = store.read_trial(trial.name)
     history = record.history
+    for message in set_aside:
+        engine.on_event("trial_warning", trial=trial.name, message=message)
+        reporter.trial_warning(trial.name, message)
     if record.status == "completed" or (record.status == "failed" and not retry_failed):
         return _outcome(record, problem.direction)
     method = build_method(
@@ -251,6 +257,8 @@ def run_trial(
             best = _better(best, rows, problem.direction)
             reporter.batch_done(trial.name, done, expected, best)
         confirmed = _confirm(problem, writer, engine)
+    except StoreError:
+        raise  # the store cannot be written: stop, the trial stays resumable
     except Exception as exc:
         error = describe_exception(exc)
         _finish(writer, "failed", error)

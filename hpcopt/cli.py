@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from rich.console import Console
 from rich.table import Table
 
-from hpcopt import __version__, cli_pbe, cli_slurm
+from hpcopt import __version__, cli_pbe, cli_slurm, cli_store
 from hpcopt import campaign as drv
 from hpcopt import config as cfg
 from hpcopt.cluster.ray_node import ClusterError
@@ -151,6 +151,7 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_expand)
     cli_slurm.add_parsers(sub)
     cli_pbe.add_parsers(sub)
+    cli_store.add_parsers(sub)
     return parser
 
 
@@ -239,6 +240,9 @@ def _show(args: argparse.Namespace) -> int:
         state = "stopped before the end: continue with 'hpcopt resume'"
     else:
         state = "finished"
+    for r in rows:
+        if "damaged" in r:
+            print(f"hpcopt: warning: trial {r['trial']}: {r['damaged']}", file=sys.stderr)
     console = _console()
     console.print(f"[bold]{attrs['name']}[/bold]  {store.root}")
     console.print(f"created {time.ctime(attrs['created_at'])}  ·  {state}")

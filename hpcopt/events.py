@@ -7,11 +7,14 @@ them. A reader skips a last line that is still being written.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from hpcopt.files import StoreError
 
 EventSink = Callable[..., None]
 """``sink(kind, **fields)``: receives one event."""
@@ -26,13 +29,23 @@ class EventLog:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self._file = open(self.path, "a", buffering=1)  # noqa: SIM115 - closed in close()
+        try:
+            self._file = open(self.path, "a", buffering=1)  # noqa: SIM115 - closed in close()
+        except OSError as exc:
+            raise StoreError(f"cannot write {self.path}: {exc.strerror}") from exc
 
     def __call__(self, kind: str, **fields: Any) -> None:
-        self._file.write(json.dumps({"time": time.time(), "kind": kind, **fields}) + "\n")
+        line = json.dumps({"time": time.time(), "kind": kind, **fields}) + "\n"
+        try:
+            self._file.write(line)
+        except OSError as exc:
+            raise StoreError(f"cannot write {self.path}: {exc.strerror}") from exc
 
     def close(self) -> None:
-        self._file.close()
+        # A line that could not be written raised StoreError when it was written; closing
+        # must not raise again over it (it would hide that error).
+        with contextlib.suppress(OSError):
+            self._file.close()
 
 
 def read_events(path: str | Path) -> list[dict[str, Any]]:

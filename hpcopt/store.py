@@ -4,10 +4,14 @@ Layout of a campaign folder (see the README for every dataset)::
 
     campaign.h5                 config as written and as validated, version, creation time
     trials/<trial>.h5           consolidated history, latest checkpoint, status, confirmation
-    trials/<trial>.journal/     segments appended since the last consolidation:
-        00000042.h5             one batch: its evaluations + the method state after it,
+    trials/<trial>.journal/     what was checkpointed since (:mod:`hpcopt.journal`):
+        started                 the trial has checkpoints (so a lost trial file is noticed)
+        00000065-00000128.h5    a pack of folded batches, laid out like the trial file
+        00000129.h5             one batch: its evaluations + the method state after it,
                                 or (its method done) the trial's confirmation so far
+    quarantine/                 damaged files set aside by resume (same relative paths)
     summary.csv, summary.json   best (and confirmed) result per trial, rewritten at the end
+    driver.json, events.jsonl   the driver's lock and the engine's event log
 
 A trial whose problem has a confirmation (``ProblemConfig.confirmation``) re-scores its
 best distinct points once its method is done (:mod:`hpcopt.confirm`), into the group
@@ -23,29 +27,23 @@ all so far); ``k`` candidates, ``j`` variants evaluated so far (``len(problems)`
         mean, standard_error, n   (k,): over the successful variant values; SE is their
                        std (ddof=1) over sqrt(n), NaN when n < 2
 
-Crash safety comes from never modifying a file in place: every file is written under a
-temporary name, flushed and fsync'ed, then atomically renamed. A checkpoint is one
-segment: the batch's evaluations and the method state written together, so a ``kill -9``
-at any instant leaves either the old or the new segment, never half of one. Every
-``consolidate_every`` segments they are folded into ``trials/<trial>.h5`` (written the
-same way), which records the last segment it holds; readers skip segments at or below it,
-so a crash between the rename and the deletion of the folded segments is harmless.
-Readers never see a file that is open for writing, so a live dashboard on another node of
-a shared filesystem can read while the campaign writes.
+Crash safety comes from never modifying a file in place (:mod:`hpcopt.files`): every file
+is written under a temporary name, checksummed, fsync'ed and atomically renamed. A
+checkpoint is one segment, so a ``kill -9`` at any instant leaves either the old or the new
+segment, never half of one. Readers never see a file that is open for writing, so a live
+dashboard on another node of a shared filesystem can read while the campaign writes, and
+every file is verified against its checksum when read.
 """
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
 import os
 import re
-import tempfile
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -54,23 +52,33 @@ import numpy as np
 
 from hpcopt import __version__, plain
 from hpcopt.confirm import ConfirmationRecord
+from hpcopt.files import DamagedFile, StoreError, open_verified, stale_temporaries, write_h5
+from hpcopt.files import write_text as _write_text
 from hpcopt.history import STATUS_FAILED, STATUS_OK, STRING_DTYPE, History
+from hpcopt.journal import Chain, TornRead, TrialFiles, TrialWriter, latest, read_chain, set_aside
 
-__all__ = ["STATUS_FAILED", "STATUS_OK", "CampaignStore", "History", "StoreError", "TrialRecord"]
+__all__ = [
+    "STATUS_FAILED",
+    "STATUS_OK",
+    "CampaignStore",
+    "Finding",
+    "History",
+    "StoreError",
+    "TrialRecord",
+    "TrialWriter",
+]
 
-_SEGMENT = re.compile(r"^(\d{8})\.h5$")
+FORMAT = "hpcopt-campaign-2"  # 2: every file carries a checksum; packs in the journal
 # Some NFS/Lustre mounts refuse HDF5's file locks; our atomic renames make them unneeded.
 os.environ.setdefault("HDF5_USE_FILE_LOCKING", "FALSE")
-
-
-class StoreError(RuntimeError):
-    """The campaign folder is missing, not a campaign, or cannot be written."""
 
 
 @dataclass
 class TrialRecord:
     """What the store holds for one trial: status, history, the latest checkpoint and, when
-    its problem confirms winners, the confirmation (complete or under way)."""
+    its problem confirms winners, the confirmation (complete or under way); ``damaged``
+    says which files after the last intact checkpoint are damaged (``resume`` sets them
+    aside and continues from that checkpoint)."""
 
     name: str
     status: str  # pending | running | completed | failed
@@ -80,56 +88,23 @@ class TrialRecord:
     error: str = ""
     batches: int = 0  # number of checkpointed batches
     confirmation: ConfirmationRecord | None = None
+    damaged: list[str] = field(default_factory=list)
 
     def best_index(self) -> int | None:
         """Row of the best successful evaluation, by the trial's direction."""
         return self.history.best(self.meta.get("direction", "minimize"))
 
 
-def _atomic_h5(path: Path, fill) -> None:
-    """Write an HDF5 file by ``fill(h5file)`` under a temporary name, fsync, rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w", locking=False) as f:
-            fill(f)
-        _fsync(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+@dataclass
+class Finding:
+    """One thing ``hpcopt check`` found: ``severity`` is ``ok``, ``note`` (harmless:
+    leftovers resume removes, files set aside earlier), ``recoverable`` (resume sets the
+    file aside and continues from the checkpoint before it) or ``damaged`` (resume and
+    show stop until the user acts)."""
 
-
-def _atomic_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def _fsync(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _read_h5(path: Path):
-    return h5py.File(path, "r", locking=False)
-
-
-class _TornRead(FileNotFoundError):
-    """A read that interleaved with a consolidation (``read_trial`` retries it)."""
+    path: str
+    severity: str
+    message: str
 
 
 class CampaignStore:
@@ -137,10 +112,15 @@ class CampaignStore:
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
+        self._campaign: dict[str, Any] | None = None
 
     @property
     def campaign_file(self) -> Path:
         return self.root / "campaign.h5"
+
+    @property
+    def quarantine(self) -> Path:
+        return self.root / "quarantine"
 
     @classmethod
     def create(
@@ -157,47 +137,82 @@ class CampaignStore:
             (store.root / "trials").mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreError(f"cannot create {store.root}: {exc.strerror}") from exc
+        for path in stale_temporaries(store.root):
+            path.unlink(missing_ok=True)
 
         def fill(f: h5py.File) -> None:
             f.attrs["name"] = name
             f.attrs["hpcopt_version"] = __version__
             f.attrs["created_at"] = time.time()
-            f.attrs["format"] = "hpcopt-campaign-1"
+            f.attrs["format"] = FORMAT
             names = [t["name"] for t in trials]
             f.create_dataset("config/document", data=json.dumps(document), dtype=STRING_DTYPE)
             f.create_dataset("config/trials", data=json.dumps(trials), dtype=STRING_DTYPE)
             f.create_dataset("config/trial_names", data=names, dtype=STRING_DTYPE)
 
-        _atomic_h5(store.campaign_file, fill)
+        write_h5(store.campaign_file, fill)
         return store
 
     @classmethod
     def open(cls, root: str | Path) -> CampaignStore:
-        """Open an existing campaign folder (``StoreError`` saying what is missing)."""
+        """Open an existing campaign folder, reading and verifying ``campaign.h5``
+        (``StoreError`` saying what is missing or damaged and what to do)."""
         store = cls(Path(root))
         if not store.root.is_dir():
             raise StoreError(f"{store.root} does not exist")
         if not store.campaign_file.is_file():
+            if (store.root / "trials").is_dir():
+                raise StoreError(
+                    f"{store.campaign_file} is missing, though {store.root / 'trials'} holds "
+                    "trial files: it held the campaign's config, without which they cannot be "
+                    "resumed; restore it from a backup, or run the config again into a new "
+                    "folder ('hpcopt run CONFIG -o NEWDIR'). Nothing was changed."
+                )
             raise StoreError(f"{store.root} is not a campaign folder (no campaign.h5)")
+        store._read_campaign()
         return store
+
+    def _read_campaign(self) -> dict[str, Any]:
+        if self._campaign is None:
+            try:
+                with open_verified(self.campaign_file, require_digest=False) as f:
+                    attrs = {
+                        k: (v.item() if isinstance(v, np.generic) else v)
+                        for k, v in f.attrs.items()
+                    }
+                    if "sha256" not in attrs and attrs.get("format") != "hpcopt-campaign-1":
+                        raise DamagedFile(self.campaign_file, "it has no checksum")
+                    self._campaign = {
+                        "attrs": attrs,
+                        "document": json.loads(f["config/document"].asstr()[()]),
+                        "trials": json.loads(f["config/trials"].asstr()[()]),
+                        "names": list(f["config/trial_names"].asstr()[()]),
+                    }
+            except DamagedFile as exc:
+                raise StoreError(
+                    f"{exc.path} is damaged: {exc.why}. It holds the campaign's config, "
+                    "without which its trials can be neither shown nor resumed: restore it "
+                    "from a backup, or run the config again into a new folder ('hpcopt run "
+                    "CONFIG -o NEWDIR'). Nothing was changed."
+                ) from None
+            except FileNotFoundError:
+                raise StoreError(f"{self.root} is not a campaign folder (no campaign.h5)") from None
+        return self._campaign
 
     def document(self) -> dict[str, Any]:
         """The campaign config as the user wrote it (before expansion)."""
-        with _read_h5(self.campaign_file) as f:
-            return json.loads(f["config/document"].asstr()[()])
+        return self._read_campaign()["document"]
 
     def attrs(self) -> dict[str, Any]:
-        with _read_h5(self.campaign_file) as f:
-            return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()}
+        """``campaign.h5``'s attributes: name, hpcopt_version, created_at, format."""
+        return {k: v for k, v in self._read_campaign()["attrs"].items() if k != "sha256"}
 
     def stored_trials(self) -> list[dict[str, Any]]:
         """The expanded, validated trial configs as written at creation."""
-        with _read_h5(self.campaign_file) as f:
-            return json.loads(f["config/trials"].asstr()[()])
+        return self._read_campaign()["trials"]
 
     def trial_names(self) -> list[str]:
-        with _read_h5(self.campaign_file) as f:
-            return list(f["config/trial_names"].asstr()[()])
+        return list(self._read_campaign()["names"])
 
     def trial_path(self, name: str) -> Path:
         return self.root / "trials" / f"{name}.h5"
@@ -205,81 +220,97 @@ class CampaignStore:
     def journal_path(self, name: str) -> Path:
         return self.root / "trials" / f"{name}.journal"
 
+    def trial_files(self, name: str) -> TrialFiles:
+        """Where trial ``name``'s files live, and whether they must carry checksums."""
+        checksums = self._read_campaign()["attrs"].get("format") != "hpcopt-campaign-1"
+        return TrialFiles(name, self.trial_path(name), self.journal_path(name), checksums)
+
     def writer(self, name: str, meta: dict[str, Any], consolidate_every: int = 64) -> TrialWriter:
         """A writer for trial ``name``, positioned after whatever it already holds."""
-        return TrialWriter(self, name, meta, consolidate_every)
+        return TrialWriter(self.trial_files(name), meta, consolidate_every)
 
     def read_trial(self, name: str, attempts: int = 5) -> TrialRecord:
         """Everything checkpointed for ``name`` (status ``pending`` if nothing yet).
 
-        Safe while a writer runs: if a consolidation removes segments under our feet, the
-        read starts again.
+        Safe while a writer runs: if it folds files under our feet, the read starts again.
+        Damage after the last intact checkpoint is listed in ``damaged``; damage that
+        cannot be recovered raises ``StoreError``.
         """
+        return _record(name, self._chain(name, attempts))
+
+    def _chain(self, name: str, attempts: int = 5) -> Chain:
+        files = self.trial_files(name)
         for attempt in range(attempts - 1):
             try:
-                return self._read_trial(name)
+                return read_chain(files, final=False)
             except FileNotFoundError:
                 time.sleep(0.01 * (attempt + 1))
-        return self._read_trial(name)
+        try:
+            return read_chain(files, final=True)
+        except TornRead as exc:  # pragma: no cover - a writer faster than five reads
+            raise StoreError(f"{exc}: the journal kept changing while it was read") from None
 
-    def _read_trial(self, name: str) -> TrialRecord:
-        base_meta: dict[str, Any] = {}
-        parts: list[History] = []
-        state_json = None
-        confirmation = None
-        status, error, last_seq = "pending", "", 0
-        path = self.trial_path(name)
-        if path.exists():
-            with _read_h5(path) as f:
-                base_meta = json.loads(f.attrs["meta"])
-                parts.append(History.read(f["history"]))
-                status, error = str(f.attrs["status"]), str(f.attrs["error"])
-                last_seq = int(f.attrs["last_seq"])
-                if "checkpoint/method_state" in f:
-                    state_json = f["checkpoint/method_state"].asstr()[()]
-                if "confirmation" in f:
-                    confirmation = ConfirmationRecord.read(f["confirmation"])
-        for seq, seg in self._segments(name, after=last_seq):
-            if seq != last_seq + 1:
-                # the writer consolidated between our reads: the batches in between are in
-                # a trial file we did not read; read again rather than return a gap
-                raise _TornRead(f"{name}: segment {seq} follows batch {last_seq}")
-            with _read_h5(seg) as f:
-                header = json.loads(f.attrs["header"])
-                base_meta = header["meta"]  # the newest: it may have gained warnings
-                parts.append(History.from_records(f["rows"][()], header))
-                status, error = header["status"], header["error"]
-                if "method_state" in f:
-                    state_json = f["method_state"].asstr()[()]
-                if "confirmation" in f:
-                    confirmation = ConfirmationRecord.read(f["confirmation"])
-            last_seq = seq
-        dim = len(base_meta.get("parameters", [])) or (parts[0].x.shape[1] if parts else 0)
-        return TrialRecord(
-            name=name,
-            status=status,
-            history=History.concat(parts, dim),
-            method_state=plain.loads(state_json) if state_json else None,
-            meta=base_meta,
-            error=error,
-            batches=last_seq,
-            confirmation=confirmation,
-        )
+    def recover(self, name: str) -> list[str]:
+        """Make trial ``name`` resumable (its driver calls this, holding the lock): set
+        aside damage after its last intact checkpoint into ``quarantine/``, remove files a
+        later one covers and temporary files of dead writers; say what was set aside."""
+        chain = self._chain(name)
+        chain.temporaries += _trial_temporaries(self.root / "trials", name)
+        return set_aside(chain, self.root, self.quarantine)
 
-    def _segments(self, name: str, after: int) -> Iterator[tuple[int, Path]]:
-        journal = self.journal_path(name)
-        if not journal.is_dir():
-            return
-        found = []
-        for entry in os.scandir(journal):
-            m = _SEGMENT.match(entry.name)
-            if m and int(m.group(1)) > after:
-                found.append((int(m.group(1)), Path(entry.path)))
-        yield from sorted(found)
+    def check(self) -> list[Finding]:
+        """Verify every file of the campaign (read-only): what is intact, what resume would
+        set aside or remove, and what stops it."""
+        try:
+            self._read_campaign()
+        except StoreError as exc:
+            return [Finding(str(self.campaign_file), "damaged", str(exc))]
+        found = [Finding(str(self.campaign_file), "ok", "config intact")]
+        for name in self.trial_names():
+            found += self._check_trial(name)
+        for folder in (self.root, self.root / "trials"):
+            for path in stale_temporaries(folder):
+                found.append(
+                    Finding(str(path), "note", "temporary file of a dead writer; resume removes it")
+                )
+        if self.quarantine.is_dir():
+            for path in sorted(p for p in self.quarantine.rglob("*") if p.is_file()):
+                found.append(Finding(str(path), "note", "set aside earlier (kept for you)"))
+        return found
+
+    def _check_trial(self, name: str) -> list[Finding]:
+        try:
+            chain = self._chain(name)
+        except StoreError as exc:
+            return [Finding(str(self.trial_path(name)), "damaged", str(exc))]
+        found = [
+            Finding(str(p.path), "ok", f"{p.kind}, batches {p.first}-{p.last}")
+            for p in chain.pieces
+        ]
+        if not chain.pieces:
+            found.append(Finding(str(self.trial_path(name)), "ok", "not started"))
+        for exc in chain.damaged:
+            found.append(
+                Finding(
+                    str(exc.path),
+                    "recoverable",
+                    f"{exc.why}; resume sets it aside and continues trial "
+                    f"{name} from batch {chain.last}",
+                )
+            )
+        for path in chain.obsolete:
+            found.append(Finding(str(path), "note", "folded into a later file; resume removes it"))
+        temporaries = chain.temporaries + _trial_temporaries(self.root / "trials", name)
+        for path in temporaries:
+            found.append(
+                Finding(str(path), "note", "temporary file of a dead writer; resume removes it")
+            )
+        return found
 
     def summary(self) -> list[dict[str, Any]]:
-        """One row per trial: status, evaluations, failures, best value and point; and for
-        a trial with a complete confirmation, the confirmed best (``confirmed_*`` keys)."""
+        """One row per trial: status, evaluations, failures, best value and point; for a
+        trial with a complete confirmation, the confirmed best (``confirmed_*`` keys); for
+        one with damage after its last intact checkpoint, ``damaged`` (what and where)."""
         rows = []
         for name in self.trial_names():
             rec = self.read_trial(name)
@@ -304,6 +335,8 @@ class CampaignStore:
                 row[f"best.{pname}"] = float(v)
             if rec.confirmation is not None:
                 row.update(rec.confirmation.summary(rec.meta.get("parameters", [])))
+            if rec.damaged:
+                row["damaged"] = "; ".join(rec.damaged)
             rows.append(row)
         return rows
 
@@ -314,12 +347,40 @@ class CampaignStore:
         return rows
 
 
+def _trial_temporaries(trials: Path, name: str) -> list[Path]:
+    """Temporary files of trial ``name``'s trial file (its driver is their only writer)."""
+    own = re.compile(rf"^\.{re.escape(name)}\.h5\.([^.]+\.)?[^.]+\.tmp$")
+    return [p for p in stale_temporaries(trials, mine_only_if_dead=False) if own.match(p.name)]
+
+
+def _record(name: str, chain: Chain) -> TrialRecord:
+    pieces = chain.pieces
+    meta = pieces[-1].meta if pieces else {}  # the newest: it may have gained warnings
+    state_json = latest(pieces, "state_json")
+    dim = len(meta.get("parameters", [])) or (pieces[0].history.x.shape[1] if pieces else 0)
+    damaged = [
+        f"{exc.path}: {exc.why}; resume sets it aside and continues from batch {chain.last}"
+        for exc in chain.damaged
+    ]
+    return TrialRecord(
+        name=name,
+        status=pieces[-1].status if pieces else "pending",
+        history=History.concat([p.history for p in pieces], dim),
+        method_state=plain.loads(state_json) if state_json else None,
+        meta=meta,
+        error=pieces[-1].error if pieces else "",
+        batches=chain.last,
+        confirmation=latest(pieces, "confirmation"),
+        damaged=damaged,
+    )
+
+
 def write_summary(
     rows: list[dict[str, Any]], csv_path: str | Path | None, json_path: str | Path | None
 ) -> None:
     """Write summary rows as CSV and/or JSON (each atomically) where paths are given."""
     if json_path is not None:
-        _atomic_text(Path(json_path), json.dumps(rows, indent=2) + "\n")
+        _write_text(Path(json_path), json.dumps(rows, indent=2) + "\n")
     if csv_path is not None:
         columns: list[str] = []
         for row in rows:
@@ -328,112 +389,4 @@ def write_summary(
         w = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
         w.writeheader()
         w.writerows(rows)
-        _atomic_text(Path(csv_path), buf.getvalue())
-
-
-class TrialWriter:
-    """Appends checkpoints (one batch of evaluations + the method state) to a trial.
-
-    The writer is the trial's only writer, so it keeps what the trial holds in memory and
-    consolidation writes it out without reading the journal back.
-    """
-
-    def __init__(
-        self, store: CampaignStore, name: str, meta: dict[str, Any], consolidate_every: int
-    ) -> None:
-        self.store = store
-        self.name = name
-        self.meta = meta
-        self.consolidate_every = max(1, consolidate_every)
-        rec = store.read_trial(name)
-        self.seq = rec.batches
-        self.status, self._error = rec.status, rec.error
-        self._state_json = plain.dumps(rec.method_state) if rec.method_state is not None else None
-        self._parts = [rec.history]
-        self.confirmation = rec.confirmation  # the latest one checkpointed, if any
-        self._consolidated_seq = self._read_consolidated_seq()
-
-    def _read_consolidated_seq(self) -> int:
-        path = self.store.trial_path(self.name)
-        if not path.exists():
-            return 0
-        with _read_h5(path) as f:
-            return int(f.attrs["last_seq"])
-
-    def checkpoint(
-        self,
-        rows: History,
-        method_state: dict[str, Any] | None,
-        status: str = "running",
-        error: str = "",
-        confirmation: ConfirmationRecord | None = None,
-    ) -> None:
-        """Durably record ``rows`` and the method state after them, as one segment.
-
-        ``method_state=None`` keeps the previous checkpoint's state (a status change);
-        ``confirmation=None`` keeps the previous confirmation (or none).
-        """
-        seq = self.seq + 1
-        state_json = plain.dumps(method_state) if method_state is not None else None
-        records, strings = rows.to_records()
-        header = {"seq": seq, "status": status, "error": error, "meta": self.meta}
-        header.update(strings, written_at=time.time())
-
-        def fill(f: h5py.File) -> None:
-            f.attrs["header"] = json.dumps(header)
-            f.create_dataset("rows", data=records)
-            if state_json is not None:
-                f.create_dataset("method_state", data=state_json, dtype=STRING_DTYPE)
-            if confirmation is not None:
-                confirmation.write(f.create_group("confirmation"))
-
-        path = self.store.journal_path(self.name) / f"{seq:08d}.h5"
-        _atomic_h5(path, fill)
-        self.seq, self.status, self._error = seq, status, error
-        self._state_json = state_json or self._state_json
-        if confirmation is not None:
-            self.confirmation = confirmation
-        self._parts.append(rows)
-        if seq - self._consolidated_seq >= self.consolidate_every:
-            self.consolidate()
-
-    def history(self) -> History:
-        """Every evaluation the trial holds: what it held when opened and every checkpoint."""
-        history = History.concat(self._parts, len(self.meta.get("parameters", [])))
-        self._parts = [history]
-        return history
-
-    def consolidate(self) -> None:
-        """Fold the journal into ``trials/<name>.h5`` (one dataset per column, as the README
-        documents) and delete the folded segments."""
-        path = self.store.trial_path(self.name)
-        if self.seq == self._consolidated_seq and path.exists():
-            return
-        history = self.history()
-        seq, best = self.seq, history.best(self.meta.get("direction", "minimize"))
-        confirmation = self.confirmation
-
-        def fill(f: h5py.File) -> None:
-            f.attrs["last_seq"] = seq
-            f.attrs["status"] = self.status
-            f.attrs["error"] = self._error
-            f.attrs["meta"] = json.dumps(self.meta)  # it may have gained warnings
-            f.attrs["written_at"] = time.time()
-            history.write(f.create_group("history"))
-            if self._state_json is not None:
-                state = self._state_json
-                f.create_dataset("checkpoint/method_state", data=state, dtype=STRING_DTYPE)
-            if best is not None:
-                f.attrs["best_evaluation"] = best
-                f.attrs["best_value"] = history.value[best]
-            if confirmation is not None:
-                confirmation.write(f.create_group("confirmation"))
-
-        _atomic_h5(path, fill)
-        self._consolidated_seq = seq
-        for _, seg in self.store._segments(self.name, after=-1):
-            if int(seg.stem) <= seq:
-                seg.unlink(missing_ok=True)
-        if self.status != "running":
-            with contextlib.suppress(OSError):
-                self.store.journal_path(self.name).rmdir()
+        _write_text(Path(csv_path), buf.getvalue())

@@ -1,0 +1,212 @@
+"""How the store writes and reads its files: atomically, with a checksum, verified on read.
+
+Every HDF5 file of a campaign folder is written under a temporary name in its own folder,
+flushed, fsync'ed and renamed into place, so a reader never sees half of one. Each carries
+the attribute ``sha256``: the SHA-256 of its content — every dataset (name, type, shape,
+bytes; strings as UTF-8) and every attribute, in name order — so a bit flipped on disk, a
+truncated copy or a file swapped for another is found when it is read, never used as data.
+
+Temporary names say who wrote them (``.<name>.<host>-<pid>.<random>.tmp``) so that the
+next driver can remove those of writers that died.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import socket
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+DIGEST_ATTR = "sha256"
+_TEMPORARY = re.compile(r"^\..+\.(?P<host>[^.]+)-(?P<pid>\d+)\.[^.]+\.tmp$")
+
+
+class StoreError(RuntimeError):
+    """The campaign folder is missing, not a campaign, damaged, or cannot be written."""
+
+
+class DamagedFile(StoreError):
+    """A store file that cannot be opened, fails its checksum or lacks what it must hold."""
+
+    def __init__(self, path: Path, why: str) -> None:
+        self.path, self.why = Path(path), why
+        super().__init__(f"{path}: {why}")
+
+
+def write_h5(path: Path, fill: Callable[[h5py.File], None]) -> None:
+    """Write an HDF5 file by ``fill(h5file)``, add its checksum, fsync and rename it into
+    place; any OSError becomes a :class:`StoreError` naming the file (no temporary left)."""
+
+    def write(tmp: str) -> None:
+        with h5py.File(tmp, "w", locking=False) as f:
+            fill(f)
+            f.attrs[DIGEST_ATTR] = digest(f)
+            f.flush()
+
+    _atomically(path, write)
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write a text file atomically (temporary name, fsync, rename); OSError -> StoreError."""
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+
+    _atomically(path, write)
+
+
+def _atomically(path: Path, write: Callable[[str], None]) -> None:
+    path = Path(path)
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(
+            prefix=f".{path.name}.{_writer()}.", suffix=".tmp", dir=path.parent
+        )
+        os.close(fd)
+        write(tmp)
+        _fsync(tmp)
+        os.replace(tmp, path)
+        tmp = None
+    except OSError as exc:
+        raise StoreError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+
+
+def _writer() -> str:
+    host = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname().split(".")[0]) or "host"
+    return f"{host}-{os.getpid()}"
+
+
+def _fsync(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def digest(f: h5py.File) -> str:
+    """SHA-256 of the file's datasets and attributes (all but the checksum itself)."""
+    h = hashlib.sha256()
+    _hash_attrs(h, f.attrs, skip=DIGEST_ATTR)
+
+    def visit(name: str, obj: h5py.HLObject) -> None:
+        h.update(b"\0obj\0" + name.encode())
+        _hash_attrs(h, obj.attrs)
+        if isinstance(obj, h5py.Dataset):
+            _hash_value(h, obj.asstr()[()] if _is_string(obj.dtype) else obj[()])
+
+    f.visititems(visit)
+    return h.hexdigest()
+
+
+def _hash_attrs(h: hashlib._Hash, attrs: h5py.AttributeManager, skip: str = "") -> None:
+    for key in sorted(attrs):
+        if key != skip:
+            h.update(b"\0attr\0" + key.encode())
+            _hash_value(h, attrs[key])
+
+
+def _is_string(dtype: np.dtype) -> bool:
+    return h5py.check_string_dtype(dtype) is not None
+
+
+def _hash_value(h: hashlib._Hash, value: object) -> None:
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "surrogateescape")
+    if isinstance(value, str):
+        data = value.encode("utf-8", "surrogateescape")
+        h.update(b"s%d:" % len(data) + data)
+        return
+    array = np.asarray(value)
+    if array.dtype == object:
+        h.update(b"o%r:" % (array.shape,))
+        for item in array.reshape(-1):
+            _hash_value(h, item)
+        return
+    h.update(f"{array.dtype.str}{array.dtype.descr}{array.shape}:".encode())
+    h.update(np.ascontiguousarray(array).tobytes())
+
+
+@contextlib.contextmanager
+def open_verified(path: Path, require_digest: bool = True) -> Iterator[h5py.File]:
+    """Open a store file for reading after checking its checksum.
+
+    Raises :class:`DamagedFile` when it cannot be opened, lacks its checksum (where one is
+    required: files written before checksums existed have none) or fails it, and when
+    reading it inside the block finds something missing or malformed; ``FileNotFoundError``
+    when it does not exist (a concurrent writer may have just removed it).
+    """
+    path = Path(path)
+    try:
+        f = h5py.File(path, "r", locking=False)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        if not path.exists():
+            raise FileNotFoundError(str(path)) from exc
+        size = path.stat().st_size
+        why = "it is empty" if size == 0 else f"it is not a readable HDF5 file ({size} bytes)"
+        raise DamagedFile(path, why) from None
+    with f:
+        try:
+            stored = f.attrs.get(DIGEST_ATTR)
+            if stored is None:
+                if require_digest:
+                    raise DamagedFile(path, "it has no checksum (sha256 attribute)")
+            elif digest(f) != (stored.decode() if isinstance(stored, bytes) else stored):
+                raise DamagedFile(path, "its checksum does not match its content")
+            yield f
+        except DamagedFile:
+            raise
+        except (OSError, KeyError, ValueError, TypeError, IndexError) as exc:
+            raise DamagedFile(path, f"it cannot be read ({type(exc).__name__}: {exc})") from None
+
+
+def stale_temporaries(folder: Path, mine_only_if_dead: bool = True) -> list[Path]:
+    """Temporary files in ``folder`` left by writers that are gone.
+
+    With ``mine_only_if_dead`` only those written on this host by a process that no longer
+    exists; without it every temporary file (for a folder whose only writer is the caller).
+    """
+    found = []
+    try:
+        entries = list(os.scandir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    host = _writer().rsplit("-", 1)[0]
+    for entry in entries:
+        m = _TEMPORARY.match(entry.name)
+        if entry.name.startswith(".") and entry.name.endswith(".tmp") and not m:
+            if not mine_only_if_dead:
+                found.append(Path(entry.path))  # written before names said who wrote them
+            continue
+        if m is None:
+            continue
+        if not mine_only_if_dead or (m["host"] == host and not _alive(int(m["pid"]))):
+            found.append(Path(entry.path))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,437 @@
+"""A trial's checkpoints on disk: the chain of files that holds them, read and written.
+
+A trial's batches are numbered 1, 2, ... (``seq``); every batch is in exactly one file of
+the chain, and the chain has no gap::
+
+    trials/<trial>.h5                    consolidated: batches 1..last_seq
+    trials/<trial>.journal/
+        started                          written with the first checkpoint, never removed
+        00000065-00000128.h5             a pack: batches 65..128 (the consolidated layout)
+        00000129.h5                      a segment: one batch and the method state after it
+
+After every batch the writer adds a segment. Every ``consolidate_every`` segments it
+folds them into one pack, and when the packs hold as many batches as the trial file, it
+rewrites the trial file with everything (and once more when the trial ends). Every batch
+is thus written about five times over a campaign however long it runs — O(n) bytes, where
+rewriting the whole history every 64 batches wrote O(n^2).
+
+A file is replaced or removed only after the file that supersedes it is durable, so a crash
+at any instant leaves a complete chain, perhaps with leftovers that a later file covers
+(ignored, removed by the next writer). Damage found when reading (see
+:mod:`hpcopt.files`) is recoverable only after the last intact checkpoint: files there
+are set aside into ``quarantine/`` and the trial continues from that checkpoint. Anything
+else — a damaged trial file or pack, a missing or damaged batch with intact ones after it,
+a trial file that disappeared — stops with a :class:`StoreError` naming the file, what is
+wrong and what the user can do.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5py
+
+from hpcopt import plain
+from hpcopt.confirm import ConfirmationRecord
+from hpcopt.files import DamagedFile, StoreError, open_verified, stale_temporaries, write_h5
+from hpcopt.history import STRING_DTYPE, History
+
+STARTED = "started"
+_SEGMENT = re.compile(r"^(\d{8})\.h5$")
+_PACK = re.compile(r"^(\d{8})-(\d{8})\.h5$")
+
+
+class TornRead(FileNotFoundError):
+    """A read that interleaved with the writer's folding of files (read again)."""
+
+
+@dataclass
+class Piece:
+    """What one file of the chain holds: batches ``first..last`` and the trial after them.
+
+    ``state_json``/``confirmation`` are None where the file leaves them as they were."""
+
+    first: int
+    last: int
+    path: Path
+    kind: str  # trial file | pack | segment
+    meta: dict[str, Any]
+    history: History
+    status: str
+    error: str
+    state_json: str | None
+    confirmation: ConfirmationRecord | None
+
+
+@dataclass
+class Chain:
+    """A trial's intact chain, and what lies beside it: damage after its last checkpoint
+    (to set aside), files a later one covers, and temporary files of dead writers."""
+
+    pieces: list[Piece]
+    damaged: list[DamagedFile] = field(default_factory=list)
+    obsolete: list[Path] = field(default_factory=list)
+    temporaries: list[Path] = field(default_factory=list)
+
+    @property
+    def last(self) -> int:
+        return self.pieces[-1].last if self.pieces else 0
+
+
+@dataclass(frozen=True)
+class TrialFiles:
+    """Where a trial's files live; ``checksums``: whether every file must carry one (false
+    for campaigns written before they did)."""
+
+    name: str
+    trial_file: Path
+    journal: Path
+    checksums: bool = True
+
+    def segment(self, seq: int) -> Path:
+        return self.journal / f"{seq:08d}.h5"
+
+    def pack(self, first: int, last: int) -> Path:
+        return self.journal / f"{first:08d}-{last:08d}.h5"
+
+
+def read_chain(files: TrialFiles, final: bool = True) -> Chain:
+    """Read the trial's chain of files (``TornRead`` if the writer folded files meanwhile
+    and ``final`` is false; ``StoreError`` for damage that cannot be recovered)."""
+    pieces: list[Piece] = []
+    try:
+        pieces.append(_read_consolidated(files, files.trial_file, "trial file"))
+    except FileNotFoundError:
+        pass
+    except DamagedFile as exc:
+        raise StoreError(
+            f"{exc.path} is damaged: {exc.why}. It holds trial {files.name}'s checkpoints "
+            "folded from its journal, which exist nowhere else: restore the file from a "
+            f"backup, or move it and {files.journal} aside to run trial {files.name} again "
+            "from scratch. Nothing was changed."
+        ) from None
+    start = pieces[-1].last if pieces else 0
+    entries, temporaries = _list_journal(files.journal)
+    chain = Chain(pieces, temporaries=temporaries)
+    chain.obsolete = [path for first, last, path in entries if last <= start]
+    ahead = [(first, last, path) for first, last, path in entries if last > start]
+    failed: dict[Path, DamagedFile] = {}
+    while True:
+        at = chain.last + 1
+        # a pack before the segments it folded (both exist after a crash in between)
+        candidates = sorted((e for e in ahead if e[0] == at), key=lambda e: -e[1])
+        for first, last, path in candidates:
+            try:
+                piece = _read_piece(files, first, last, path)
+            except DamagedFile as exc:
+                failed[path] = exc
+                continue
+            chain.pieces.append(piece)
+            break
+        else:
+            break
+    rest = [e for e in ahead if e[0] > chain.last]
+    intact_after = [e for e in rest if e[2] not in failed and _readable(files, *e)]
+    if intact_after or _lost_start(files, chain, rest):
+        if not final:
+            raise TornRead(files.journal)
+        raise StoreError(_gap_message(files, chain, failed, intact_after))
+    used = {piece.path for piece in chain.pieces}
+    for _, last, path in ahead:
+        if last <= chain.last and path not in used:  # folded into a file of the chain
+            if path in failed:
+                chain.damaged.append(failed[path])
+            else:
+                chain.obsolete.append(path)
+    for first, last, path in rest:
+        chain.damaged.append(failed.get(path) or _why_not(files, first, last, path))
+    return chain
+
+
+def _lost_start(files: TrialFiles, chain: Chain, rest: list) -> bool:
+    """The trial had checkpoints (its journal says so) but none of them is left."""
+    return not chain.pieces and not rest and (files.journal / STARTED).exists()
+
+
+def _gap_message(
+    files: TrialFiles, chain: Chain, failed: dict[Path, DamagedFile], intact_after: list
+) -> str:
+    at = chain.last + 1
+    if not intact_after:
+        return (
+            f"{files.trial_file} is missing: trial {files.name} had checkpoints "
+            f"({files.journal / STARTED} records it) but no file holds batch 1 any more. "
+            f"Restore the file from a backup, or delete {files.journal} to run trial "
+            f"{files.name} again from scratch. Nothing was changed."
+        )
+    damaged = [
+        exc for path, exc in failed.items() if _SEGMENT.match(path.name) or _PACK.match(path.name)
+    ]
+    where = f"; {damaged[0].path} {damaged[0].why}" if damaged else ""
+    holder = files.trial_file if at == 1 else f"{files.journal}/{at:08d}.h5"
+    later = ", ".join(str(p.name) for _, _, p in sorted(intact_after)[:3])
+    more = ", ..." if len(intact_after) > 3 else ""
+    return (
+        f"trial {files.name}: batch {at} is missing or damaged ({holder}{where}) but later "
+        f"batches are intact ({later}{more}): the journal has a gap. Restore the missing "
+        f"file from a backup, or move every file of {files.journal} after batch {at - 1} "
+        f"into quarantine/ to continue the trial from batch {at - 1}. Nothing was changed."
+    )
+
+
+def _readable(files: TrialFiles, first: int, last: int, path: Path) -> bool:
+    try:
+        _read_piece(files, first, last, path)
+    except (DamagedFile, FileNotFoundError):
+        return False
+    return True
+
+
+def _why_not(files: TrialFiles, first: int, last: int, path: Path) -> DamagedFile:
+    try:
+        _read_piece(files, first, last, path)
+    except DamagedFile as exc:
+        return exc
+    return DamagedFile(path, f"it does not follow batch {first - 1} of the chain (a stray)")
+
+
+def _list_journal(journal: Path) -> tuple[list[tuple[int, int, Path]], list[Path]]:
+    """The journal's segments and packs as ``(first, last, path)``, and its temporaries."""
+    try:
+        names = os.listdir(journal)
+    except (FileNotFoundError, NotADirectoryError):
+        return [], []
+    entries = []
+    for name in names:
+        if m := _SEGMENT.match(name):
+            entries.append((int(m[1]), int(m[1]), journal / name))
+        elif m := _PACK.match(name):
+            entries.append((int(m[1]), int(m[2]), journal / name))
+    return sorted(entries), stale_temporaries(journal, mine_only_if_dead=False)
+
+
+def _read_piece(files: TrialFiles, first: int, last: int, path: Path) -> Piece:
+    if first == last and _SEGMENT.match(path.name):
+        piece = _read_segment(files, path)
+    else:
+        piece = _read_consolidated(files, path, "pack")
+    trial = piece.meta.get("trial", files.name)
+    if (piece.first, piece.last) != (first, last) or trial != files.name:
+        raise DamagedFile(
+            path,
+            f"it holds batches {piece.first}-{piece.last} of trial {trial}, "
+            f"not batches {first}-{last} of trial {files.name} as its name says",
+        )
+    return piece
+
+
+def _read_consolidated(files: TrialFiles, path: Path, kind: str) -> Piece:
+    with open_verified(path, files.checksums) as f:
+        state = f["checkpoint/method_state"].asstr()[()] if "checkpoint" in f else None
+        return Piece(
+            first=int(f.attrs.get("first_seq", 1)),
+            last=int(f.attrs["last_seq"]),
+            path=path,
+            kind=kind,
+            meta=json.loads(f.attrs["meta"]),
+            history=History.read(f["history"]),
+            status=str(f.attrs["status"]),
+            error=str(f.attrs["error"]),
+            state_json=state,
+            confirmation=_confirmation(f),
+        )
+
+
+def _read_segment(files: TrialFiles, path: Path) -> Piece:
+    with open_verified(path, files.checksums) as f:
+        header = json.loads(f.attrs["header"])
+        return Piece(
+            first=int(header["seq"]),
+            last=int(header["seq"]),
+            path=path,
+            kind="segment",
+            meta=header["meta"],
+            history=History.from_records(f["rows"][()], header),
+            status=header["status"],
+            error=header["error"],
+            state_json=f["method_state"].asstr()[()] if "method_state" in f else None,
+            confirmation=_confirmation(f),
+        )
+
+
+def _confirmation(f: h5py.File) -> ConfirmationRecord | None:
+    return ConfirmationRecord.read(f["confirmation"]) if "confirmation" in f else None
+
+
+def latest(pieces: list[Piece], attr: str) -> Any:
+    """The newest value of ``attr`` (``state_json`` or ``confirmation``) the pieces set."""
+    return next((getattr(p, attr) for p in reversed(pieces) if getattr(p, attr) is not None), None)
+
+
+def set_aside(chain: Chain, campaign_root: Path, quarantine: Path) -> list[str]:
+    """Move the chain's recoverable damage into ``quarantine`` (same relative paths, never
+    overwriting) and remove its obsolete and temporary files; say what was done."""
+    said = []
+    for exc in chain.damaged:
+        target = quarantine / exc.path.relative_to(campaign_root)
+        n = 1
+        while target.exists():
+            target = target.with_name(f"{exc.path.name}.{n}")
+            n += 1
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(exc.path, target)
+        except OSError as err:
+            raise StoreError(f"cannot move {exc.path} into {quarantine}: {err.strerror}") from err
+        said.append(f"set aside {exc.path} ({exc.why}) as {target}")
+    for path in [*chain.obsolete, *chain.temporaries]:
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as err:
+            raise StoreError(f"cannot remove {path}: {err.strerror}") from err
+    return said
+
+
+class TrialWriter:
+    """Appends checkpoints (one batch of evaluations + the method state) to a trial.
+
+    The writer is the trial's only writer, so it keeps what the trial holds in memory and
+    folds files without reading them back.
+    """
+
+    def __init__(self, files: TrialFiles, meta: dict[str, Any], consolidate_every: int) -> None:
+        self.files = files
+        self.name = files.name
+        self.meta = meta
+        self.consolidate_every = max(1, consolidate_every)
+        chain = read_chain(files)
+        if chain.damaged:
+            raise StoreError(f"trial {self.name}: set its damaged files aside first")
+        last = chain.pieces[-1] if chain.pieces else None
+        self.seq = chain.last
+        self.status, self._error = (last.status, last.error) if last else ("pending", "")
+        self._state_json = latest(chain.pieces, "state_json")
+        self.confirmation = latest(chain.pieces, "confirmation")
+        self._consolidated = (
+            chain.pieces[0].last if chain.pieces and chain.pieces[0].kind == "trial file" else 0
+        )
+        packs = [p for p in chain.pieces if p.kind != "segment"]
+        self._packed = packs[-1].last if packs else 0
+        self._parts = [p.history for p in chain.pieces if p.last <= self._packed]
+        self._unpacked = [p.history for p in chain.pieces if p.last > self._packed]
+        self._started = (files.journal / STARTED).exists()
+
+    def checkpoint(
+        self,
+        rows: History,
+        method_state: dict[str, Any] | None,
+        status: str = "running",
+        error: str = "",
+        confirmation: ConfirmationRecord | None = None,
+    ) -> None:
+        """Durably record ``rows`` and the method state after them, as one segment.
+
+        ``method_state=None`` keeps the previous checkpoint's state (a status change);
+        ``confirmation=None`` keeps the previous confirmation (or none). Raises
+        ``StoreError`` if the segment cannot be written (the trial holds what it held).
+        """
+        seq = self.seq + 1
+        state_json = plain.dumps(method_state) if method_state is not None else None
+        records, strings = rows.to_records()
+        header = {"seq": seq, "status": status, "error": error, "meta": self.meta}
+        header.update(strings, written_at=time.time())
+
+        def fill(f: h5py.File) -> None:
+            f.attrs["header"] = json.dumps(header)
+            f.create_dataset("rows", data=records)
+            if state_json is not None:
+                f.create_dataset("method_state", data=state_json, dtype=STRING_DTYPE)
+            if confirmation is not None:
+                confirmation.write(f.create_group("confirmation"))
+
+        write_h5(self.files.segment(seq), fill)
+        if not self._started:
+            _touch(self.files.journal / STARTED)
+            self._started = True
+        self.seq, self.status, self._error = seq, status, error
+        self._state_json = state_json or self._state_json
+        if confirmation is not None:
+            self.confirmation = confirmation
+        self._unpacked.append(rows)
+        if seq - self._packed >= self.consolidate_every:
+            self._pack()
+            if self._packed - self._consolidated >= max(self._consolidated, 1):
+                self.consolidate()
+
+    def history(self) -> History:
+        """Every evaluation the trial holds: what it held when opened and every checkpoint."""
+        dim = len(self.meta.get("parameters", []))
+        packed = History.concat(self._parts, dim)
+        self._parts = [packed]
+        return History.concat([packed, *self._unpacked], dim)
+
+    def _pack(self) -> None:
+        """Fold the segments since the last pack into one pack, then remove them."""
+        first, dim = self._packed + 1, len(self.meta.get("parameters", []))
+        rows = History.concat(self._unpacked, dim)
+        write_h5(self.files.pack(first, self.seq), self._fill(rows, first))
+        self._remove(
+            lambda f, last, path: (
+                first <= f and last <= self.seq and _SEGMENT.match(path.name) is not None
+            )
+        )
+        self._parts.append(rows)
+        self._unpacked, self._packed = [], self.seq
+
+    def consolidate(self) -> None:
+        """Fold everything into ``trials/<name>.h5`` (one dataset per column, as the README
+        documents) and remove the packs and segments it now holds."""
+        if self.seq == self._consolidated and self.files.trial_file.exists():
+            return
+        history = self.history()
+        write_h5(self.files.trial_file, self._fill(history, 1))
+        self._parts, self._unpacked = [history], []
+        self._consolidated = self._packed = seq = self.seq
+        self._remove(lambda first, last, path: last <= seq)
+
+    def _fill(self, history: History, first: int):
+        seq, status, error, meta = self.seq, self.status, self._error, json.dumps(self.meta)
+        state, confirmation = self._state_json, self.confirmation
+        best = history.best(self.meta.get("direction", "minimize"))
+
+        def fill(f: h5py.File) -> None:
+            f.attrs["first_seq"], f.attrs["last_seq"] = first, seq
+            f.attrs["status"], f.attrs["error"] = status, error
+            f.attrs["meta"] = meta  # it may have gained warnings
+            f.attrs["written_at"] = time.time()
+            history.write(f.create_group("history"))
+            if state is not None:
+                f.create_dataset("checkpoint/method_state", data=state, dtype=STRING_DTYPE)
+            if best is not None:
+                f.attrs["best_evaluation"] = best
+                f.attrs["best_value"] = history.value[best]
+            if confirmation is not None:
+                confirmation.write(f.create_group("confirmation"))
+
+        return fill
+
+    def _remove(self, covered) -> None:
+        """Remove the journal files ``covered(first, last, path)`` says a durable file now
+        holds."""
+        entries, _ = _list_journal(self.files.journal)
+        for first, last, path in entries:
+            if covered(first, last, path):
+                path.unlink(missing_ok=True)
+
+
+def _touch(path: Path) -> None:
+    try:
+        path.touch()
+    except OSError as exc:
+        raise StoreError(f"cannot write {path}: {exc.strerror}") from exc
