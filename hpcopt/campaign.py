@@ -257,8 +257,11 @@ def run_trial(
             best = _better(best, rows, problem.direction)
             reporter.batch_done(trial.name, done, expected, best)
         confirmed = _confirm(problem, writer, engine)
-    except StoreError:
-        raise  # the store cannot be written: stop, the trial stays resumable
+    except StoreError as exc:  # the store cannot be written: stop, the trial stays resumable
+        raise StoreError(
+            f"{exc}. Every checkpoint before it is kept: make room and continue with "
+            f"'hpcopt resume {store.root}'"
+        ) from exc
     except Exception as exc:
         error = describe_exception(exc)
         _finish(writer, "failed", error)

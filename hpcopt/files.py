@@ -77,11 +77,20 @@ def _atomically(path: Path, write: Callable[[str], None]) -> None:
         os.replace(tmp, path)
         tmp = None
     except OSError as exc:
-        raise StoreError(f"cannot write {path}: {exc.strerror or exc}") from exc
+        raise StoreError(f"cannot write {path}: {os_reason(exc)}") from exc
     finally:
         if tmp is not None:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
+
+
+def os_reason(exc: OSError) -> str:
+    """Why an OSError happened, in the system's words (``No space left on device``), also
+    for h5py's errors, which bury the errno in a long message."""
+    m = re.search(r"errno = (\d+)", str(exc))
+    if m:
+        return os.strerror(int(m[1]))
+    return exc.strerror or str(exc)
 
 
 def _writer() -> str:
