@@ -1,12 +1,18 @@
-"""Share of a campaign's wall time spent writing the HDF5 store.
+"""Share of a campaign's wall time spent writing the HDF5 store, and the bytes it writes.
 
 Runs grid-search campaigns of 10^4 evaluations of a cheap analytic function through the
 real driver and store, with the store's checkpoint (one segment per batch, consolidation
 included) timed apart, for several batch sizes and evaluation costs, side by side.
 
-    python benchmarks/checkpoint_overhead.py [--evaluations 10000]
+Then writes 10^4 and 10^5 evaluations (batches of 10) through the store's writer twice,
+side by side: as the store folds its journal (packs, and the trial file rewritten when
+the packs hold as much as it does) and as it did before 0.4 (the whole history rewritten
+every 64 batches), counting the bytes each wrote (``wchar`` of /proc/self/io).
 
-Target: under 5 % for batches of >= 100 evaluations of >= 1 ms each.
+    python benchmarks/checkpoint_overhead.py [--evaluations 10000] [--bytes-up-to 100000]
+
+Targets: under 5 % of wall time for batches of >= 100 evaluations of >= 1 ms each; bytes
+per evaluation that do not grow with the campaign's length.
 """
 
 from __future__ import annotations
@@ -16,9 +22,14 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 from hpcopt import campaign as drv
 from hpcopt import config as cfg
-from hpcopt.store import TrialWriter
+from hpcopt.problems.base import Evaluation
+from hpcopt.store import CampaignStore, History, TrialWriter
+
+META = {"trial": "t", "direction": "minimize", "parameters": ["a", "b"]}
 
 
 def measure(root: Path, evaluations: int, batch: int, delay_s: float) -> tuple[float, float]:
@@ -54,9 +65,41 @@ def measure(root: Path, evaluations: int, batch: int, delay_s: float) -> tuple[f
         TrialWriter.checkpoint = original
 
 
+class RewriteEvery64(TrialWriter):
+    """The store before 0.4: every ``consolidate_every`` segments, the whole history."""
+
+    def checkpoint(self, rows, method_state, **kwargs) -> None:
+        consolidate_every, self.consolidate_every = self.consolidate_every, 10**9
+        super().checkpoint(rows, method_state, **kwargs)
+        self.consolidate_every = consolidate_every
+        if self.seq - self._consolidated >= consolidate_every:
+            self.consolidate()
+
+
+def _written() -> int:
+    with open("/proc/self/io") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("wchar:"))
+
+
+def bytes_written(root: Path, evaluations: int, writer_class: type[TrialWriter]) -> int:
+    """Bytes written by checkpointing ``evaluations`` in batches of 10, then finishing."""
+    store = CampaignStore.create(root, "bytes", {}, [{"name": "t"}])
+    start = _written()
+    writer = writer_class(store.trial_files("t"), META, 64)
+    rng = np.random.default_rng(0)
+    for batch in range(1, evaluations // 10 + 1):
+        x = rng.random((10, 2))
+        evs = [Evaluation(value=float(v)) for v in x.sum(axis=1)]
+        writer.checkpoint(History.from_evaluations(x, evs, batch, batch), {"step": batch})
+    writer.checkpoint(History.empty(2), None, status="completed")
+    writer.consolidate()
+    return _written() - start
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--evaluations", type=int, default=10_000)
+    parser.add_argument("--bytes-up-to", type=int, default=100_000)
     args = parser.parse_args()
     header = ("eval cost", "batch", "evals", "wall s", "store s", "store share")
     print(" ".join(f"{h:>{w}}" for h, w in zip(header, (10, 6, 6, 8, 8, 12))))
@@ -70,6 +113,18 @@ def main() -> None:
                     f"{delay_s * 1e3:>8.1f}ms {batch:>6} {n:>6} {wall:>8.2f} {store:>8.3f} "
                     f"{store / wall:>11.1%}"
                 )
+
+    print()
+    print(f"{'evals':>7} {'folded MB':>10} {'B/eval':>7} {'rewrite-64 MB':>14} {'B/eval':>7} "
+          f"{'ratio':>6}")  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        n = 10_000
+        while n <= args.bytes_up_to:
+            new = bytes_written(Path(tmp) / f"new{n}", n, TrialWriter)
+            old = bytes_written(Path(tmp) / f"old{n}", n, RewriteEvery64)
+            print(f"{n:>7} {new / 1e6:>10.1f} {new / n:>7.0f} {old / 1e6:>14.1f} "
+                  f"{old / n:>7.0f} {old / new:>5.1f}x")  # fmt: skip
+            n *= 10
 
 
 if __name__ == "__main__":
