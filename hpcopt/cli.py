@@ -20,6 +20,7 @@ from hpcopt import campaign as drv
 from hpcopt import config as cfg
 from hpcopt.cluster.ray_node import ClusterError
 from hpcopt.confirm import format_confirmed
+from hpcopt.lock import read_drivers
 from hpcopt.store import CampaignStore, StoreError
 
 EXIT_OK, EXIT_TRIAL_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -232,7 +233,7 @@ def _show(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=2))
         return EXIT_OK
     attrs = store.attrs()
-    alive = [d for d in drv.read_drivers(store.root) if d["alive"]]
+    alive = [d for d in read_drivers(store.root) if d["alive"]]
     if alive:
         state = "running (" + ", ".join(f"pid {d['pid']} on {d['host']}" for d in alive) + ")"
     elif any(r["status"] in ("running", "pending") for r in rows):
