@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from rich.console import Console
 from rich.table import Table
 
-from hpcopt import __version__, cli_pbe, cli_slurm
+from hpcopt import __version__, cli_lock, cli_pbe, cli_slurm
 from hpcopt import campaign as drv
 from hpcopt import config as cfg
 from hpcopt.cluster.ray_node import ClusterError
@@ -151,6 +151,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print each trial's full config as JSON")
     p.set_defaults(func=_expand)
     cli_slurm.add_parsers(sub)
+    cli_lock.add_parsers(sub)
     cli_pbe.add_parsers(sub)
     return parser
 

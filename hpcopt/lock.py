@@ -10,7 +10,8 @@ one holds the lock and the other is refused. The lock records its holder::
 
 On the holder's host a lock is stale when the machine was rebooted since, the pid is gone,
 or the pid now names another process (its start differs): the next driver removes it.
-From another host nothing tells whether the holder is alive, so it is taken as alive.
+From another host nothing tells whether the holder is alive, so it is taken as alive;
+``hpcopt unlock DIR --force`` (:func:`break_locks`) removes it.
 """
 
 from __future__ import annotations
@@ -61,6 +62,40 @@ def read_drivers(root: str | Path) -> list[dict[str, Any]]:
             info, _ = _load(path)
             found.append({**info, "alive": _alive(info)})
     return found
+
+
+def break_locks(
+    root: str | Path, force: bool = False
+) -> tuple[list[tuple[Path, dict[str, Any] | None]], list[str]]:
+    """Remove the driver locks of campaign folder ``root`` that no running driver holds.
+
+    Stale locks of this host are removed; a live one of this host is kept; one of another
+    host, or an unreadable one, is removed only with ``force``. Returns ``(removed, kept)``:
+    the removed paths with their records (None when unreadable) and, per lock kept, why.
+    """
+    removed, kept = [], []
+    for path in sorted(Path(root).glob("driver*.json")):
+        try:
+            info, ident = _load(path)
+        except FileNotFoundError:
+            continue  # its driver just ended
+        except (OSError, ValueError) as exc:
+            if not force:
+                kept.append(f"{path} is not a readable lock ({exc}): remove it with --force")
+            elif _remove(path, None):
+                removed.append((path, None))
+            continue
+        here = info["host"] == socket.gethostname()
+        if here and _alive(info):
+            kept.append(f"{path}: {describe(info)} is alive; stop it first (kill {info['pid']})")
+        elif not here and not force:
+            kept.append(
+                f"{path}: {describe(info)} is on another host, where this one cannot check "
+                "it; once you are sure that driver is gone, use --force"
+            )
+        elif _remove(path, ident):
+            removed.append((path, info))
+    return removed, kept
 
 
 def describe(info: dict[str, Any]) -> str:

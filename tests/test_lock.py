@@ -1,4 +1,4 @@
-"""The driver lock, with real processes: exclusive, and not fooled by reused pids."""
+"""The driver lock, with real processes: exclusive, not fooled by reused pids, breakable."""
 
 from __future__ import annotations
 
@@ -17,6 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from hpcopt import campaign as drv
+from hpcopt import config as cfg
+from hpcopt.cli import main
 from hpcopt.lock import driver_lock, read_drivers
 from hpcopt.store import StoreError
 
@@ -80,6 +83,17 @@ def sleeper():
     yield proc
     proc.kill()
     proc.wait()
+
+
+@pytest.fixture
+def campaign_dir(tmp_path) -> Path:
+    doc = {
+        "name": "t",
+        "output_dir": str(tmp_path / "c"),
+        "shared": {"problem": {"name": "analytic", "function": "sphere"}},
+        "trials": [{"name": "g", "method": {"name": "gs", "resolution": 3}}],
+    }
+    return drv.create(cfg.parse(doc)).root
 
 
 def take(folder: Path) -> None:
@@ -216,6 +230,34 @@ def test_read_drivers_lists_every_driver_lock_with_its_liveness(tmp_path, holder
     gone.wait()
     drivers = [(d["pid"], d["host"], d["alive"]) for d in read_drivers(tmp_path)]
     assert drivers == [(live.pid, HERE, True), (gone.pid, HERE, False)]
+
+
+def test_unlock_without_force_keeps_a_lock_of_another_host_and_exits_2(campaign_dir, capsys):
+    path = write_lock(campaign_dir, {"host": "far.invalid", "pid": 7, "started_at": time.time()})
+    assert main(["unlock", str(campaign_dir)]) == 2
+    assert "on another host" in capsys.readouterr().err and path.exists()
+
+
+def test_unlock_force_removes_a_lock_of_another_host(campaign_dir, capsys):
+    path = write_lock(campaign_dir, {"host": "far.invalid", "pid": 7, "started_at": time.time()})
+    assert main(["unlock", str(campaign_dir), "--force"]) == 0
+    assert f"removed {path}: pid 7 on far.invalid" in capsys.readouterr().out
+    assert not path.exists()
+
+
+def test_unlock_removes_a_stale_local_lock_without_force(campaign_dir, holders):
+    holder = holders(campaign_dir, "driver-g")
+    holder.kill()
+    holder.wait()
+    assert main(["unlock", str(campaign_dir)]) == 0
+    assert not (campaign_dir / "driver-g.json").exists()
+
+
+def test_unlock_never_removes_a_live_local_lock(campaign_dir, holders, capsys):
+    holder = holders(campaign_dir)
+    assert main(["unlock", str(campaign_dir), "--force"]) == 2
+    assert f"pid {holder.pid} on {HERE}" in capsys.readouterr().err
+    assert holder_of(campaign_dir) == holder.pid
 
 
 @contextlib.contextmanager
