@@ -20,10 +20,7 @@ its last checkpoint, so a plain ``resume`` continues once there is room.
 from __future__ import annotations
 
 import contextlib
-import json
-import os
 import re
-import socket
 import sys
 import time
 from collections.abc import Iterator
@@ -37,6 +34,7 @@ from hpcopt import config as cfg
 from hpcopt.confirm import ConfirmationRecord, confirm, format_confirmed
 from hpcopt.engine import Engine, build_engine
 from hpcopt.events import EventLog
+from hpcopt.lock import driver_lock
 from hpcopt.methods.base import build_method
 from hpcopt.problems.base import Evaluation, ProblemConfig, describe_exception
 from hpcopt.space import Space
@@ -374,51 +372,3 @@ def _outcome(record: TrialRecord, direction: str) -> TrialOutcome:
     h, best = record.history, _best(record.history, direction)
     confirmed = _confirmed(record.confirmation)
     return TrialOutcome(record.name, record.status, len(h), best, record.error, **confirmed)
-
-
-@contextlib.contextmanager
-def driver_lock(root: Path, name: str = "driver") -> Iterator[None]:
-    """Mark the campaign as driven by this process (``<name>.json``); refuse a second driver
-    with the same lock on the same host while the first is alive."""
-    path = Path(root) / f"{name}.json"
-    holder = _read_lock(path)
-    if holder and holder["alive"]:
-        raise StoreError(
-            f"{root} is already being run by pid {holder['pid']} on {holder['host']} "
-            f"(started {time.ctime(holder['started_at'])})"
-        )
-    me = {"host": socket.gethostname(), "pid": os.getpid(), "started_at": time.time()}
-    tmp = path.with_name(f".{name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(me))
-    os.replace(tmp, path)
-    try:
-        yield
-    finally:
-        with contextlib.suppress(OSError):
-            if json.loads(path.read_text()).get("pid") == os.getpid():
-                path.unlink()
-
-
-def read_drivers(root: str | Path) -> list[dict]:
-    """Who drives the campaign: ``{host, pid, started_at, alive}`` per driver lock.
-
-    ``alive`` is only known on the same host; elsewhere it is assumed true.
-    """
-    found = (_read_lock(p) for p in sorted(Path(root).glob("driver*.json")))
-    return [d for d in found if d]
-
-
-def _read_lock(path: Path) -> dict | None:
-    try:
-        info = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    info["alive"] = True
-    if info.get("host") == socket.gethostname():
-        try:
-            os.kill(int(info["pid"]), 0)
-        except ProcessLookupError:
-            info["alive"] = False
-        except PermissionError:
-            pass
-    return info

@@ -15,11 +15,12 @@ from collections.abc import Sequence
 from rich.console import Console
 from rich.table import Table
 
-from hpcopt import __version__, cli_pbe, cli_slurm, cli_store
+from hpcopt import __version__, cli_lock, cli_pbe, cli_slurm, cli_store
 from hpcopt import campaign as drv
 from hpcopt import config as cfg
 from hpcopt.cluster.ray_node import ClusterError
 from hpcopt.confirm import format_confirmed
+from hpcopt.lock import read_drivers
 from hpcopt.store import CampaignStore, StoreError
 
 EXIT_OK, EXIT_TRIAL_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -150,6 +151,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print each trial's full config as JSON")
     p.set_defaults(func=_expand)
     cli_slurm.add_parsers(sub)
+    cli_lock.add_parsers(sub)
     cli_pbe.add_parsers(sub)
     cli_store.add_parsers(sub)
     return parser
@@ -233,7 +235,7 @@ def _show(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=2))
         return EXIT_OK
     attrs = store.attrs()
-    alive = [d for d in drv.read_drivers(store.root) if d["alive"]]
+    alive = [d for d in read_drivers(store.root) if d["alive"]]
     if alive:
         state = "running (" + ", ".join(f"pid {d['pid']} on {d['host']}" for d in alive) + ")"
     elif any(r["status"] in ("running", "pending") for r in rows):

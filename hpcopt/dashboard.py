@@ -23,10 +23,10 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from hpcopt.campaign import read_drivers
 from hpcopt.confirm import ConfirmationRecord, format_confirmed
 from hpcopt.events import read_events
 from hpcopt.history import STATUS_FAILED
+from hpcopt.lock import read_drivers
 from hpcopt.store import CampaignStore
 
 RECENT_S = 60.0  # the window of the "recent" throughput

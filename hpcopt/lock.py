@@ -1,0 +1,273 @@
+"""The driver lock: at most one driver per lock file, safe on NFS, not fooled by reused pids.
+
+A driver holds ``<root>/driver.json`` (``driver-<trial>.json`` for a job-array task) while
+it runs. The file is written complete under a unique temporary name, fsync'ed, and
+hard-linked to the lock's name: ``link`` fails when the name exists, atomically on NFS
+too (as Optuna's journal file lock does), so of two drivers started at the same instant
+one holds the lock and the other is refused. The lock records its holder::
+
+    host, pid, started_at (Unix s), boot_id, process_start (clock ticks from boot)
+
+On the holder's host a lock is stale when the machine was rebooted since, the pid is gone,
+or the pid now names another process (its start differs): the next driver removes it.
+From another host nothing tells whether the holder is alive, so it is taken as alive;
+``hpcopt unlock DIR --force`` (:func:`break_locks`) removes it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from hpcopt.store import StoreError
+
+_PROC = Path("/proc")
+_BOOT_ID = _PROC / "sys/kernel/random/boot_id"
+_CLOCK_SLACK_S = 60.0
+_Ident = tuple[int, int, bytes]
+
+
+@contextlib.contextmanager
+def driver_lock(root: str | Path, name: str = "driver") -> Iterator[None]:
+    """Hold ``<root>/<name>.json`` while the body runs; ``StoreError`` if a live driver does.
+
+    A stale lock (see the module docstring) is removed and taken over. Any ``OSError`` while
+    creating the lock (disk full, read-only folder) becomes a ``StoreError``.
+    """
+    path = Path(root) / f"{name}.json"
+    me = _holder()
+    _acquire(path, me)
+    try:
+        yield
+    finally:
+        _release(path, me)
+
+
+def read_drivers(root: str | Path) -> list[dict[str, Any]]:
+    """Who drives the campaign: ``{host, pid, started_at, alive, ...}`` per driver lock.
+
+    ``alive`` is checked on the holder's host only; from elsewhere it is assumed true.
+    Unreadable lock files are left out.
+    """
+    found = []
+    for path in sorted(Path(root).glob("driver*.json")):
+        with contextlib.suppress(OSError, ValueError):
+            info, _ = _load(path)
+            found.append({**info, "alive": _alive(info)})
+    return found
+
+
+def break_locks(
+    root: str | Path, force: bool = False
+) -> tuple[list[tuple[Path, dict[str, Any] | None]], list[str]]:
+    """Remove the driver locks of campaign folder ``root`` that no running driver holds.
+
+    Stale locks of this host are removed; a live one of this host is kept; one of another
+    host, or an unreadable one, is removed only with ``force``. Returns ``(removed, kept)``:
+    the removed paths with their records (None when unreadable) and, per lock kept, why.
+    """
+    removed, kept = [], []
+    for path in sorted(Path(root).glob("driver*.json")):
+        try:
+            info, ident = _load(path)
+        except FileNotFoundError:
+            continue  # its driver just ended
+        except (OSError, ValueError) as exc:
+            if not force:
+                kept.append(f"{path} is not a readable lock ({exc}): remove it with --force")
+            elif _remove(path, None):
+                removed.append((path, None))
+            continue
+        here = info["host"] == socket.gethostname()
+        if here and _alive(info):
+            kept.append(f"{path}: {describe(info)} is alive; stop it first (kill {info['pid']})")
+        elif not here and not force:
+            kept.append(
+                f"{path}: {describe(info)} is on another host, where this one cannot check "
+                "it; once you are sure that driver is gone, use --force"
+            )
+        elif _remove(path, ident):
+            removed.append((path, info))
+    return removed, kept
+
+
+def describe(info: dict[str, Any]) -> str:
+    """``pid N on HOST (started <date>)`` for a lock's record."""
+    return f"pid {info['pid']} on {info['host']} (started {time.ctime(info['started_at'])})"
+
+
+def _acquire(path: Path, me: dict[str, Any]) -> None:
+    """Create the lock ``path`` holding ``me``, taking over a stale one once."""
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
+        with os.fdopen(fd, "wb") as f:
+            f.write(json.dumps(me).encode())
+            f.flush()
+            os.fsync(f.fileno())
+        for attempt in range(2):
+            with contextlib.suppress(FileExistsError):
+                os.link(tmp, path)
+                return
+            try:
+                holder, ident = _load(path)
+            except FileNotFoundError:
+                continue  # released in between: try again
+            except ValueError as exc:
+                raise StoreError(
+                    f"{path} is not a readable driver lock ({exc}); if no driver runs on "
+                    f"{path.parent}, remove it with 'hpcopt unlock {path.parent} --force'"
+                ) from exc
+            if attempt or _alive(holder):
+                raise StoreError(_held_message(path, holder))
+            _remove(path, ident)
+        raise StoreError(f"{path} changed hands twice while this driver tried to take it")
+    except OSError as exc:
+        raise StoreError(f"cannot create the driver lock {path}: {exc.strerror or exc}") from exc
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+
+
+def _held_message(path: Path, holder: dict[str, Any]) -> str:
+    root = path.parent
+    text = f"{root} is already being run by {describe(holder)}"
+    if holder["host"] == socket.gethostname():
+        return f"{text}; wait for it to end or stop it (kill {holder['pid']})"
+    return (
+        f"{text}; from {socket.gethostname()} it cannot be checked whether it is alive: "
+        f"once you are sure that driver is gone, run 'hpcopt unlock {root} --force'"
+    )
+
+
+def _release(path: Path, me: dict[str, Any]) -> None:
+    """Remove the lock if it is still ours: someone may have broken it and taken over."""
+    try:
+        holder, ident = _load(path)
+    except (OSError, ValueError):
+        return
+    if (holder["pid"], holder.get("process_start")) == (me["pid"], me["process_start"]):
+        _remove(path, ident)
+
+
+def _remove(path: Path, ident: _Ident | None) -> bool:
+    """Remove the lock ``path`` if it is still the file ``ident`` was read from (any if None).
+
+    It is renamed aside first: of two drivers removing the same stale lock, only one gets
+    it; the other, or one that would take a lock created since, finds another file there
+    and puts it back.
+    """
+    aside = path.with_name(f".{path.stem}.{os.getpid()}.{time.monotonic_ns()}.stale")
+    try:
+        os.rename(path, aside)
+    except FileNotFoundError:
+        return False
+    with open(aside, "rb") as f:
+        taken = _ident(f)
+    if ident is not None and taken != ident:
+        with contextlib.suppress(FileExistsError):
+            os.link(aside, path)
+        os.unlink(aside)
+        return False
+    os.unlink(aside)
+    return True
+
+
+def _load(path: Path) -> tuple[dict[str, Any], _Ident]:
+    """A lock's record and the identity of the file it was read from.
+
+    ``FileNotFoundError`` when there is none, ``ValueError`` when it is not a lock record.
+    """
+    with open(path, "rb") as f:
+        ident = _ident(f)
+    info = json.loads(ident[2])
+    if not (
+        isinstance(info, dict)
+        and isinstance(info.get("host"), str)
+        and isinstance(info.get("pid"), int)
+        and isinstance(info.get("started_at"), (int, float))
+    ):
+        raise ValueError("no host, pid and started_at")
+    return info, ident
+
+
+def _ident(f: BinaryIO) -> _Ident:
+    """What tells one lock file from another: device, inode (reused once freed) and bytes."""
+    st = os.fstat(f.fileno())
+    return st.st_dev, st.st_ino, f.read()
+
+
+def _holder() -> dict[str, Any]:
+    pid = os.getpid()
+    return {
+        "host": socket.gethostname(),
+        "pid": pid,
+        "started_at": time.time(),
+        "boot_id": _boot_id(),
+        "process_start": _process_start(pid),
+    }
+
+
+def _alive(info: dict[str, Any]) -> bool:
+    """Whether a lock's holder may still run: checked on its own host, assumed elsewhere."""
+    if info["host"] != socket.gethostname():
+        return True
+    boot = _boot_id()
+    if info.get("boot_id") and boot and info["boot_id"] != boot:
+        return False
+    if not (_PROC / "self/stat").exists():  # no /proc (macOS): the pid is all there is
+        return _pid_exists(info["pid"])
+    start = _process_start(info["pid"])
+    if start is None:  # gone, or hidden from us (/proc mounted hidepid): kill(0) tells
+        return _pid_exists(info["pid"])
+    if info.get("process_start") is not None:
+        return start == info["process_start"]
+    # a lock of hpcopt <= 0.3.0 has no process_start: a process started after it was written
+    # is not its holder (the slack covers clock steps since, which move the computed start)
+    return _started_at(start) <= info["started_at"] + _CLOCK_SLACK_S
+
+
+def _process_start(pid: int) -> int | None:
+    """Start of process ``pid`` in clock ticks since boot (``/proc/<pid>/stat`` field 22);
+    None when there is no such process or it is not ours to read."""
+    try:
+        text = (_PROC / str(pid) / "stat").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    # comm (field 2) may hold spaces and parentheses: count fields after its last ")"
+    return int(text[text.rindex(")") + 1 :].split()[19])
+
+
+def _started_at(ticks: int) -> float:
+    """Unix time of a process start given in clock ticks since boot."""
+    boot = next(
+        float(line.split()[1])
+        for line in (_PROC / "stat").read_text().splitlines()
+        if line.startswith("btime ")
+    )
+    return boot + ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _boot_id() -> str | None:
+    try:
+        return _BOOT_ID.read_text().strip()
+    except OSError:
+        return None
+
+
+def _pid_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
