@@ -170,6 +170,7 @@ def run(
         driver_lock(store.root, f"driver{suffix}"),
         _engine_for(campaign, engine, store.root / f"events{suffix}.jsonl") as eng,
     ):
+        store.remove_stale_temporaries()
         for trial in trials:
             outcomes.append(run_trial(trial, store, eng, reporter, retry_failed))
         store.export_summary()

@@ -55,7 +55,8 @@ from hpcopt.confirm import ConfirmationRecord
 from hpcopt.files import DamagedFile, StoreError, open_verified, stale_temporaries, write_h5
 from hpcopt.files import write_text as _write_text
 from hpcopt.history import STATUS_FAILED, STATUS_OK, STRING_DTYPE, History
-from hpcopt.journal import Chain, TornRead, TrialFiles, TrialWriter, latest, read_chain, set_aside
+from hpcopt.journal import Chain, TornRead, TrialFiles, latest, read_chain, set_aside
+from hpcopt.writer import TrialWriter
 
 __all__ = [
     "STATUS_FAILED",
@@ -257,6 +258,16 @@ class CampaignStore:
         chain = self._chain(name)
         chain.temporaries += _trial_temporaries(self.root / "trials", name)
         return set_aside(chain, self.root, self.quarantine)
+
+    def remove_stale_temporaries(self) -> None:
+        """Remove the temporary files that writers on this host left when they died (a
+        driver holding the campaign's lock calls this; trials' own go in :meth:`recover`)."""
+        for folder in (self.root, self.root / "trials"):
+            for path in stale_temporaries(folder):
+                try:
+                    path.unlink(missing_ok=True)
+                except OSError as exc:
+                    raise StoreError(f"cannot remove {path}: {exc.strerror}") from exc
 
     def check(self) -> list[Finding]:
         """Verify every file of the campaign (read-only): what is intact, what resume would

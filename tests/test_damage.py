@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import shutil
+import socket
 from pathlib import Path
 
 import h5py
@@ -259,8 +260,10 @@ def test_stale_temporary_files_of_dead_writers_are_removed_by_resume(campaigns, 
     root = tmp_path / "c"
     shutil.copytree(campaigns / "partial", root)
     journal = root / "trials" / f"{TRIAL}.journal"
+    host = socket.gethostname().split(".")[0]
     stale = [journal / ".00000201.h5.host-999999.abcdefgh.tmp",
-             root / "trials" / f".{TRIAL}.h5.q7x2k9a1.tmp"]  # fmt: skip
+             root / "trials" / f".{TRIAL}.h5.q7x2k9a1.tmp",
+             root / f".summary.csv.{host}-999999.abcdefgh.tmp"]  # fmt: skip
     for path in stale:
         path.write_bytes(b"\x89HDF half a file")
     assert main(["resume", str(root), "-q"]) == 0

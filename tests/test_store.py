@@ -170,7 +170,7 @@ def test_a_read_that_interleaves_with_a_consolidation_is_repeated(tmp_path, monk
     w.consolidate()  # the trial file holds batches 1-2
     for s in (3, 4):
         w.checkpoint(batch_rows(s), {"step": s})
-    listing = journal._list_journal
+    listing = journal.list_journal
     raced = []
 
     def consolidate_between_reads(folder):
@@ -180,7 +180,7 @@ def test_a_read_that_interleaves_with_a_consolidation_is_repeated(tmp_path, monk
             w.checkpoint(batch_rows(5), {"step": 5})
         return listing(folder)
 
-    monkeypatch.setattr(journal, "_list_journal", consolidate_between_reads)
+    monkeypatch.setattr(journal, "list_journal", consolidate_between_reads)
     rec = store.read_trial("t")
     assert rec.batches == 5 and list(rec.history.batch[::3]) == [1, 2, 3, 4, 5]
 
