@@ -6,6 +6,7 @@ import sys
 import textwrap
 import time
 
+import h5py
 import numpy as np
 import pytest
 
@@ -196,3 +197,33 @@ def test_metadata_that_grows_during_a_trial_is_read_from_the_newest_checkpoint(t
     assert store.read_trial("t").meta["warnings"] == ["the floor is dark"]
     writer.consolidate()
     assert store.read_trial("t").meta["warnings"] == ["the floor is dark"]
+
+
+def _as_written_by_0_3(root):
+    """Strip the checksums and mark the campaign as 0.3 wrote it (format 1)."""
+    for path in root.rglob("*.h5"):
+        with h5py.File(path, "a") as f:
+            del f.attrs["sha256"]
+            if path.name == "campaign.h5":
+                f.attrs["format"] = "hpcopt-campaign-1"
+
+
+def test_a_campaign_written_before_checksums_is_read_and_continued(tmp_path):
+    store = make_store(tmp_path)
+    w = store.writer("t", META, consolidate_every=2)
+    for s in (1, 2, 3):
+        w.checkpoint(batch_rows(s), {"step": s})
+    _as_written_by_0_3(store.root)
+    old = CampaignStore.open(store.root)
+    w = old.writer("t", META, consolidate_every=2)
+    w.checkpoint(batch_rows(4), {"step": 4})
+    rec = old.read_trial("t")
+    assert rec.batches == 4 and rec.method_state == {"step": 4} and len(rec.history) == 12
+
+
+def test_a_file_without_its_checksum_is_refused_in_a_campaign_that_has_them(tmp_path):
+    store = make_store(tmp_path)
+    store.writer("t", META).checkpoint(batch_rows(1), {"step": 1})
+    with h5py.File(store.journal_path("t") / "00000001.h5", "a") as f:
+        del f.attrs["sha256"]
+    assert "has no checksum" in store.read_trial("t").damaged[0]
