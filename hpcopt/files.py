@@ -24,6 +24,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from hpcopt.processes import pid_exists
+
 DIGEST_ATTR = "sha256"
 _TEMPORARY = re.compile(r"^\..+\.(?P<host>[^.]+)-(?P<pid>\d+)\.[^.]+\.tmp$")
 
@@ -184,6 +186,10 @@ def open_verified(path: Path, require_digest: bool = True) -> Iterator[h5py.File
             raise DamagedFile(path, f"it cannot be read ({type(exc).__name__}: {exc})") from None
 
 
+def _alive(pid: int) -> bool:
+    return pid == os.getpid() or pid_exists(pid)
+
+
 def stale_temporaries(folder: Path, mine_only_if_dead: bool = True) -> list[Path]:
     """Temporary files in ``folder`` left by writers that are gone.
 
@@ -207,15 +213,3 @@ def stale_temporaries(folder: Path, mine_only_if_dead: bool = True) -> list[Path
         if not mine_only_if_dead or (m["host"] == host and not _alive(int(m["pid"]))):
             found.append(Path(entry.path))
     return found
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -26,10 +26,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from hpcopt.processes import HAS_PROC, boot_id, pid_exists, process_start, started_at
 from hpcopt.store import StoreError
 
-_PROC = Path("/proc")
-_BOOT_ID = _PROC / "sys/kernel/random/boot_id"
 _CLOCK_SLACK_S = 60.0
 _Ident = tuple[int, int, bytes]
 
@@ -211,8 +210,8 @@ def _holder() -> dict[str, Any]:
         "host": socket.gethostname(),
         "pid": pid,
         "started_at": time.time(),
-        "boot_id": _boot_id(),
-        "process_start": _process_start(pid),
+        "boot_id": boot_id(),
+        "process_start": process_start(pid),
     }
 
 
@@ -220,54 +219,16 @@ def _alive(info: dict[str, Any]) -> bool:
     """Whether a lock's holder may still run: checked on its own host, assumed elsewhere."""
     if info["host"] != socket.gethostname():
         return True
-    boot = _boot_id()
+    boot = boot_id()
     if info.get("boot_id") and boot and info["boot_id"] != boot:
         return False
-    if not (_PROC / "self/stat").exists():  # no /proc (macOS): the pid is all there is
-        return _pid_exists(info["pid"])
-    start = _process_start(info["pid"])
+    if not HAS_PROC:  # no /proc (macOS): the pid is all there is
+        return pid_exists(info["pid"])
+    start = process_start(info["pid"])
     if start is None:  # gone, or hidden from us (/proc mounted hidepid): kill(0) tells
-        return _pid_exists(info["pid"])
+        return pid_exists(info["pid"])
     if info.get("process_start") is not None:
         return start == info["process_start"]
     # a lock of hpcopt <= 0.3.0 has no process_start: a process started after it was written
     # is not its holder (the slack covers clock steps since, which move the computed start)
-    return _started_at(start) <= info["started_at"] + _CLOCK_SLACK_S
-
-
-def _process_start(pid: int) -> int | None:
-    """Start of process ``pid`` in clock ticks since boot (``/proc/<pid>/stat`` field 22);
-    None when there is no such process or it is not ours to read."""
-    try:
-        text = (_PROC / str(pid) / "stat").read_text()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return None
-    # comm (field 2) may hold spaces and parentheses: count fields after its last ")"
-    return int(text[text.rindex(")") + 1 :].split()[19])
-
-
-def _started_at(ticks: int) -> float:
-    """Unix time of a process start given in clock ticks since boot."""
-    boot = next(
-        float(line.split()[1])
-        for line in (_PROC / "stat").read_text().splitlines()
-        if line.startswith("btime ")
-    )
-    return boot + ticks / os.sysconf("SC_CLK_TCK")
-
-
-def _boot_id() -> str | None:
-    try:
-        return _BOOT_ID.read_text().strip()
-    except OSError:
-        return None
-
-
-def _pid_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return started_at(start) <= info["started_at"] + _CLOCK_SLACK_S
