@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -51,21 +50,3 @@ def ray_cluster(ray_home):
 
 
 slurm = pytest.fixture(scope="session", name="slurm")(slurm_fixture)
-
-
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 1 MiB tmpfs to fill (a full disk), unmounted afterwards. Skipped where it cannot
-    be mounted (not root), failed instead when ``HPCOPT_REQUIRE_TMPFS=1`` (CI)."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
-                          capture_output=True, text=True)  # fmt: skip
-    if done.returncode != 0:
-        if os.environ.get("HPCOPT_REQUIRE_TMPFS") == "1":
-            pytest.fail(f"cannot mount a tmpfs: {done.stderr.strip()}")
-        pytest.skip(f"cannot mount a tmpfs: {done.stderr.strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)

@@ -3,11 +3,18 @@ that another process writes."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import os
+import shutil
+import subprocess
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from hpcopt import plain
 from hpcopt.methods.base import Method
@@ -107,3 +114,42 @@ def wait_until(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
         time.sleep(every_s)
+
+
+@contextlib.contextmanager
+def tmpfs(options: str) -> Iterator[Path]:
+    """A small tmpfs mounted with ``options`` (``size=1m``, ``ro``), unmounted afterwards.
+
+    Skipped where it cannot be mounted (not root); failed instead when
+    ``HPCOPT_REQUIRE_TMPFS=1`` (CI runs as root).
+    """
+    folder = Path(tempfile.mkdtemp(prefix="hpcopt-tmpfs-"))
+    try:
+        mount = ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)]
+        done = shutil.which("mount") and subprocess.run(mount, capture_output=True, text=True)
+        if not done or done.returncode != 0:
+            why = f"cannot mount a tmpfs: {done.stderr.strip() if done else 'no mount command'}"
+            if os.environ.get("HPCOPT_REQUIRE_TMPFS") == "1":
+                pytest.fail(why)
+            pytest.skip(why)
+        try:
+            yield folder
+        finally:
+            subprocess.run(["umount", str(folder)], check=True)
+    finally:
+        folder.rmdir()
+
+
+def fill_disk(folder: Path, leave: int = 0) -> None:
+    """Fill the file system of ``folder`` up, then free ``leave`` bytes again."""
+    filler = folder / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+    try:
+        while True:
+            os.write(fd, b"\0" * 4096)
+    except OSError as exc:
+        assert exc.errno == errno.ENOSPC
+    finally:
+        os.close(fd)
+    if leave:
+        os.truncate(filler, max(0, filler.stat().st_size - leave))

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -22,6 +18,7 @@ from hpcopt import config as cfg
 from hpcopt.cli import main
 from hpcopt.lock import driver_lock, read_drivers
 from hpcopt.store import StoreError
+from tests.helpers import fill_disk, tmpfs
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, PYTHONPATH=str(ROOT))
@@ -260,40 +257,9 @@ def test_unlock_never_removes_a_live_local_lock(campaign_dir, holders, capsys):
     assert holder_of(campaign_dir) == holder.pid
 
 
-@contextlib.contextmanager
-def tmpfs(options: str):
-    """A small tmpfs mounted with ``options`` (skipped where mount is not allowed)."""
-    folder = Path(tempfile.mkdtemp(prefix="hpcopt-lock-"))
-    try:
-        mount = ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)]
-        done = shutil.which("mount") and subprocess.run(mount, capture_output=True, text=True)
-        if not done or done.returncode != 0:
-            why = f"cannot mount a tmpfs: {done.stderr.strip() if done else 'no mount command'}"
-            if os.environ.get("HPCOPT_REQUIRE_TMPFS") == "1":
-                pytest.fail(why)
-            pytest.skip(why)
-        try:
-            yield folder
-        finally:
-            subprocess.run(["umount", str(folder)], check=True)
-    finally:
-        folder.rmdir()
-
-
-def fill(folder: Path) -> None:
-    fd = os.open(folder / "filler", os.O_WRONLY | os.O_CREAT)
-    try:
-        while True:
-            os.write(fd, b"\0" * 4096)
-    except OSError as exc:
-        assert exc.errno == errno.ENOSPC
-    finally:
-        os.close(fd)
-
-
 def test_a_full_disk_gives_a_store_error_and_leaves_no_temporary_file():
     with tmpfs("size=64k") as folder:
-        fill(folder)
+        fill_disk(folder)
         with pytest.raises(StoreError, match=r"cannot create the driver lock .*No space left"):
             take(folder)
         assert os.listdir(folder) == ["filler"]
