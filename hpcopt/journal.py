@@ -168,15 +168,15 @@ def _gap_message(
             f"Restore the file from a backup, or delete {files.journal} to run trial "
             f"{files.name} again from scratch. Nothing was changed."
         )
-    damaged = [
-        exc for path, exc in failed.items() if _SEGMENT.match(path.name) or _PACK.match(path.name)
-    ]
-    where = f"; {damaged[0].path} {damaged[0].why}" if damaged else ""
-    holder = files.trial_file if at == 1 else f"{files.journal}/{at:08d}.h5"
+    damaged = [exc for exc in failed.values() if exc.path.name.startswith(f"{at:08d}")]
+    if damaged:
+        why = f"{damaged[0].path}: {damaged[0].why}"
+    else:
+        why = f"{files.trial_file if at == 1 else files.segment(at)} does not exist"
     later = ", ".join(str(p.name) for _, _, p in sorted(intact_after)[:3])
     more = ", ..." if len(intact_after) > 3 else ""
     return (
-        f"trial {files.name}: batch {at} is missing or damaged ({holder}{where}) but later "
+        f"trial {files.name}: batch {at} is missing or damaged ({why}) but later "
         f"batches are intact ({later}{more}): the journal has a gap. Restore the missing "
         f"file from a backup, or move every file of {files.journal} after batch {at - 1} "
         f"into quarantine/ to continue the trial from batch {at - 1}. Nothing was changed."
