@@ -37,9 +37,9 @@ METRES_PER_UNIT = {"m": 1.0, "mm": 1e-3, "um": 1e-6, "nm": 1e-9}
 
 
 class Section(BaseModel):
-    """A config section: unknown keys refused, values frozen."""
+    """A config section: unknown keys refused, numbers finite, values frozen."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class GridSettings(Section):

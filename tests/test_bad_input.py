@@ -1,0 +1,44 @@
+"""Bad input on the command line: exit 2, a message naming the key, flag or file and what
+is allowed, and nothing written (no campaign folder, no export)."""
+
+from __future__ import annotations
+
+import yaml
+
+from hpcopt.cli import main
+
+SPHERE = {"name": "analytic", "function": "sphere"}
+GS = {"name": "gs", "resolution": 3}
+
+
+def config(tmp_path, **top):
+    """A one-trial campaign config writing to ``tmp_path/c``, with ``top`` merged in."""
+    doc = {"name": "c", "output_dir": str(tmp_path / "c"),
+           "trials": [{"name": "g", "problem": SPHERE, "method": GS}], **top}  # fmt: skip
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def refused(argv, capsys) -> str:
+    """Run ``hpcopt argv``; assert exit 2 without a traceback; return stderr."""
+    assert main([str(a) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return err
+
+
+def test_an_infinite_bound_is_refused_before_the_campaign_folder_exists(tmp_path, capsys):
+    problem = {**SPHERE, "bounds": {"x0": [0, float("inf")]}}
+    path = config(tmp_path, trials=[{"name": "g", "problem": problem, "method": GS}])
+    err = refused(["run", path, "-q"], capsys)
+    assert "trials[0].problem.bounds.x0[1]: Input should be a finite number (got inf)" in err
+    assert not (tmp_path / "c").exists()
+
+
+def test_bounds_whose_width_overflows_are_refused(tmp_path, capsys):
+    problem = {**SPHERE, "bounds": {"default": [-1e308, 1e308]}}
+    path = config(tmp_path, trials=[{"name": "g", "problem": problem, "method": GS}])
+    err = refused(["run", path, "-q"], capsys)
+    assert "bounds.default: the width high - low of [-1e+308, 1e+308] is beyond the largest" in err
+    assert not (tmp_path / "c").exists()
