@@ -42,3 +42,12 @@ def test_bounds_whose_width_overflows_are_refused(tmp_path, capsys):
     err = refused(["run", path, "-q"], capsys)
     assert "bounds.default: the width high - low of [-1e+308, 1e+308] is beyond the largest" in err
     assert not (tmp_path / "c").exists()
+
+
+def test_a_coverage_scene_file_that_does_not_exist_is_refused(tmp_path, capsys):
+    scene = tmp_path / "nothere.xml"
+    problem = {"name": "coverage", "scene": str(scene), "region": [0, 0, 10, 10]}
+    path = config(tmp_path, trials=[{"name": "g", "problem": problem, "method": GS}])
+    err = refused(["run", path, "-q"], capsys)
+    assert f"trials[0].problem: scene: scene '{scene}': no such file" in err
+    assert not (tmp_path / "c").exists()
