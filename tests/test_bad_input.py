@@ -44,6 +44,23 @@ def test_bounds_whose_width_overflows_are_refused(tmp_path, capsys):
     assert not (tmp_path / "c").exists()
 
 
+def test_a_config_that_is_not_utf8_is_refused_naming_the_offset(tmp_path, capsys):
+    path = config(tmp_path)
+    path.write_bytes(path.read_bytes() + b"# \xff\n")
+    err = refused(["run", path, "-q"], capsys)
+    assert f"invalid campaign config {path}:" in err
+    assert "not UTF-8 text: byte 0xff at offset" in err
+    assert not (tmp_path / "c").exists()
+
+
+def test_trials_given_twice_are_refused_naming_the_lines(tmp_path, capsys):
+    path = config(tmp_path)
+    path.write_text(path.read_text() + "trials: []\n")
+    err = refused(["run", path, "-q"], capsys)
+    assert "trials: given 2 times in one mapping, at lines" in err
+    assert not (tmp_path / "c").exists()
+
+
 def test_a_coverage_scene_file_that_does_not_exist_is_refused(tmp_path, capsys):
     scene = tmp_path / "nothere.xml"
     problem = {"name": "coverage", "scene": str(scene), "region": [0, 0, 10, 10]}

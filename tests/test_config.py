@@ -198,3 +198,60 @@ def test_json_configs_are_read_too(tmp_path):
     path = tmp_path / "c.json"
     path.write_text(json.dumps(GOOD))
     assert cfg.load(path).name == "demo"
+
+
+def test_a_file_that_is_not_utf8_names_the_byte_and_its_offset(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes(b"name: demo\n# caf\xe9\n")
+    with pytest.raises(cfg.ConfigError) as info:
+        cfg.load(path)
+    assert info.value.source == str(path)
+    assert info.value.problems == [
+        "not UTF-8 text: byte 0xe9 at offset 16 (line 2) is not valid UTF-8; save the file as UTF-8"
+    ]
+
+
+def test_a_top_level_key_given_twice_names_it_and_its_lines(tmp_path):
+    path = tmp_path / "twice.yaml"
+    path.write_text("name: demo\ntrials:\n  - {name: a}\nshared: {}\ntrials: []\n")
+    with pytest.raises(cfg.ConfigError) as info:
+        cfg.load(path)
+    assert info.value.problems == [
+        "trials: given 2 times in one mapping, at lines 2 and 5; give each key once"
+    ]
+
+
+def test_a_nested_key_given_twice_names_its_path(tmp_path):
+    path = tmp_path / "twice.yaml"
+    path.write_text(
+        "name: demo\ntrials:\n  - name: a\n    method: {name: gs, name: gd}\n"
+        "    problem:\n      function: sphere\n      function: branin\n"
+    )
+    with pytest.raises(cfg.ConfigError) as info:
+        cfg.load(path)
+    assert info.value.problems == [
+        "trials[0].method.name: given 2 times in one mapping, at 4:14 and 4:24 (line:column); "
+        "give each key once",
+        "trials[0].problem.function: given 2 times in one mapping, at lines 6 and 7; give each "
+        "key once",
+    ]
+
+
+def test_yaml_merge_keys_may_override_what_they_merge(tmp_path):
+    path = tmp_path / "merge.yaml"
+    path.write_text(
+        "name: demo\nshared:\n  problem: &p {name: analytic, function: sphere}\n"
+        "trials:\n  - name: a\n    problem: {<<: *p, function: branin}\n"
+        "    method: {name: gs, resolution: 2}\n"
+    )
+    assert cfg.load(path).trials[0].problem.function == "branin"
+
+
+def test_a_json_key_given_twice_names_its_path(tmp_path):
+    path = tmp_path / "twice.json"
+    path.write_text('{"name": "demo", "trials": [{"name": "a", "seed": 1, "seed": 2}]}')
+    with pytest.raises(cfg.ConfigError) as info:
+        cfg.load(path)
+    assert info.value.problems == [
+        "trials[0].seed: given 2 times in one object; give each key once"
+    ]
