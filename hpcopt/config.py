@@ -241,6 +241,9 @@ def parse(
     ``check_files=False`` skips checks of the files a config names (data files), for a
     campaign reopened from its store, whose trials carry the paths checked at creation.
     """
+    not_json = list(_not_json(doc, ""))
+    if not_json:
+        raise ConfigError(source, not_json)
     try:
         top = _Document.model_validate(doc)
     except ValidationError as exc:
@@ -271,6 +274,23 @@ def parse(
         trials=tuple(trials),
         document=json.loads(json.dumps(dict(doc))),
     )
+
+
+def _not_json(value: Any, path: str) -> Iterator[str]:
+    """A line per value that JSON cannot hold (a campaign stores its config as JSON): YAML
+    dates and binary, sets."""
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            yield from _not_json(item, f"{path}.{key}" if path else str(key))
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            yield from _not_json(item, f"{path}[{i}]")
+    elif value is not None and not isinstance(value, str | int | float):
+        yield (
+            f"{path or '(top level)'}: {value!r} is a {type(value).__name__}, which a config "
+            "cannot hold (it is stored as JSON): give text, a number, true/false, null, a list "
+            "or a mapping (quote a date to keep it as text)"
+        )
 
 
 def _expand(top: _Document) -> Iterator[tuple[str, dict[str, Any]]]:

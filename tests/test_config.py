@@ -1,4 +1,5 @@
 import copy
+import datetime
 
 import pytest
 
@@ -94,6 +95,10 @@ BAD = [
     ("trial name with a slash", trial0(name="a/b"), "trials[0].name: String should match pattern"),
     ("duplicate trial names", lambda d: d["trials"].append(copy.deepcopy(d["trials"][0])),
      "trial names must be unique; repeated: ['gs']"),
+    ("a YAML date, which JSON cannot hold",
+     lambda d: d["shared"]["problem"].update(bounds={"x0": [0, datetime.date(2024, 1, 1)]}),
+     "shared.problem.bounds.x0[1]: datetime.date(2024, 1, 1) is a date, which a config cannot "
+     "hold (it is stored as JSON): give text, a number"),
     ("no trials", lambda d: d.pop("trials"),
      "the campaign has no trials: add 'trials' or 'sweep_groups'"),
     ("unknown engine", lambda d: d.update(engine={"kind": "spark"}),
