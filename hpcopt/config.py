@@ -13,6 +13,7 @@ import copy
 import itertools
 import json
 import re
+import reprlib
 import types
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -76,7 +77,7 @@ class SweepGroup(_Strict):
     name: str = Field(pattern=TRIAL_NAME.pattern)
     base: dict[str, Any] = Field(default_factory=dict)
     grid: dict[str, list[Any]] = Field(default_factory=dict)
-    seeds: list[Annotated[int, Field(ge=0)]] = Field(default_factory=lambda: [0], min_length=1)
+    seeds: list[Annotated[int, Field(ge=0)]] = Field(default_factory=lambda: [0])
 
 
 class _Document(_Strict):
@@ -248,9 +249,9 @@ def parse(
         top = _Document.model_validate(doc)
     except ValidationError as exc:
         raise ConfigError(source, _messages(exc, _Document, prefix="")) from None
-    problems: list[str] = []
+    expanded, problems = _expand(top)
     trials: list[TrialConfig] = []
-    for where, raw in _expand(top):
+    for where, raw in expanded:
         try:
             trial = TrialConfig.model_validate(raw, context={"check_files": check_files})
         except ValidationError as exc:
@@ -293,23 +294,39 @@ def _not_json(value: Any, path: str) -> Iterator[str]:
         )
 
 
-def _expand(top: _Document) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Yield ``(key path for errors, merged raw trial)`` for every trial, in run order."""
-    for i, trial in enumerate(top.trials):
-        yield f"trials[{i}]", deep_merge(top.shared, trial)
+def _expand(top: _Document) -> tuple[list[tuple[str, dict[str, Any]]], list[str]]:
+    """Every trial as ``(key path for errors, merged raw trial)``, in run order; and what
+    keeps sweep groups from expanding (an empty list, a grid key through a value)."""
+    expanded = [(f"trials[{i}]", deep_merge(top.shared, t)) for i, t in enumerate(top.trials)]
+    problems = []
     for i, group in enumerate(top.sweep_groups):
-        keys = list(group.grid)
-        for values in itertools.product(*(group.grid[k] for k in keys)):
-            for seed in group.seeds:
-                raw = deep_merge(top.shared, group.base)
-                for key, value in zip(keys, values):
-                    _set_dotted(raw, key, value)
-                raw["seed"] = seed
-                label = "-".join(
-                    f"{k.rsplit('.', 1)[-1]}={_label(v)}" for k, v in zip(keys, values)
-                )
-                raw["name"] = "-".join(p for p in (group.name, label, f"seed={seed}") if p)
-                yield f"sweep_groups[{i}] (trial {raw['name']!r})", raw
+        where = f"sweep_groups[{i}]"
+        empty = [f"{where}.grid.{key}" for key, values in group.grid.items() if not values]
+        empty += [f"{where}.seeds"] if not group.seeds else []
+        problems += [f"{e}: an empty list makes no trials; give at least one value" for e in empty]
+        try:
+            expanded += _expand_group(top.shared, group, where)
+        except ValueError as exc:
+            problems.append(str(exc))
+    return expanded, problems
+
+
+def _expand_group(
+    shared: dict[str, Any], group: SweepGroup, where: str
+) -> list[tuple[str, dict[str, Any]]]:
+    """The trials of one sweep group, grid values outermost, seeds innermost."""
+    out = []
+    keys = list(group.grid)
+    for values in itertools.product(*(group.grid[k] for k in keys)):
+        for seed in group.seeds:
+            raw = deep_merge(shared, group.base)
+            for key, value in zip(keys, values):
+                _set_dotted(raw, key, value, f"{where}.grid.{key}")
+            raw["seed"] = seed
+            label = "-".join(f"{k.rsplit('.', 1)[-1]}={_label(v)}" for k, v in zip(keys, values))
+            raw["name"] = "-".join(p for p in (group.name, label, f"seed={seed}") if p)
+            out.append((f"{where} (trial {raw['name']!r})", raw))
+    return out
 
 
 def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
@@ -335,11 +352,19 @@ def _other_kind(base: Mapping[str, Any], override: Mapping[str, Any]) -> bool:
     return any(k in base and k in override and base[k] != override[k] for k in ("name", "kind"))
 
 
-def _set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
+def _set_dotted(raw: dict[str, Any], dotted: str, value: Any, where: str) -> None:
+    """``raw[a][b][c] = value`` for ``dotted`` ``a.b.c``, making mappings that are missing;
+    ``ValueError`` starting with ``where`` when a part on the way holds a value."""
     *parents, leaf = dotted.split(".")
     node = raw
-    for part in parents:
+    for depth, part in enumerate(parents):
         node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ValueError(
+                f"{where}: {'.'.join(parents[: depth + 1])} is a value "
+                f"({reprlib.repr(node)}), not a mapping; a dotted grid key can only "
+                "name keys inside mappings"
+            )
     node[leaf] = copy.deepcopy(value)
 
 

@@ -44,6 +44,26 @@ def test_bounds_whose_width_overflows_are_refused(tmp_path, capsys):
     assert not (tmp_path / "c").exists()
 
 
+def test_a_grid_key_through_a_value_is_refused(tmp_path, capsys):
+    group = {"name": "s", "base": {"problem": {**SPHERE, "function": "rastrigin"}, "method": GS},
+             "grid": {"problem.function.x": [1, 2]}}  # fmt: skip
+    err = refused(["run", config(tmp_path, trials=[], sweep_groups=[group]), "-q"], capsys)
+    assert (
+        "sweep_groups[0].grid.problem.function.x: problem.function is a value ('rastrigin'), "
+        "not a mapping" in err
+    )
+    assert not (tmp_path / "c").exists()
+
+
+def test_an_empty_grid_list_is_refused_naming_it(tmp_path, capsys):
+    group = {"name": "s", "base": {"problem": SPHERE, "method": {"name": "ga"}},
+             "grid": {"method.population": []}}  # fmt: skip
+    err = refused(["run", config(tmp_path, trials=[], sweep_groups=[group]), "-q"], capsys)
+    assert "sweep_groups[0].grid.method.population: an empty list makes no trials" in err
+    assert "the campaign has no trials" not in err
+    assert not (tmp_path / "c").exists()
+
+
 def test_a_config_that_is_not_utf8_is_refused_naming_the_offset(tmp_path, capsys):
     path = config(tmp_path)
     path.write_bytes(path.read_bytes() + b"# \xff\n")

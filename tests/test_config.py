@@ -124,7 +124,22 @@ BAD = [
                                        "grid": {"method.fineness": [1]}}]),
      "sweep_groups[0] (trial 'g-fineness=1-seed=0').method.fineness: unknown key"),
     ("sweep group with no seeds", lambda d: d.update(sweep_groups=[{"name": "g", "seeds": []}]),
-     "sweep_groups[0].seeds: List should have at least 1 item"),
+     "sweep_groups[0].seeds: an empty list makes no trials; give at least one value"),
+    ("sweep grid with an empty list",
+     lambda d: d.update(sweep_groups=[{"name": "g", "base": {"method": {"name": "ga"}},
+                                       "grid": {"method.population": []}}]),
+     "sweep_groups[0].grid.method.population: an empty list makes no trials; give at least "
+     "one value"),
+    ("sweep grid key through a value",
+     lambda d: d.update(sweep_groups=[{"name": "g", "base": {"method": {"name": "gs"}},
+                                       "grid": {"problem.function.x": [1, 2]}}]),
+     "sweep_groups[0].grid.problem.function.x: problem.function is a value ('branin'), not a "
+     "mapping"),
+    ("sweep grid key through a list",
+     lambda d: d.update(sweep_groups=[{"name": "g",
+                                       "base": {"method": {"name": "gs", "blocks": [["x0"]]}},
+                                       "grid": {"method.blocks.x": [1]}}]),
+     "sweep_groups[0].grid.method.blocks.x: method.blocks is a value ([['x0']]), not a mapping"),
 ]  # fmt: skip
 
 
