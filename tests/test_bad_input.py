@@ -3,6 +3,7 @@ is allowed, and nothing written (no campaign folder, no export)."""
 
 from __future__ import annotations
 
+import pytest
 import yaml
 
 from hpcopt.cli import main
@@ -88,3 +89,36 @@ def test_a_coverage_scene_file_that_does_not_exist_is_refused(tmp_path, capsys):
     err = refused(["run", path, "-q"], capsys)
     assert f"trials[0].problem: scene: scene '{scene}': no such file" in err
     assert not (tmp_path / "c").exists()
+
+
+RAY = {"kind": "ray", "num_workers": 2}
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--time", "01:99:99"], "--time: minutes must be below 60, got 99; the forms are MM, "
+                                 "MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS (got '01:99:99')"),
+        (["--time", "1-24"], "--time: hours must be below 24, got 24"),
+        (["--time", "90:60"], "--time: seconds must be below 60, got 60"),
+        (["--time", "0"], "--time: give a limit above 0"),
+        (["--nodes", "-1"], "--nodes: Input should be greater than or equal to 1 (got -1)"),
+        (["--gpus-per-node", "-1"], "--gpus-per-node: Input should be greater than or equal to 0"),
+        (["--cpus-per-task", "0"], "--cpus-per-task: Input should be greater than or equal to 1"),
+        (["--max-num-timeout", "-1"], "--max-num-timeout: Input should be greater than or equal"),
+        (["--join-timeout-s", "nan"], "--join-timeout-s: Input should be a finite number"),
+        (["--mem", "64 GB"], "--mem: must be a whole number with an optional unit K, M, G or T"),
+        (["--partition", "gpu debug"], "--partition: must be one word without spaces"),
+    ],
+)  # fmt: skip
+def test_a_bad_submit_flag_is_refused_before_the_campaign_folder_exists(
+    tmp_path, capsys, flags, message
+):
+    err = refused(["submit", config(tmp_path, engine=RAY), *flags], capsys)
+    assert message in err
+    assert not (tmp_path / "c").exists()
+
+
+@pytest.mark.parametrize("limit", ["90", "45:30", "48:00:00", "1-2", "1-02:30", "2-23:59:59"])
+def test_every_slurm_time_form_is_accepted(tmp_path, capsys, limit):
+    assert main(["submit", str(config(tmp_path, engine=RAY)), "--time", limit, "--dry-run"]) == 0

@@ -140,6 +140,21 @@ BAD = [
                                        "base": {"method": {"name": "gs", "blocks": [["x0"]]}},
                                        "grid": {"method.blocks.x": [1]}}]),
      "sweep_groups[0].grid.method.blocks.x: method.blocks is a value ([['x0']]), not a mapping"),
+    ("slurm time with 99 minutes", lambda d: d.update(slurm={"time": "01:99:99"}),
+     "slurm.time: minutes must be below 60, got 99; the forms are MM, MM:SS, HH:MM:SS, D-HH, "
+     "D-HH:MM or D-HH:MM:SS (got '01:99:99')"),
+    ("slurm time with 24 hours after days", lambda d: d.update(slurm={"time": "1-24:00"}),
+     "slurm.time: hours must be below 24, got 24"),
+    ("slurm time of zero", lambda d: d.update(slurm={"time": "0"}),
+     "slurm.time: give a limit above 0 (Slurm reads 0 as no limit)"),
+    ("slurm time in no Slurm form", lambda d: d.update(slurm={"time": "1:2:3:4"}),
+     "slurm.time: not a Slurm time limit; give MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS"),
+    ("slurm memory without a number", lambda d: d.update(slurm={"mem": "lots"}),
+     "slurm.mem: must be a whole number with an optional unit K, M, G or T"),
+    ("slurm partition with a space", lambda d: d.update(slurm={"partition": "gpu\nrm"}),
+     "slurm.partition: must be one word without spaces"),
+    ("infinite slurm join timeout", lambda d: d.update(slurm={"join_timeout_s": float("inf")}),
+     "slurm.join_timeout_s: Input should be a finite number (got inf)"),
 ]  # fmt: skip
 
 
