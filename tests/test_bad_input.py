@@ -3,6 +3,8 @@ is allowed, and nothing written (no campaign folder, no export)."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import yaml
 
@@ -89,6 +91,62 @@ def test_a_coverage_scene_file_that_does_not_exist_is_refused(tmp_path, capsys):
     err = refused(["run", path, "-q"], capsys)
     assert f"trials[0].problem: scene: scene '{scene}': no such file" in err
     assert not (tmp_path / "c").exists()
+
+
+@pytest.fixture
+def campaign(tmp_path):
+    """A finished campaign folder without its summary files."""
+    assert main(["run", str(config(tmp_path)), "-q"]) == 0
+    for name in ("summary.csv", "summary.json"):
+        (tmp_path / "c" / name).unlink()
+    return tmp_path / "c"
+
+
+def test_summary_to_a_missing_folder_writes_nothing(campaign, tmp_path, capsys):
+    csv, json = tmp_path / "no" / "such" / "x.csv", tmp_path / "x.json"
+    err = refused(["summary", campaign, "--json", json, "--csv", csv], capsys)
+    assert f"--csv {csv}: the folder {csv.parent} does not exist" in err
+    assert not json.exists()
+
+
+def test_summary_to_a_folder_instead_of_a_file_writes_nothing(campaign, tmp_path, capsys):
+    csv = tmp_path / "x.csv"
+    err = refused(["summary", campaign, "--csv", csv, "--json", tmp_path], capsys)
+    assert f"--json {tmp_path} is a folder; give a file name" in err
+    assert not csv.exists()
+
+
+def test_summary_into_a_read_only_campaign_folder_writes_nothing(campaign, capsys):
+    campaign.chmod(0o555)
+    try:
+        if os.access(campaign, os.W_OK):
+            pytest.skip("this user may write anywhere (root with CAP_DAC_OVERRIDE)")
+        err = refused(["summary", campaign], capsys)
+    finally:
+        campaign.chmod(0o755)
+    assert f"{campaign / 'summary.csv'}: no permission to write in {campaign}" in err
+    assert not (campaign / "summary.json").exists()
+
+
+def test_plot_into_a_file_is_refused(campaign, tmp_path, capsys):
+    out = tmp_path / "c.yaml"
+    err = refused(["plot", campaign, "-o", out, "--no-physics"], capsys)
+    assert f"-o {out}: {out} is a file, not a folder" in err
+
+
+def test_pbe_simulate_to_a_missing_folder_is_refused(tmp_path, capsys):
+    spec = tmp_path / "pbe.yaml"
+    spec.write_text(yaml.safe_dump({"name": "pbe", "grid": {"classes": 10}}))
+    out = tmp_path / "no" / "sim.h5"
+    err = refused(["pbe", "simulate", spec, "-o", out, "--times", "0,60"], capsys)
+    assert f"-o {out}: the folder {out.parent} does not exist" in err
+
+
+def test_pbe_simulate_to_an_unknown_kind_of_file_is_refused(tmp_path, capsys):
+    spec = tmp_path / "pbe.yaml"
+    spec.write_text(yaml.safe_dump({"name": "pbe", "grid": {"classes": 10}}))
+    err = refused(["pbe", "simulate", spec, "-o", tmp_path / "sim.txt"], capsys)
+    assert "unknown file extension '.txt'; give .csv, .h5, .hdf5" in err
 
 
 RAY = {"kind": "ray", "num_workers": 2}
