@@ -294,7 +294,19 @@ def _watch(args: argparse.Namespace) -> int:
 
 
 def _summary(args: argparse.Namespace) -> int:
+    from hpcopt.outputs import cannot_write_file
+
     store = CampaignStore.open(args.dir)
+    if args.csv is None and args.json is None:
+        targets = [("", store.root / "summary.csv"), ("", store.root / "summary.json")]
+    else:
+        targets = [
+            (f"--{k} ", p) for k, p in (("csv", args.csv), ("json", args.json)) if p is not None
+        ]
+    for flag, path in targets:  # all checked before either is written
+        if reason := cannot_write_file(path):
+            print(f"hpcopt summary: {flag}{reason}", file=sys.stderr)
+            return EXIT_USAGE
     if args.csv is None and args.json is None:
         store.export_summary()
     else:
@@ -302,17 +314,20 @@ def _summary(args: argparse.Namespace) -> int:
 
         write_summary(store.summary(), csv_path=args.csv, json_path=args.json)
     _show(argparse.Namespace(dir=args.dir, json=False))
-    written = [args.csv or (args.json is None and str(store.root / "summary.csv")),
-               args.json or (args.csv is None and str(store.root / "summary.json"))]  # fmt: skip
-    print(f"wrote {', '.join(w for w in written if w)}", file=sys.stderr)
+    print(f"wrote {', '.join(str(p) for _, p in targets)}", file=sys.stderr)
     return EXIT_OK
 
 
 def _plot(args: argparse.Namespace) -> int:
+    from hpcopt.outputs import cannot_write_folder
     from hpcopt.plots import plot_campaign
 
+    out = args.out or CampaignStore.open(args.dir).root / "plots"
+    if reason := cannot_write_folder(out):
+        print(f"hpcopt plot: {'-o ' if args.out else ''}{reason}", file=sys.stderr)
+        return EXIT_USAGE
     try:
-        paths = plot_campaign(args.dir, args.out, args.trial, physics=not args.no_physics)
+        paths = plot_campaign(args.dir, out, args.trial, physics=not args.no_physics)
     except ValueError as exc:
         print(f"hpcopt plot: {exc}", file=sys.stderr)
         return EXIT_USAGE

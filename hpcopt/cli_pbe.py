@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,8 +21,15 @@ import numpy as np
 from pydantic import ValidationError
 
 from hpcopt import config as cfg
+from hpcopt.outputs import cannot_write_file
 from hpcopt.problems.pbe.config import PBEConfig
-from hpcopt.problems.pbe.data import NOISE_MODELS, add_noise, save_psd
+from hpcopt.problems.pbe.data import (
+    CSV_SUFFIXES,
+    HDF5_SUFFIXES,
+    NOISE_MODELS,
+    add_noise,
+    save_psd,
+)
 from hpcopt.problems.pbe.psd import QUANTITIES
 from hpcopt.problems.pbe.sections import PBEModel
 
@@ -57,6 +65,7 @@ def _simulate(args: argparse.Namespace) -> int:
     from hpcopt.problems.pbe.problem import simulate
 
     try:
+        _check_output(args.output)
         section = _section(args.spec, args.trial)
         model, values, synthetic_times, start = _experiment(section, args.experiment)
         values.update(_assignments(args.set))
@@ -88,6 +97,18 @@ def _simulate(args: argparse.Namespace) -> int:
         f"largest number share in the fines class {sim.fines_fraction:.2g}"
     )
     return 0
+
+
+def _check_output(path: str) -> None:
+    """``-o`` names a file of a known kind that can be written (before the run, not after)."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in CSV_SUFFIXES + HDF5_SUFFIXES:
+        raise ValueError(
+            f"-o {path}: unknown file extension {suffix or '(none)'!r}; give "
+            f"{', '.join(CSV_SUFFIXES + HDF5_SUFFIXES)}"
+        )
+    if reason := cannot_write_file(path):
+        raise ValueError(f"-o {reason}")
 
 
 def _section(path: str, trial: str | None) -> dict[str, Any]:
@@ -147,9 +168,12 @@ def _assignments(items: list[str]) -> dict[str, float]:
 def _times(text: str | None, synthetic_times: list[float] | None) -> list[float]:
     if text:
         try:
-            return [float(t) for t in text.split(",")]
+            times = [float(t) for t in text.split(",")]
         except ValueError:
-            raise ValueError(f"--times {text!r}: expected numbers separated by commas") from None
+            times = []
+        if not times or not all(math.isfinite(t) for t in times):
+            raise ValueError(f"--times {text!r}: expected finite numbers separated by commas")
+        return times
     if synthetic_times:
         return list(synthetic_times)
     raise ValueError("give --times (the section has no synthetic.times_s)")

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from hpcopt import campaign as drv
 from hpcopt import config as cfg
 from hpcopt.cluster.slurm import (
+    TIME_FORMS,
     SlurmConfig,
     check_submittable,
     jobs_of,
@@ -25,7 +26,7 @@ FLAGS = {  # flag -> (SlurmConfig field, type, help)
     "--gpus-per-node": ("gpus_per_node", int, "GPUs per node"),
     "--cpus-per-task": ("cpus_per_task", int, "CPUs per node (one task per node)"),
     "--partition": ("partition", str, "Slurm partition"),
-    "--time": ("time", str, "time limit: minutes, HH:MM:SS or D-HH:MM:SS"),
+    "--time": ("time", str, f"time limit: {TIME_FORMS}"),
     "--account": ("account", str, "Slurm account"),
     "--qos": ("qos", str, "Slurm quality of service"),
     "--constraint": ("constraint", str, "node features, e.g. a100"),
@@ -106,10 +107,20 @@ def _slurm_for(campaign: cfg.Campaign, args: argparse.Namespace) -> SlurmConfig:
     try:
         return SlurmConfig.model_validate({**base, **overrides})
     except ValidationError as exc:
-        problems = [
-            f"--{'.'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']}" for e in exc.errors()
-        ]
-        raise cfg.ConfigError("(submit flags)", problems) from None
+        raise cfg.ConfigError("(submit flags)", _flag_messages(exc)) from None
+
+
+def _flag_messages(exc: ValidationError) -> list[str]:
+    """One line per problem, named by its flag where it has one, else its ``slurm.`` key."""
+    flags = {field: flag for flag, (field, _, _) in FLAGS.items()}
+    flags |= {f"container.{field}": flag for flag, (field, _) in CONTAINER_FLAGS.items()}
+    out = []
+    for e in exc.errors():
+        key = ".".join(map(str, e["loc"]))
+        where = flags.get(key, f"slurm.{key}" if key else "slurm")
+        got = f" (got {e['input']!r})" if not isinstance(e["input"], dict | list) else ""
+        out.append(f"{where}: {e['msg'].removeprefix('Value error, ')}{got}")
+    return out
 
 
 def _submit(args: argparse.Namespace) -> int:

@@ -13,6 +13,7 @@ import copy
 import itertools
 import json
 import re
+import reprlib
 import types
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -76,7 +77,7 @@ class SweepGroup(_Strict):
     name: str = Field(pattern=TRIAL_NAME.pattern)
     base: dict[str, Any] = Field(default_factory=dict)
     grid: dict[str, list[Any]] = Field(default_factory=dict)
-    seeds: list[Annotated[int, Field(ge=0)]] = Field(default_factory=lambda: [0], min_length=1)
+    seeds: list[Annotated[int, Field(ge=0)]] = Field(default_factory=lambda: [0])
 
 
 class _Document(_Strict):
@@ -110,20 +111,119 @@ class Campaign(_Strict):
 
 
 def load_document(path: str | Path) -> dict[str, Any]:
-    """Read a YAML or JSON campaign file into a dict (``ConfigError`` if unreadable)."""
+    """Read a YAML or JSON campaign file into a dict (``ConfigError`` if unreadable, not
+    UTF-8, not YAML or JSON, or giving a key twice in one mapping)."""
     path = Path(path)
     try:
-        text = path.read_text()
+        data = path.read_bytes()
     except OSError as exc:
         raise ConfigError(str(path), [f"cannot read the file: {exc.strerror}"]) from exc
     try:
-        doc = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(
+            str(path),
+            [
+                f"not UTF-8 text: byte 0x{data[exc.start]:02x} at offset {exc.start} (line "
+                f"{line}) is not valid UTF-8; save the file as UTF-8"
+            ],
+        ) from None
+    try:
+        doc = _load_json(text) if path.suffix == ".json" else yaml.load(text, Loader=_YAMLLoader)
     except (yaml.YAMLError, json.JSONDecodeError) as exc:
         kind = "JSON" if path.suffix == ".json" else "YAML"
         raise ConfigError(str(path), [f"not valid {kind}: {exc}"]) from None
+    except _RepeatedKeys as exc:
+        raise ConfigError(str(path), exc.problems) from None
     if not isinstance(doc, dict):
         raise ConfigError(str(path), ["the top level must be a mapping (name:, trials:, ...)"])
     return doc
+
+
+class _RepeatedKeys(Exception):
+    """Keys given more than once in one mapping: ``problems`` has one line per key."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+class _YAMLLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a mapping that gives a key twice: PyYAML would keep
+    the last silently, so a second ``trials:`` would drop the first list unseen."""
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        problems = [
+            f"{where}: given {len(marks)} times in one mapping, at {_positions(marks)}; "
+            "give each key once"
+            for where, marks in _yaml_repeats(node, "", set())
+        ]
+        if problems:
+            raise _RepeatedKeys(problems)
+        return super().construct_document(node)
+
+
+def _yaml_repeats(
+    node: yaml.Node, path: str, seen: set[int]
+) -> Iterator[tuple[str, list[yaml.Mark]]]:
+    """``(key path, where each is)`` of every scalar key given more than once in one
+    mapping of the node tree under ``node``, outer mappings first (an alias is walked once)."""
+    if id(node) in seen:
+        return
+    seen.add(id(node))
+    if isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            yield from _yaml_repeats(item, f"{path}[{i}]", seen)
+    elif isinstance(node, yaml.MappingNode):
+        marks: dict[tuple[str, str], list[yaml.Mark]] = {}
+        for key, _ in node.value:
+            if isinstance(key, yaml.ScalarNode):
+                marks.setdefault((key.tag, key.value), []).append(key.start_mark)
+        for (_, name), at in marks.items():
+            if len(at) > 1:
+                yield (f"{path}.{name}" if path else name), at
+        for key, value in node.value:
+            name = key.value if isinstance(key, yaml.ScalarNode) else "?"
+            yield from _yaml_repeats(value, f"{path}.{name}" if path else name, seen)
+
+
+def _positions(marks: list[yaml.Mark]) -> str:
+    """``lines 2 and 7``, or ``5:3 and 5:20 (line:column)`` when lines repeat."""
+    lines = [m.line + 1 for m in marks]
+    if len(set(lines)) == len(lines):
+        return f"lines {', '.join(map(str, lines[:-1]))} and {lines[-1]}"
+    spots = [f"{m.line + 1}:{m.column + 1}" for m in marks]
+    return f"{', '.join(spots[:-1])} and {spots[-1]} (line:column)"
+
+
+def _load_json(text: str) -> Any:
+    """``json.loads``, refusing an object that gives a key twice (JSON keeps the last)."""
+    problems: list[str] = []
+    doc = _json_dicts(json.loads(text, object_pairs_hook=_Pairs), "", problems)
+    if problems:
+        raise _RepeatedKeys(problems)
+    return doc
+
+
+class _Pairs(list):
+    """A JSON object as its ``(key, value)`` pairs, in order, repeats kept."""
+
+
+def _json_dicts(value: Any, path: str, problems: list[str]) -> Any:
+    """``value`` with every :class:`_Pairs` made a dict; a key path per repeated key goes
+    to ``problems``."""
+    if isinstance(value, list) and not isinstance(value, _Pairs):
+        return [_json_dicts(v, f"{path}[{i}]", problems) for i, v in enumerate(value)]
+    if not isinstance(value, _Pairs):
+        return value
+    keys = [k for k, _ in value]
+    for key in dict.fromkeys(k for k in keys if keys.count(k) > 1):
+        where = f"{path}.{key}" if path else key
+        problems.append(f"{where}: given {keys.count(key)} times in one object; give each key once")
+    return {
+        key: _json_dicts(item, f"{path}.{key}" if path else key, problems) for key, item in value
+    }
 
 
 def load(path: str | Path, output_dir: str | None = None) -> Campaign:
@@ -142,13 +242,16 @@ def parse(
     ``check_files=False`` skips checks of the files a config names (data files), for a
     campaign reopened from its store, whose trials carry the paths checked at creation.
     """
+    not_json = list(_not_json(doc, ""))
+    if not_json:
+        raise ConfigError(source, not_json)
     try:
         top = _Document.model_validate(doc)
     except ValidationError as exc:
         raise ConfigError(source, _messages(exc, _Document, prefix="")) from None
-    problems: list[str] = []
+    expanded, problems = _expand(top)
     trials: list[TrialConfig] = []
-    for where, raw in _expand(top):
+    for where, raw in expanded:
         try:
             trial = TrialConfig.model_validate(raw, context={"check_files": check_files})
         except ValidationError as exc:
@@ -174,23 +277,56 @@ def parse(
     )
 
 
-def _expand(top: _Document) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Yield ``(key path for errors, merged raw trial)`` for every trial, in run order."""
-    for i, trial in enumerate(top.trials):
-        yield f"trials[{i}]", deep_merge(top.shared, trial)
+def _not_json(value: Any, path: str) -> Iterator[str]:
+    """A line per value that JSON cannot hold (a campaign stores its config as JSON): YAML
+    dates and binary, sets."""
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            yield from _not_json(item, f"{path}.{key}" if path else str(key))
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            yield from _not_json(item, f"{path}[{i}]")
+    elif value is not None and not isinstance(value, str | int | float):
+        yield (
+            f"{path or '(top level)'}: {value!r} is a {type(value).__name__}, which a config "
+            "cannot hold (it is stored as JSON): give text, a number, true/false, null, a list "
+            "or a mapping (quote a date to keep it as text)"
+        )
+
+
+def _expand(top: _Document) -> tuple[list[tuple[str, dict[str, Any]]], list[str]]:
+    """Every trial as ``(key path for errors, merged raw trial)``, in run order; and what
+    keeps sweep groups from expanding (an empty list, a grid key through a value)."""
+    expanded = [(f"trials[{i}]", deep_merge(top.shared, t)) for i, t in enumerate(top.trials)]
+    problems = []
     for i, group in enumerate(top.sweep_groups):
-        keys = list(group.grid)
-        for values in itertools.product(*(group.grid[k] for k in keys)):
-            for seed in group.seeds:
-                raw = deep_merge(top.shared, group.base)
-                for key, value in zip(keys, values):
-                    _set_dotted(raw, key, value)
-                raw["seed"] = seed
-                label = "-".join(
-                    f"{k.rsplit('.', 1)[-1]}={_label(v)}" for k, v in zip(keys, values)
-                )
-                raw["name"] = "-".join(p for p in (group.name, label, f"seed={seed}") if p)
-                yield f"sweep_groups[{i}] (trial {raw['name']!r})", raw
+        where = f"sweep_groups[{i}]"
+        empty = [f"{where}.grid.{key}" for key, values in group.grid.items() if not values]
+        empty += [f"{where}.seeds"] if not group.seeds else []
+        problems += [f"{e}: an empty list makes no trials; give at least one value" for e in empty]
+        try:
+            expanded += _expand_group(top.shared, group, where)
+        except ValueError as exc:
+            problems.append(str(exc))
+    return expanded, problems
+
+
+def _expand_group(
+    shared: dict[str, Any], group: SweepGroup, where: str
+) -> list[tuple[str, dict[str, Any]]]:
+    """The trials of one sweep group, grid values outermost, seeds innermost."""
+    out = []
+    keys = list(group.grid)
+    for values in itertools.product(*(group.grid[k] for k in keys)):
+        for seed in group.seeds:
+            raw = deep_merge(shared, group.base)
+            for key, value in zip(keys, values):
+                _set_dotted(raw, key, value, f"{where}.grid.{key}")
+            raw["seed"] = seed
+            label = "-".join(f"{k.rsplit('.', 1)[-1]}={_label(v)}" for k, v in zip(keys, values))
+            raw["name"] = "-".join(p for p in (group.name, label, f"seed={seed}") if p)
+            out.append((f"{where} (trial {raw['name']!r})", raw))
+    return out
 
 
 def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
@@ -216,11 +352,19 @@ def _other_kind(base: Mapping[str, Any], override: Mapping[str, Any]) -> bool:
     return any(k in base and k in override and base[k] != override[k] for k in ("name", "kind"))
 
 
-def _set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
+def _set_dotted(raw: dict[str, Any], dotted: str, value: Any, where: str) -> None:
+    """``raw[a][b][c] = value`` for ``dotted`` ``a.b.c``, making mappings that are missing;
+    ``ValueError`` starting with ``where`` when a part on the way holds a value."""
     *parents, leaf = dotted.split(".")
     node = raw
-    for part in parents:
+    for depth, part in enumerate(parents):
         node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ValueError(
+                f"{where}: {'.'.join(parents[: depth + 1])} is a value "
+                f"({reprlib.repr(node)}), not a mapping; a dotted grid key can only "
+                "name keys inside mappings"
+            )
     node[leaf] = copy.deepcopy(value)
 
 

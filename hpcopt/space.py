@@ -6,16 +6,39 @@ natural units (linearly, or geometrically for ``log`` parameters) and back.
 
 from __future__ import annotations
 
+import math
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
 
+def bounds_error(low: float, high: float, log: bool = False) -> str:
+    """Why ``[low, high]`` cannot bound a parameter, or ``""``.
+
+    Both must be finite with ``low < high``, and the width ``high - low`` must be a float
+    too: points in between are ``low + u * (high - low)``. A ``log`` one needs ``low > 0``.
+    """
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return f"low and high must be finite numbers, got [{low}, {high}]"
+    if not low < high:
+        return f"low ({low}) must be < high ({high})"
+    if not math.isfinite(high - low):
+        return (
+            f"the width high - low of [{low:g}, {high:g}] is beyond the largest float "
+            f"({sys.float_info.max:.3g}); narrow the bounds"
+        )
+    if log and low <= 0:
+        return f"log scale needs low > 0, got {low}"
+    return ""
+
+
 @dataclass(frozen=True)
 class Param:
-    """One named parameter with bounds ``low < high`` in natural units. A ``periodic``
-    one (an angle) has ``high`` the same as ``low``: grids leave ``high`` out."""
+    """One named parameter with finite bounds ``low < high`` in natural units (see
+    :func:`bounds_error`). A ``periodic`` one (an angle) has ``high`` the same as
+    ``low``: grids leave ``high`` out."""
 
     name: str
     low: float
@@ -24,12 +47,9 @@ class Param:
     periodic: bool = False
 
     def __post_init__(self) -> None:
-        if not self.low < self.high:
-            raise ValueError(
-                f"parameter {self.name!r}: low ({self.low}) must be < high ({self.high})"
-            )
-        if self.log and self.low <= 0:
-            raise ValueError(f"parameter {self.name!r}: log scale needs low > 0, got {self.low}")
+        error = bounds_error(self.low, self.high, self.log)
+        if error:
+            raise ValueError(f"parameter {self.name!r}: {error}")
         if self.log and self.periodic:
             raise ValueError(f"parameter {self.name!r}: cannot be both log and periodic")
 

@@ -104,7 +104,7 @@ def test_submit_refuses_a_campaign_with_the_local_engine(tmp_path, capsys):
 
 def test_a_bad_time_flag_is_a_usage_error(tmp_path, capsys):
     assert main(["submit", str(config_file(tmp_path)), "--time", "soon", "--dry-run"]) == 2
-    assert "--time: Value error, time must be minutes, HH:MM:SS" in capsys.readouterr().err
+    assert "--time: not a Slurm time limit; give MM, MM:SS, HH:MM:SS" in capsys.readouterr().err
 
 
 def test_a_bad_slurm_key_in_the_config_names_it(tmp_path, capsys):

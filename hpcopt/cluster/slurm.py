@@ -37,13 +37,25 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from hpcopt.cluster.container import ContainerConfig, launcher
 from hpcopt.cluster.ray_node import ClusterError, new_token_file, short_temp_dir, start_node
 
-_TIME = re.compile(r"^(?:(\d+)-)?(\d+):(\d{2})(?::(\d{2}))?$")
+_TIME = re.compile(
+    r"""^(?:
+        (?P<days>\d+)-(?P<dh>\d+)(?::(?P<dm>\d+)(?::(?P<ds>\d+))?)?  # D-HH[:MM[:SS]]
+      | (?P<a>\d+)(?::(?P<b>\d+)(?::(?P<c>\d+))?)?                   # MM[:SS], HH:MM:SS
+    )$""",
+    re.VERBOSE,
+)
+TIME_FORMS = "MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS"
+# Values of sbatch options that go into the script's #SBATCH lines as they are.
+_WORD = re.compile(r"^\S+$")
+_MEM = re.compile(r"^\d+[KMGTkmgt]?$")
 
 
 class SlurmConfig(BaseModel):
-    """``slurm:`` section of a campaign config; ``hpcopt submit`` flags override it."""
+    """``slurm:`` section of a campaign config; ``hpcopt submit`` flags override it.
+    Values go into the job script: each is checked here, before a campaign folder exists,
+    so that sbatch does not refuse a job whose folder is already made."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     nodes: int = Field(1, ge=1)
     gpus_per_node: int = Field(0, ge=0)
@@ -65,22 +77,58 @@ class SlurmConfig(BaseModel):
     @field_validator("time")
     @classmethod
     def _time(cls, value: str) -> str:
-        if not (value.isdigit() or _TIME.match(value)):
+        time_seconds(value)
+        return value
+
+    @field_validator("partition", "account", "qos", "constraint", "job_name")
+    @classmethod
+    def _word(cls, value: str | None) -> str | None:
+        if value is not None and not _WORD.match(value):
+            raise ValueError("must be one word without spaces")
+        return value
+
+    @field_validator("mem")
+    @classmethod
+    def _mem(cls, value: str | None) -> str | None:
+        if value is not None and not _MEM.match(value):
             raise ValueError(
-                f"time must be minutes, HH:MM:SS, MM:SS or D-HH:MM[:SS], got {value!r}"
+                "must be a whole number with an optional unit K, M, G or T (megabytes "
+                "without one), e.g. 64G"
             )
         return value
 
     @property
     def minutes(self) -> int:
-        """The time limit in whole minutes (at least 1)."""
-        if self.time.isdigit():
-            return max(1, int(self.time))
-        days, a, b, c = _TIME.match(self.time).groups()  # type: ignore[union-attr]
-        if c is None and days is None:  # MM:SS
-            return max(1, int(a) + (int(b) > 0))
-        hours = int(a) + 24 * int(days or 0)
-        return max(1, hours * 60 + int(b) + (int(c or 0) > 0))
+        """The time limit in whole minutes, seconds rounded up (at least 1)."""
+        return max(1, -(-time_seconds(self.time) // 60))
+
+
+def time_seconds(value: str) -> int:
+    """The seconds of a Slurm time limit; ``ValueError`` naming the allowed forms unless
+    it is one of them (:data:`TIME_FORMS`), minutes and seconds below 60 where hours come
+    before them, hours below 24 after days, and more than 0 (Slurm's 0 means no limit)."""
+    match = _TIME.match(value)
+    if match is None:
+        raise ValueError(f"not a Slurm time limit; give {TIME_FORMS}")
+    g = {k: int(v) for k, v in match.groupdict().items() if v is not None}
+    if "days" in g:
+        hours, minutes, seconds = g["dh"], g.get("dm", 0), g.get("ds", 0)
+        over = [("hours", hours, 24), ("minutes", minutes, 60), ("seconds", seconds, 60)]
+        total = ((g["days"] * 24 + hours) * 60 + minutes) * 60 + seconds
+    elif "c" in g:  # HH:MM:SS
+        over = [("minutes", g["b"], 60), ("seconds", g["c"], 60)]
+        total = (g["a"] * 60 + g["b"]) * 60 + g["c"]
+    else:  # MM or MM:SS
+        over = [("seconds", g.get("b", 0), 60)]
+        total = g["a"] * 60 + g.get("b", 0)
+    for name, number, limit in over:
+        if number >= limit:
+            raise ValueError(
+                f"{name} must be below {limit}, got {number}; the forms are {TIME_FORMS}"
+            )
+    if total == 0:
+        raise ValueError("give a limit above 0 (Slurm reads 0 as no limit)")
+    return total
 
 
 def check_submittable(campaign: Any) -> None:

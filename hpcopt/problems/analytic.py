@@ -15,7 +15,7 @@ from pydantic import Field, model_validator
 
 from hpcopt.constraints import Constraint, all_satisfied, check_names
 from hpcopt.problems.base import Direction, Evaluation, Problem, ProblemConfig
-from hpcopt.space import Param, Space
+from hpcopt.space import Param, Space, bounds_error
 
 Function = Literal["sphere", "rosenbrock", "rastrigin", "branin", "ackley"]
 
@@ -108,8 +108,9 @@ class AnalyticConfig(ProblemConfig):
                 raise ValueError(
                     f"bounds: unknown parameter {key!r}; allowed: {sorted(names)} or 'default'"
                 )
-            if not lo < hi:
-                raise ValueError(f"bounds.{key}: lower ({lo}) must be < upper ({hi})")
+            error = bounds_error(lo, hi)
+            if error:
+                raise ValueError(f"bounds.{key}: {error}")
         for key in self.log:
             if key not in names:
                 raise ValueError(f"log: unknown parameter {key!r}; allowed: {sorted(names)}")

@@ -120,9 +120,12 @@ class Confirmation:
 
 
 class ProblemConfig(BaseModel, ABC):
-    """Base of every problem's config section. Subclasses set ``name`` to a Literal."""
+    """Base of every problem's config section. Subclasses set ``name`` to a Literal.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    Numbers must be finite: YAML's ``.inf`` and ``.nan`` are refused where they are read,
+    not met later as NaN points or a sleep that never ends."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     problem_class: ClassVar[str] = ""  # "module:Class", imported only when built
 

@@ -14,13 +14,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from hpcopt.constraints import Constraint, all_satisfied, check_names
 from hpcopt.problems.base import Direction, Problem, ProblemConfig
-from hpcopt.space import Param, Space
+from hpcopt.space import Param, Space, bounds_error
 
 
 class ParamSpec(BaseModel):
-    """One parameter: ``{name: x, low: 0.0, high: 1.0, log: false}``."""
+    """One parameter: ``{name: x, low: 0.0, high: 1.0, log: false}``, finite bounds."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     low: float
@@ -29,10 +29,9 @@ class ParamSpec(BaseModel):
 
     @model_validator(mode="after")
     def _bounds(self) -> ParamSpec:
-        if not self.low < self.high:
-            raise ValueError(f"{self.name}: low ({self.low}) must be < high ({self.high})")
-        if self.log and self.low <= 0:
-            raise ValueError(f"{self.name}: log scale needs low > 0, got {self.low}")
+        error = bounds_error(self.low, self.high, self.log)
+        if error:
+            raise ValueError(f"{self.name}: {error}")
         return self
 
 

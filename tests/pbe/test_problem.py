@@ -74,6 +74,8 @@ def point(values: dict[str, float], names: tuple[str, ...]) -> np.ndarray:
             "breakage: linear_by_component is 2-D only .*; in 1-D use linear",
         ),
         ({"breakage": "power_law_total"}, "power_law_total is 2-D only; in 1-D, power_law"),
+        ({"synthetic": {**SECTION["synthetic"], "times_s": [0, float("nan")]}}, "finite number"),
+        ({"parameters": [{"name": "corr_beta", "low": 0.1, "high": float("inf")}]}, "finite"),
     ],
 )
 def test_bad_sections_are_refused_with_what_is_wrong(changes: dict, message: str) -> None:

@@ -33,7 +33,9 @@ Point3 = tuple[float, float, float]
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """A config section: unknown keys refused, numbers finite, values frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class RadioMapSettings(_Section):

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, model_validator
 
 from hpcopt.problems.base import ProblemConfig
 from hpcopt.problems.custom import ParamSpec
@@ -24,12 +24,18 @@ from hpcopt.problems.pbe.experiments import (
     Experiment,
     ExperimentSection,
     check_experiments,
-    check_smoothing,
+    check_measured,
     check_synthetic,
     resolve,
 )
 from hpcopt.problems.pbe.kernels import fragment_range_error, range_error
-from hpcopt.problems.pbe.sections import MODEL_KEYS, DataFile, PBEModel, Synthetic
+from hpcopt.problems.pbe.sections import (
+    MODEL_KEYS,
+    DataFile,
+    PBEModel,
+    Synthetic,
+    checks_files,
+)
 from hpcopt.space import Param, Space
 
 
@@ -56,7 +62,7 @@ class PBEConfig(ProblemConfig, PBEModel):
         return [] if self.experiments else super()._unused_known()
 
     @model_validator(mode="after")
-    def _check(self) -> PBEConfig:
+    def _check(self, info: ValidationInfo) -> PBEConfig:
         searched = [p.name for p in self.parameters]
         if len(set(searched)) != len(searched):
             raise ValueError(f"parameters: a name is repeated in {searched}")
@@ -74,7 +80,7 @@ class PBEConfig(ProblemConfig, PBEModel):
         if self.synthetic is not None:
             check_synthetic(self, self.synthetic, "synthetic")
         if self.experiments:
-            check_experiments(self)
+            check_experiments(self, checks_files(info))
             return self
         if (self.data is None) == (self.synthetic is None):
             raise ValueError("give exactly one of 'data' (a file) and 'synthetic'")
@@ -88,7 +94,7 @@ class PBEConfig(ProblemConfig, PBEModel):
             )
         if missing:
             raise ValueError(f"give {missing} in 'parameters' (searched) or 'known' (fixed)")
-        check_smoothing(self.resolved_experiments()[0], "")
+        check_measured(self.resolved_experiments()[0], "", checks_files(info))
         return self
 
     def resolved_experiments(self) -> tuple[Experiment, ...]:

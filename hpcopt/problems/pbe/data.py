@@ -307,7 +307,7 @@ def _read(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, str
 def _read_csv(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, str]]:
     meta: dict[str, str] = {}
     rows: list[tuple[int, list[str]]] = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    for number, line in enumerate(_text_of(path).splitlines(), start=1):
         text = line.strip()
         if not text:
             continue
@@ -336,6 +336,21 @@ def _read_csv(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str,
         table.append([_number(cell, number, column) for column, cell in enumerate(cells, 1)])
     table_array = np.array(table)
     return table_array[:, 0], np.array(x), table_array[:, 1:], meta
+
+
+def _text_of(path: Path) -> str:
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise PSDDataError(f"cannot read the file: {error.strerror}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise PSDDataError(
+            f"not a CSV text file: byte 0x{data[error.start]:02x} at offset {error.start} "
+            f"(line {line}) is not UTF-8"
+        ) from None
 
 
 def _number(cell: str, line: int, column: int) -> float:

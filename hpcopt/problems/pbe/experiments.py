@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
-from hpcopt.problems.pbe.cost import parse_cost
+from hpcopt.problems.pbe.cost import CostTerm, parse_cost
 from hpcopt.problems.pbe.kernels import (
     AgglomerationKernel,
     BreakageRate,
@@ -140,8 +140,9 @@ def check_synthetic(config: PBEConfig, syn: Synthetic, where: str) -> None:
         )
 
 
-def check_experiments(config: PBEConfig) -> None:
-    """Refuse repeated names, and searched or known values no experiment uses."""
+def check_experiments(config: PBEConfig, check_files: bool = True) -> None:
+    """Refuse repeated names, searched or known values no experiment uses, and data an
+    experiment cannot use (:func:`check_measured`)."""
     names = [e.name for e in config.experiments]
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
@@ -150,7 +151,7 @@ def check_experiments(config: PBEConfig) -> None:
         )
     runs = config.resolved_experiments()
     for where, run in zip(_wheres(runs), runs):
-        check_smoothing(run, where + ".")
+        check_measured(run, where + ".", check_files)
     used = {f for run in runs for f in (*run.searched.values(), *run.shared.values())}
     for spec in config.parameters:
         if spec.name not in used:
@@ -271,10 +272,43 @@ def _wheres(runs: tuple[Experiment, ...]) -> list[str]:
     return [f"experiments[{i}]" for i in range(len(runs))]
 
 
-def check_smoothing(run: Experiment, prefix: str) -> None:
-    """KDE smoothing compares densities: refuse it with cumulative data."""
-    if run.smoothing == "kde" and run.data_quantity in ("Q0", "Q3"):
+def check_measured(run: Experiment, prefix: str, check_files: bool = True) -> None:
+    """What the trial needs of the measured data, checked now: the data file as the trial
+    reads it (when ``check_files``), KDE smoothing against the data's quantity and the
+    cost's targets, and for ``initial: {kind: data}`` a data file that starts at t = 0.
+    Errors start with ``prefix`` (``experiments[i].``, or ``""``)."""
+    data = run.data.read() if run.data is not None and check_files else None
+    quantity = data.quantity if data is not None else run.data_quantity
+    if quantity is not None:
+        check_kde(run.smoothing, parse_cost(run.cost), quantity, prefix)
+    if run.model.initial.kind != "data":
+        return
+    if run.data is None:
+        raise ValueError(
+            f"{prefix}initial.kind: data starts from measured data at t = 0; give "
+            f"{prefix}data (a file), not synthetic data"
+        )
+    if data is not None and data.t[0] != 0.0:
+        raise ValueError(
+            f"{prefix}initial.kind: data starts from the data at t = 0, but {run.data.path} "
+            f"starts at t = {data.t[0]:g} s"
+        )
+
+
+def check_kde(smoothing: str, terms: tuple[CostTerm, ...], quantity: str, prefix: str = "") -> None:
+    """With ``smoothing: kde`` the comparison is on the data's grid, in the data's basis:
+    refuse cumulative data and cost targets in another basis."""
+    if smoothing != "kde":
+        return
+    if quantity.startswith("Q"):
         raise ValueError(f"{prefix}smoothing: kde compares densities: give q0 or q3 data")
+    for term in terms:
+        basis = "3" if term.target.startswith("x_") else term.target[1]
+        if basis not in ("x", quantity[1]):
+            raise ValueError(
+                f"{prefix}cost: target {term.target!r} is in another basis than the "
+                f"{quantity} data; with smoothing: kde use qx, Qx (or x_* with q3 data)"
+            )
 
 
 def _override(base: Any, value: Any) -> Any:

@@ -221,4 +221,4 @@ def _start_data(
             "initial.kind: data starts from measured data: give the section a data file "
             "(data: {path: ...}) or pass data to simulate()"
         )
-    return load_psd(source.path, source.quantity, source.size_unit)
+    return source.read()

@@ -26,8 +26,8 @@ import numpy as np
 from hpcopt.problems.base import Evaluation, Problem, describe_exception
 from hpcopt.problems.pbe.config import PBEConfig
 from hpcopt.problems.pbe.cost import parse_cost, total_cost
-from hpcopt.problems.pbe.data import PSDData, add_noise, load_psd
-from hpcopt.problems.pbe.experiments import Experiment
+from hpcopt.problems.pbe.data import PSDData, add_noise
+from hpcopt.problems.pbe.experiments import Experiment, check_kde
 from hpcopt.problems.pbe.forward import Simulation, Sizes, build_solver, simulate
 from hpcopt.problems.pbe.psd import (
     characteristic_size,
@@ -36,7 +36,7 @@ from hpcopt.problems.pbe.psd import (
     kde,
     on_cells,
 )
-from hpcopt.problems.pbe.sections import METRES_PER_UNIT, GridSettings
+from hpcopt.problems.pbe.sections import GridSettings
 from hpcopt.problems.pbe.solver import Solution, Solver
 from hpcopt.space import Space
 
@@ -67,18 +67,13 @@ class ExperimentFit:
         self.space = space
         self.terms = parse_cost(run.cost)
         if run.data is not None:
-            self.data = load_psd(run.data.path, run.data.quantity, run.data.size_unit)
-            if self.data.size_unit not in METRES_PER_UNIT:
-                raise ValueError(
-                    f"{run.data.path}: size_unit {self.data.size_unit!r} is not one of "
-                    f"{sorted(METRES_PER_UNIT)}"
-                )
+            self.data = run.data.read()
             self.solver, self.sizes = build_solver(run.model, self.data)
             self.truth: dict[str, float] | None = None
         else:
             self.solver, self.sizes = build_solver(run.model)
             self.data, self.truth = synthesize(run, self.solver, self.sizes)
-        _check_kde(run.smoothing, self.terms, self.data.quantity)
+        check_kde(run.smoothing, self.terms, self.data.quantity)
         self._data_targets: dict[str, np.ndarray] = {}
 
     def simulate(self, points: np.ndarray) -> Solution:
@@ -265,21 +260,6 @@ def grid_limit_reason(grid: GridSettings, top: float, fines: float) -> str:
 
 def _basis(target: str) -> int:
     return 3 if target.startswith("x_") else int(target[1])
-
-
-def _check_kde(smoothing: str, terms: tuple, quantity: str) -> None:
-    """With ``smoothing: kde`` the comparison is on the data's grid, in the data's basis."""
-    if smoothing != "kde":
-        return
-    if quantity.startswith("Q"):
-        raise ValueError("smoothing: kde compares densities: give q0 or q3 data")
-    for term in terms:
-        basis = "3" if term.target.startswith("x_") else term.target[1]
-        if basis not in ("x", quantity[1]):
-            raise ValueError(
-                f"cost target {term.target!r} is in another basis than the {quantity} data; "
-                "with smoothing: kde use qx, Qx (or x_* with q3 data)"
-            )
 
 
 def _from_density(x: np.ndarray, q: np.ndarray, target: str) -> np.ndarray:

@@ -6,6 +6,7 @@ Cheap to import: the driver validates configs with it; the solver runs on the wo
 
 from __future__ import annotations
 
+import functools
 from itertools import pairwise
 from pathlib import Path
 from typing import Literal
@@ -13,7 +14,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from hpcopt.problems.pbe.data import NoiseModel
+from hpcopt.problems.pbe.data import NoiseModel, PSDData, PSDDataError, load_psd
 from hpcopt.problems.pbe.grid import Layout
 from hpcopt.problems.pbe.kernels import (
     SOOS_X_SEL,
@@ -37,9 +38,9 @@ METRES_PER_UNIT = {"m": 1.0, "mm": 1e-3, "um": 1e-6, "nm": 1e-9}
 
 
 class Section(BaseModel):
-    """A config section: unknown keys refused, values frozen."""
+    """A config section: unknown keys refused, numbers finite, values frozen."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class GridSettings(Section):
@@ -150,7 +151,12 @@ class SizeCorrectionSettings(Section):
 
 
 class DataFile(Section):
-    """Measured PSDs in a CSV or HDF5 file (see :mod:`hpcopt.problems.pbe.data`)."""
+    """Measured PSDs in a CSV or HDF5 file (see :mod:`hpcopt.problems.pbe.data`).
+
+    When a campaign is created the path is made absolute and the file is read as a trial
+    reads it (:meth:`read`), so that a file the trial could not use refuses the config
+    before anything is written. A campaign reopened from its store (``check_files:
+    False``) keeps the path it stored; its trials read the file when they start."""
 
     path: str
     quantity: Quantity | None = None
@@ -159,14 +165,47 @@ class DataFile(Section):
     @field_validator("path")
     @classmethod
     def _exists(cls, path: str, info: ValidationInfo) -> str:
-        """Checked and made absolute when a campaign is created; a campaign reopened from
-        its store (``check_files: False``) keeps the path it stored."""
-        if info.context is not None and not info.context.get("check_files", True):
+        if not checks_files(info):
             return path
         resolved = Path(path).expanduser()
         if not resolved.is_file():
             raise ValueError(f"no such data file: {path}")
         return str(resolved.resolve())
+
+    @model_validator(mode="after")
+    def _readable(self, info: ValidationInfo) -> DataFile:
+        if checks_files(info):
+            self.read()
+        return self
+
+    def read(self) -> PSDData:
+        """The measured PSDs, checked as the solver needs them (shapes, finite, sorted,
+        non-negative, a size unit in :data:`METRES_PER_UNIT`). Read once per version of
+        the file: every trial of a sweep validates its data. Raises :class:`PSDDataError`
+        starting with the path."""
+        try:
+            stat = Path(self.path).stat()
+        except OSError as exc:
+            raise PSDDataError(f"{self.path}: cannot read the file: {exc.strerror}") from None
+        return _read(self.path, stat.st_mtime_ns, stat.st_size, self.quantity, self.size_unit)
+
+
+@functools.lru_cache(maxsize=32)
+def _read(
+    path: str, mtime_ns: int, size: int, quantity: Quantity | None, size_unit: str | None
+) -> PSDData:
+    data = load_psd(path, quantity, size_unit)
+    if data.size_unit not in METRES_PER_UNIT:
+        raise PSDDataError(
+            f"{path}: size_unit {data.size_unit!r} is not one of {sorted(METRES_PER_UNIT)}"
+        )
+    return data
+
+
+def checks_files(info: ValidationInfo) -> bool:
+    """Whether this validation reads the files a config names (``context: {check_files:
+    False}`` for a campaign reopened from its store)."""
+    return info.context is None or info.context.get("check_files", True)
 
 
 class Noise(Section):
