@@ -25,6 +25,7 @@ from hpcopt.space import Space
 
 _WINDOW = 65536  # most grid points built and checked for feasibility at a time
 _MAX_GRID = 2**62  # flat indices are int64
+_MAX_RESOLUTION = 10**7  # points per parameter: its grid is an array of this many floats
 
 
 class GSConfig(MethodConfig):
@@ -54,13 +55,20 @@ class GSConfig(MethodConfig):
 
     @field_validator("resolution")
     @classmethod
-    def _at_least_two(cls, resolution: int | dict[str, int]) -> int | dict[str, int]:
-        if isinstance(resolution, dict):
-            few = {k: r for k, r in resolution.items() if r < 2}
-            if few:
-                raise ValueError(f"needs at least 2 points per parameter; fewer for {few}")
-        elif resolution < 2:
-            raise ValueError("needs at least 2 points per parameter")
+    def _points_per_parameter(cls, resolution: int | dict[str, int]) -> int | dict[str, int]:
+        values = resolution if isinstance(resolution, dict) else {"": resolution}
+        few = {k: r for k, r in values.items() if r < 2}
+        many = {k: r for k, r in values.items() if r > _MAX_RESOLUTION}
+        named = isinstance(resolution, dict)
+        if few:
+            raise ValueError(
+                "needs at least 2 points per parameter" + (f"; fewer for {few}" if named else "")
+            )
+        if many:
+            raise ValueError(
+                f"at most {_MAX_RESOLUTION} points per parameter (each parameter's grid is "
+                "held in memory)" + (f"; more for {many}" if named else "")
+            )
         return resolution
 
     @field_validator("blocks")

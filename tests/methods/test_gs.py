@@ -300,6 +300,8 @@ def test_gs_rejects_a_config_that_does_not_fit_the_space(options, message):
         ({"blocks": []}, "blocks", "needs at least one block"),
         ({"resolution": 1}, "resolution", "needs at least 2 points per parameter"),
         ({"resolution": {"x0": 1, "default": 3}}, "resolution", "fewer for {'x0': 1}"),
+        ({"resolution": 10**13}, "resolution", "at most 10000000 points per parameter"),
+        ({"resolution": {"x0": 10**8}}, "resolution", "more for {'x0': 100000000}"),
         ({"batch_size": 0}, "batch_size", "greater than or equal to 1"),
         ({"rounds": 0}, "rounds", "greater than or equal to 1"),
     ],
