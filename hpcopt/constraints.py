@@ -18,7 +18,7 @@ from hpcopt.space import Space
 class LinearConstraint(BaseModel):
     """``lower <= sum(coefficients[name] * x[name]) <= upper`` (either side optional)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     kind: Literal["linear"]
     coefficients: dict[str, float]
@@ -50,7 +50,7 @@ class LinearConstraint(BaseModel):
 class MinDistanceConstraint(BaseModel):
     """Two points given by parameter names stay at least ``distance`` apart (e.g. two APs)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     kind: Literal["min_distance"]
     a: list[str] = Field(min_length=1)

@@ -58,6 +58,11 @@ BAD = [
     ("bounds whose width overflows a float", problem(bounds={"default": [-1e308, 1e308]}),
      "trials[0].problem: bounds.default: the width high - low of [-1e+308, 1e+308] is beyond "
      "the largest float"),
+    ("infinite method option", method0(name="ga", blend_alpha=float("inf")),
+     "trials[0].method.blend_alpha: Input should be a finite number (got inf)"),
+    ("infinite constraint bound",
+     problem(constraints=[{"kind": "linear", "coefficients": {"x0": 1.0}, "upper": float("inf")}]),
+     "trials[0].problem.constraints[0].upper: Input should be a finite number (got inf)"),
     ("infinite delay", problem(delay_s=float("inf")),
      "trials[0].problem.delay_s: Input should be a finite number (got inf)"),
     ("custom parameter whose width overflows a float",

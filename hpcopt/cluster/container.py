@@ -37,7 +37,7 @@ NODE_TMP = '"${TMPDIR:-/tmp}":/tmp'  # expanded on each node, not at submission
 class ContainerConfig(BaseModel):
     """``container:`` inside ``slurm:``: where the job's processes run."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     runtime: Literal["none", "apptainer", "charliecloud"] = "none"
     image: str | None = None

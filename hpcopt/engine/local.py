@@ -16,7 +16,7 @@ from hpcopt.problems.base import Evaluation, Problem, ProblemConfig
 class LocalEngineConfig(BaseModel):
     """``engine: {kind: local}``: evaluations run serially in the driver process."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     kind: Literal["local"] = "local"
 

@@ -51,7 +51,7 @@ class Batch:
 class MethodConfig(BaseModel):
     """Base of every method's config section. Subclasses set ``name`` to a Literal."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     method_class: ClassVar[str] = ""  # "module:Class"
 
