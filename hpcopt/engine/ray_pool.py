@@ -23,18 +23,20 @@ import contextlib
 import importlib.util
 import math
 import os
-import shutil
 import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from hpcopt.engine.base import Engine, limit_threads
 from hpcopt.problems.base import Evaluation, Problem, ProblemConfig
+
+if TYPE_CHECKING:
+    from hpcopt.cluster.private_ray import Watchdog
 
 
 class EngineError(RuntimeError):
@@ -144,21 +146,32 @@ class RayEngine(Engine):
         self.config = config
         self._ray = ray
         self._private_dir: Path | None = None
+        self._watchdog: Watchdog | None = None
         self._saved_env: dict[str, str] = {}
+        self._slots: list[_Slot] = []
         self._owns_ray = not ray.is_initialized()
         if self._owns_ray:
-            self._connect()
+            try:
+                self._connect()
+            except BaseException:
+                self.close()
+                raise
         self._remote = ray.remote(RayWorker)
-        self._slots: list[_Slot] = []
 
     def _connect(self) -> None:
-        """``ray.init`` for this campaign, with token authentication set up for it."""
-        from hpcopt.cluster.ray_node import auth_env, new_token_file, short_temp_dir
+        """``ray.init`` for this campaign, with token authentication set up for it.
+
+        A private Ray's folder is watched from before Ray starts (see
+        :mod:`hpcopt.cluster.private_ray`): whatever ends this process, its Ray ends too.
+        """
+        from hpcopt.cluster import private_ray
+        from hpcopt.cluster.ray_node import auth_env, new_token_file
 
         c = self.config
         self._saved_env = dict(os.environ)
         if c.address == "auto":
-            self._private_dir = short_temp_dir()
+            self._private_dir = private_ray.make()
+            self._watchdog = private_ray.Watchdog(self._private_dir)
             _set_auth_env(auth_env(new_token_file(self._private_dir)))
             self._ray.init(
                 address="local",
@@ -313,10 +326,24 @@ class RayEngine(Engine):
         self._slots = []
         if self._owns_ray and self._ray.is_initialized():
             self._ray.shutdown()
+        if self._saved_env:
             _set_auth_env(self._saved_env)
-        if self._private_dir is not None:
-            shutil.rmtree(self._private_dir, ignore_errors=True)
-            self._private_dir = None
+            self._saved_env = {}
+        self._remove_private_dir()
+
+    def _remove_private_dir(self) -> None:
+        """Have the watchdog end what Ray's shutdown left and remove the folder and token."""
+        from hpcopt.cluster import private_ray
+
+        directory, watchdog = self._private_dir, self._watchdog
+        self._private_dir = self._watchdog = None
+        if directory is None:
+            return
+        try:
+            if watchdog is not None:
+                watchdog.stop()
+        finally:
+            private_ray.end(directory)  # nothing is left to end unless the watchdog failed
 
 
 def _set_auth_env(env: dict[str, str]) -> None:
