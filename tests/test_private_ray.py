@@ -59,6 +59,19 @@ def test_an_owner_from_an_earlier_boot_is_dead(ray_tmp):
     assert private_ray.owner_alive(directory) is False
 
 
+def test_an_owner_that_ended_but_was_not_yet_waited_for_is_dead(ray_tmp):
+    directory = short_temp_dir()
+    claim = f"from hpcopt.cluster.private_ray import claim; claim({str(directory)!r})"
+    owner = subprocess.Popen(
+        [sys.executable, "-c", claim], env=dict(os.environ, PYTHONPATH=str(ROOT))
+    )
+    try:
+        os.waitid(os.P_PID, owner.pid, os.WEXITED | os.WNOWAIT)  # ended, left a zombie
+        assert private_ray.owner_alive(directory) is False
+    finally:
+        owner.wait()
+
+
 def test_a_folder_without_an_owner_file_is_not_judged(ray_tmp):
     assert private_ray.owner_alive(short_temp_dir()) is None
     assert private_ray.remove_leftovers(ray_tmp) == []

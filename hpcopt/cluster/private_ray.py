@@ -37,7 +37,8 @@ PREFIX = "hr-"
 
 
 def process_start(pid: int) -> int | None:
-    """When process ``pid`` started (clock ticks after boot), or None if there is none.
+    """When process ``pid`` started (clock ticks after boot), or None if there is none or
+    it has ended (a zombie its parent has not yet waited for).
 
     A pid and its start time name one process: a pid the kernel reused has another.
     """
@@ -46,8 +47,10 @@ def process_start(pid: int) -> int | None:
             stat = f.read()
     except OSError:
         return None
-    # the name in parentheses may hold spaces; starttime is field 22, the 20th after it
-    return int(stat[stat.rindex(b")") + 2 :].split()[19])
+    # the name in parentheses may hold spaces; after it come the state (field 3) and, as
+    # the 20th, the start time (field 22)
+    fields = stat[stat.rindex(b")") + 2 :].split()
+    return None if fields[0] in (b"Z", b"X") else int(fields[19])
 
 
 def boot_id() -> str:
