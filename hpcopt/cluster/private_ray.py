@@ -164,7 +164,7 @@ def watch(driver_pid: int, driver_start: int, directory: Path, pipe: int = 0) ->
 
 def main(argv: list[str] | None = None) -> None:
     """The watchdog's command line (see the module docstring)."""
-    parser = argparse.ArgumentParser(prog=f"python -m {__name__}")
+    parser = argparse.ArgumentParser(prog="python -m hpcopt.cluster.private_ray")
     parser.add_argument("driver_pid", type=int)
     parser.add_argument("driver_start", type=int, help="the driver's start (process_start)")
     parser.add_argument("directory", type=Path, help="the private Ray's folder")
