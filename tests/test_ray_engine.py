@@ -97,6 +97,33 @@ def test_a_sigkilled_worker_is_replaced_and_its_point_runs_again(tmp_path, ray_c
     assert kinds["worker_down"] == 1 and kinds["task_retried"] == 1
 
 
+def test_the_worker_that_replaces_a_dead_one_is_logged_up(tmp_path, ray_cluster):
+    marker = tmp_path / "killed"
+    problem = custom("KillOnce", kill_above=0.5, marker=str(marker))
+    store, _ = run_campaign(
+        tmp_path, engine_config(ray_cluster, num_workers=1),
+        [{"name": "g", "problem": problem, "method": {"name": "gs", "resolution": 5}}],
+    )  # fmt: skip
+    events = read_events(store.root / "events.jsonl")
+    up = [e for e in events if e["kind"] == "worker_up"]
+    (down,) = [e for e in events if e["kind"] == "worker_down"]
+    assert len(up) == 2 and down["worker"] == up[0]["worker"]
+    assert up[1]["pid"] != marker.read_text() and up[1]["node"] == "127.0.0.2"
+    assert set(store.read_trial("g").history.worker) == {e["worker"] for e in up}
+
+
+def test_every_recycled_workers_successor_is_logged_up(tmp_path, ray_cluster):
+    store, _ = run_campaign(
+        tmp_path, engine_config(ray_cluster, num_workers=2, max_tasks_per_worker=2),
+        [{"name": "g", "method": {"name": "gs", "resolution": 4}}],
+    )  # fmt: skip
+    up = {e["worker"]: e for e in read_events(store.root / "events.jsonl")
+          if e["kind"] == "worker_up"}  # fmt: skip
+    workers = set(store.read_trial("g").history.worker)
+    assert len(workers) >= 8 and workers <= set(up)
+    assert all(up[w]["pid"] == w.split(":")[1] for w in workers)
+
+
 def test_raising_points_are_retried_then_recorded_as_failed(tmp_path, ray_cluster):
     problem = custom("Flaky", fail_above=0.5)
     store, (outcome,) = run_campaign(

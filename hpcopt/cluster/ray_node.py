@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,8 +83,13 @@ class RayNode:
     address: str  # the head's GCS address, host:port
 
     def stop(self, grace_s: float = 10.0) -> None:
-        """End every process of this node: SIGTERM to its process group, then SIGKILL."""
+        """End every process of this node: SIGTERM to its process group, then SIGKILL; the
+        same to its processes outside the group (Ray's workers make groups of their own).
+        ``ClusterError`` if some would not end."""
         _kill_group(self.process, grace_s)
+        left = end_processes_using(self.temp_dir, grace_s=grace_s)
+        if left:
+            raise ClusterError(f"processes {left} of the Ray node in {self.temp_dir} would not end")
 
 
 def start_node(
@@ -158,16 +164,63 @@ def _kill_group(process: subprocess.Popen, grace_s: float) -> None:
 
 
 def processes_using(path: str | Path) -> list[int]:
-    """PIDs of live processes whose command line mentions ``path`` (Linux ``/proc``)."""
+    """PIDs of live processes whose command line, environment or open files mention ``path``
+    (Linux ``/proc``; processes of other users, whose details are unreadable, are skipped).
+
+    The command line alone misses Ray's own ``ray::`` processes (workers, the dashboard and
+    runtime-env agents): they overwrite it with their title, but keep their logs open in
+    the session dir and the token path of a private Ray in their environment.
+    """
     needle = str(path).encode()
-    found = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
+    return [
+        int(entry.name)
+        for entry in os.scandir("/proc")
+        if entry.name.isdigit() and int(entry.name) != os.getpid() and _mentions(entry.path, needle)
+    ]
+
+
+def end_processes_using(
+    path: str | Path, keep: Collection[int] = (), grace_s: float = 2.0
+) -> list[int]:
+    """End every process using ``path`` (:func:`processes_using`) but those in ``keep``:
+    SIGTERM, then SIGKILL to those left after ``grace_s`` (Ray's agents ignore SIGTERM).
+    Returns those still there 5 s after the SIGKILL (none, unless some cannot die)."""
+    left = _signal_all(path, keep, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while left and time.monotonic() < deadline:
+        time.sleep(0.05)
+        left = [p for p in processes_using(path) if p not in keep]
+    deadline = time.monotonic() + 5.0
+    while left and time.monotonic() < deadline:
+        _signal_all(path, keep, signal.SIGKILL)
+        time.sleep(0.05)
+        left = [p for p in processes_using(path) if p not in keep]
+    return left
+
+
+def _signal_all(path: str | Path, keep: Collection[int], sig: signal.Signals) -> list[int]:
+    pids = [p for p in processes_using(path) if p not in keep]
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+    return pids
+
+
+def _mentions(proc: str, needle: bytes) -> bool:
+    """Whether the process at ``/proc/<pid>`` mentions ``needle`` (False if unreadable)."""
+    for name in ("cmdline", "environ"):
         try:
-            with open(f"/proc/{entry.name}/cmdline", "rb") as f:
+            with open(f"{proc}/{name}", "rb") as f:
                 if needle in f.read():
-                    found.append(int(entry.name))
+                    return True
         except OSError:
             continue
-    return found
+    try:
+        fds = os.listdir(f"{proc}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            if needle in os.fsencode(os.readlink(f"{proc}/fd/{fd}")):
+                return True
+    return False

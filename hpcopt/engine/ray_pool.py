@@ -23,18 +23,20 @@ import contextlib
 import importlib.util
 import math
 import os
-import shutil
 import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from hpcopt.engine.base import Engine, limit_threads
 from hpcopt.problems.base import Evaluation, Problem, ProblemConfig
+
+if TYPE_CHECKING:
+    from hpcopt.cluster.private_ray import Watchdog
 
 
 class EngineError(RuntimeError):
@@ -127,6 +129,7 @@ class _Slot:
     actor: Any
     name: str = ""
     tasks_done: int = 0
+    starting: Any = None  # the actor's info() call, until its start is reported
 
 
 @dataclass
@@ -144,21 +147,32 @@ class RayEngine(Engine):
         self.config = config
         self._ray = ray
         self._private_dir: Path | None = None
+        self._watchdog: Watchdog | None = None
         self._saved_env: dict[str, str] = {}
+        self._slots: list[_Slot] = []
         self._owns_ray = not ray.is_initialized()
         if self._owns_ray:
-            self._connect()
+            try:
+                self._connect()
+            except BaseException:
+                self.close()
+                raise
         self._remote = ray.remote(RayWorker)
-        self._slots: list[_Slot] = []
 
     def _connect(self) -> None:
-        """``ray.init`` for this campaign, with token authentication set up for it."""
-        from hpcopt.cluster.ray_node import auth_env, new_token_file, short_temp_dir
+        """``ray.init`` for this campaign, with token authentication set up for it.
+
+        A private Ray's folder is watched from before Ray starts (see
+        :mod:`hpcopt.cluster.private_ray`): whatever ends this process, its Ray ends too.
+        """
+        from hpcopt.cluster import private_ray
+        from hpcopt.cluster.ray_node import auth_env, new_token_file
 
         c = self.config
         self._saved_env = dict(os.environ)
         if c.address == "auto":
-            self._private_dir = short_temp_dir()
+            self._private_dir = private_ray.make()
+            self._watchdog = private_ray.Watchdog(self._private_dir)
             _set_auth_env(auth_env(new_token_file(self._private_dir)))
             self._ray.init(
                 address="local",
@@ -180,7 +194,20 @@ class RayEngine(Engine):
             num_cpus=c.cpus_per_worker, num_gpus=c.gpu_fraction, max_restarts=0
         )
         threads = max(1, math.floor(c.cpus_per_worker))
-        return [_Slot(actor.remote(threads), name="starting") for _ in range(count)]
+        slots = [_Slot(actor.remote(threads), name="starting") for _ in range(count)]
+        for slot in slots:
+            slot.starting = slot.actor.info.remote()
+        return slots
+
+    def _report_up(self, slot: _Slot) -> None:
+        """Emit ``worker_up`` for ``slot``'s actor once its ``info()`` call is back."""
+        ref, slot.starting = slot.starting, None
+        try:
+            info = self._ray.get(ref)
+        except self._ray.exceptions.RayActorError:
+            return  # it died starting: its next task fails and is retried, as any dead worker's
+        slot.name = info["worker"]
+        self.on_event("worker_up", **info)
 
     def _ensure_workers(self) -> None:
         """Start the pool on first use and wait until every worker is up."""
@@ -188,8 +215,8 @@ class RayEngine(Engine):
             return
         ray, c = self._ray, self.config
         slots = self._start(c.num_workers)
-        refs = {s.actor.info.remote(): s for s in slots}
-        ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=c.start_timeout_s)
+        refs = [s.starting for s in slots]
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=c.start_timeout_s)
         if len(ready) < len(refs):
             for s in slots:
                 ray.kill(s.actor)
@@ -198,14 +225,15 @@ class RayEngine(Engine):
                 f"{c.start_timeout_s:g} s; each asks for {c.cpus_per_worker:g} CPU and "
                 f"{c.gpu_fraction:g} GPU, and the cluster has {ray.cluster_resources()}"
             )
-        for ref in ready:
-            info = ray.get(ref)
-            refs[ref].name = info["worker"]
-            self.on_event("worker_up", **info)
+        for slot in slots:
+            self._report_up(slot)
         self._slots = slots
 
     def _replace(self, slot: _Slot, reason: str) -> _Slot:
-        """Kill ``slot``'s actor (if alive) and put a fresh one in its place."""
+        """Kill ``slot``'s actor (if alive) and put a fresh one in its place; the fresh one's
+        ``worker_up`` follows when it has started (see :meth:`map`)."""
+        if slot.starting is not None and self._ray.wait([slot.starting], timeout=0)[0]:
+            self._report_up(slot)  # up but not yet reported: its worker_down needs its name
         with contextlib.suppress(Exception):
             self._ray.kill(slot.actor, no_restart=True)
         self.on_event("worker_down", worker=slot.name, reason=reason)
@@ -237,8 +265,14 @@ class RayEngine(Engine):
                 )
                 inflight[ref] = (task, slot, time.monotonic())
                 self.on_event("task_started", worker=slot.name, points=len(task.indices))
-            ready, _ = ray.wait(list(inflight), num_returns=1, timeout=self._wait_s(inflight))
+            starting = {s.starting: s for s in self._slots if s.starting is not None}
+            ready, _ = ray.wait(
+                [*inflight, *starting], num_returns=1, timeout=self._wait_s(inflight)
+            )
             for ref in ready:
+                if ref in starting:
+                    self._report_up(starting[ref])
+                    continue
                 task, slot, _ = inflight.pop(ref)
                 idle.append(self._collect(ref, task, slot, queue, results))
             for ref, (task, slot, started) in list(inflight.items()):
@@ -283,6 +317,8 @@ class RayEngine(Engine):
             raise EngineError(
                 f"worker {slot.name} could not run the problem: {exc.cause!r}"
             ) from exc
+        if slot.starting is not None:  # back, since the actor ran info() before this task
+            self._report_up(slot)
         slot.name = evaluations[0].worker if evaluations else slot.name
         retry = []
         for i, ev in zip(task.indices, evaluations):
@@ -313,10 +349,24 @@ class RayEngine(Engine):
         self._slots = []
         if self._owns_ray and self._ray.is_initialized():
             self._ray.shutdown()
+        if self._saved_env:
             _set_auth_env(self._saved_env)
-        if self._private_dir is not None:
-            shutil.rmtree(self._private_dir, ignore_errors=True)
-            self._private_dir = None
+            self._saved_env = {}
+        self._remove_private_dir()
+
+    def _remove_private_dir(self) -> None:
+        """Have the watchdog end what Ray's shutdown left and remove the folder and token."""
+        from hpcopt.cluster import private_ray
+
+        directory, watchdog = self._private_dir, self._watchdog
+        self._private_dir = self._watchdog = None
+        if directory is None:
+            return
+        try:
+            if watchdog is not None:
+                watchdog.stop()
+        finally:
+            private_ray.end(directory)  # nothing is left to end unless the watchdog failed
 
 
 def _set_auth_env(env: dict[str, str]) -> None:
