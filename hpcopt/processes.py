@@ -18,13 +18,16 @@ HAS_PROC = (_PROC / "self/stat").exists()
 
 def process_start(pid: int) -> int | None:
     """Start of process ``pid`` in clock ticks since boot (``/proc/<pid>/stat`` field 22);
-    None when there is no such process or it is not ours to read."""
+    None when there is no such process, it has ended (a zombie its parent has not yet
+    waited for) or it is not ours to read."""
     try:
-        text = (_PROC / str(pid) / "stat").read_text()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        stat = (_PROC / str(pid) / "stat").read_bytes()
+    except OSError:
         return None
-    # comm (field 2) may hold spaces and parentheses: count fields after its last ")"
-    return int(text[text.rindex(")") + 1 :].split()[19])
+    # comm (field 2) may hold spaces and parentheses: count fields after its last ")";
+    # the state (field 3) comes first, the start (field 22) 20th
+    fields = stat[stat.rindex(b")") + 2 :].split()
+    return None if fields[0] in (b"Z", b"X") else int(fields[19])
 
 
 def started_at(ticks: int) -> float:

@@ -31,31 +31,10 @@ from pathlib import Path
 
 import hpcopt
 from hpcopt.cluster.ray_node import end_processes_using, short_temp_dir
+from hpcopt.processes import boot_id, process_start
 
 OWNER_FILE = "owner"
 PREFIX = "hr-"
-
-
-def process_start(pid: int) -> int | None:
-    """When process ``pid`` started (clock ticks after boot), or None if there is none or
-    it has ended (a zombie its parent has not yet waited for).
-
-    A pid and its start time name one process: a pid the kernel reused has another.
-    """
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    # the name in parentheses may hold spaces; after it come the state (field 3) and, as
-    # the 20th, the start time (field 22)
-    fields = stat[stat.rindex(b")") + 2 :].split()
-    return None if fields[0] in (b"Z", b"X") else int(fields[19])
-
-
-def boot_id() -> str:
-    """This boot of this machine (a pid and start time mean nothing across reboots)."""
-    return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
 
 
 def claim(directory: str | Path) -> None:
@@ -72,7 +51,7 @@ def owner_alive(directory: str | Path) -> bool | None:
     being claimed right now)."""
     try:
         owner = json.loads((Path(directory) / OWNER_FILE).read_text())
-        pid, start, boot = int(owner["pid"]), int(owner["start"]), str(owner["boot_id"])
+        pid, start, boot = int(owner["pid"]), int(owner["start"]), owner["boot_id"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
     return boot == boot_id() and process_start(pid) == start

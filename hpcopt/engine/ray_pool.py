@@ -52,7 +52,7 @@ class RayEngineConfig(BaseModel):
     ``token_file`` when it has token authentication on.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     kind: Literal["ray"]
     address: str = "auto"
