@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from hpcopt.files import os_reason
 from hpcopt.processes import HAS_PROC, boot_id, pid_exists, process_start, started_at
 from hpcopt.store import StoreError
 
@@ -129,7 +130,7 @@ def _acquire(path: Path, me: dict[str, Any]) -> None:
             _remove(path, ident)
         raise StoreError(f"{path} changed hands twice while this driver tried to take it")
     except OSError as exc:
-        raise StoreError(f"cannot create the driver lock {path}: {exc.strerror or exc}") from exc
+        raise StoreError(f"cannot create the driver lock {path}: {os_reason(exc)}") from exc
     finally:
         if tmp is not None:
             with contextlib.suppress(FileNotFoundError):
