@@ -41,11 +41,15 @@ class ClusterError(RuntimeError):
     """A Ray node did not start, or a cluster did not come together in time."""
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that is free on ``host`` right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """``count`` different TCP ports free on ``host`` right now (all are held open until
+    all are chosen: ports taken one by one can repeat, which Ray refuses)."""
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+                   for _ in range(count)]  # fmt: skip
+        for s in sockets:
+            s.bind((host, 0))
+        return [int(s.getsockname()[1]) for s in sockets]
 
 
 def short_temp_dir(prefix: str = "hr-") -> Path:
@@ -83,11 +87,16 @@ class RayNode:
     address: str  # the head's GCS address, host:port
 
     def stop(self, grace_s: float = 10.0) -> None:
-        """End every process of this node: SIGTERM to its process group, then SIGKILL; the
-        same to its processes outside the group (Ray's workers make groups of their own).
-        ``ClusterError`` if some would not end."""
-        _kill_group(self.process, grace_s)
+        """End every process of this node — its process group and those outside it (Ray's
+        workers make groups of their own): SIGTERM, and SIGKILL to those left ``grace_s``
+        later. ``ClusterError`` if some would not end."""
+        # one grace period for all: Slurm SIGKILLs a cancelled job's steps KillWait seconds
+        # after its SIGTERM, and what is not ended by then is orphaned for good
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGTERM)
         left = end_processes_using(self.temp_dir, grace_s=grace_s)
+        _kill_group(self.process, grace_s=0.0)
         if left:
             raise ClusterError(f"processes {left} of the Ray node in {self.temp_dir} would not end")
 
@@ -118,12 +127,12 @@ def start_node(
         "--num-cpus", str(num_cpus), "--num-gpus", str(num_gpus),
         "--temp-dir", str(temp_dir),
     ]  # fmt: skip
-    for flag in _PORTS:
-        cmd += [flag, str(free_port(node_ip))]
+    *ports, port = free_ports(len(_PORTS) + 1, node_ip)
+    for flag, free in zip(_PORTS, ports):
+        cmd += [flag, str(free)]
     if resources:
         cmd += ["--resources", resources]
     if head_address is None:
-        port = free_port(node_ip)
         address = f"{node_ip}:{port}"
         cmd += ["--head", "--port", str(port), "--include-dashboard=false"]
     else:

@@ -47,6 +47,9 @@ _TIME = re.compile(
 TIME_FORMS = "MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS"
 # Values of sbatch options that go into the script's #SBATCH lines as they are.
 _WORD = re.compile(r"^\S+$")
+# Seconds a stopping Ray node gives its processes before SIGKILL: well inside Slurm's
+# KillWait (30 s by default; 5 s in the tests' cluster) after a cancel's SIGTERM.
+_STOP_GRACE_S = 3.0
 _MEM = re.compile(r"^\d+[KMGTkmgt]?$")
 
 
@@ -391,7 +394,7 @@ def _head(
     finally:
         with contextlib.suppress(OSError):
             (rendezvous / "done").write_text("")
-        head.stop(grace_s=5)
+        head.stop(grace_s=_STOP_GRACE_S)
         log("ray head stopped")
 
 
@@ -426,7 +429,7 @@ def _worker(
         while not (rendezvous / "done").exists() and node.process.poll() is None:
             time.sleep(0.5)
     finally:
-        node.stop(grace_s=5)
+        node.stop(grace_s=_STOP_GRACE_S)
         log("ray worker node stopped")
 
 
