@@ -213,8 +213,7 @@ def run_trial(
         "parameters": list(space.names),
         "config": trial.model_dump(mode="json", exclude_unset=True),
     }
-    set_aside = store.recover(trial.name)
-    record = store.read_trial(trial.name)
+    record, set_aside = store.recover(trial.name)
     history = record.history
     for message in set_aside:
         engine.on_event("trial_warning", trial=trial.name, message=message)

@@ -251,13 +251,16 @@ class CampaignStore:
         except TornRead as exc:  # pragma: no cover - a writer faster than five reads
             raise StoreError(f"{exc}: the journal kept changing while it was read") from None
 
-    def recover(self, name: str) -> list[str]:
+    def recover(self, name: str) -> tuple[TrialRecord, list[str]]:
         """Make trial ``name`` resumable (its driver calls this, holding the lock): set
         aside damage after its last intact checkpoint into ``quarantine/``, remove files a
-        later one covers and temporary files of dead writers; say what was set aside."""
+        later one covers and temporary files of dead writers. Returns what the trial holds
+        then, and what was set aside."""
         chain = self._chain(name)
         chain.temporaries += _trial_temporaries(self.root / "trials", name)
-        return set_aside(chain, self.root, self.quarantine)
+        said = set_aside(chain, self.root, self.quarantine)
+        chain.damaged = []
+        return _record(name, chain), said
 
     def remove_stale_temporaries(self) -> None:
         """Remove the temporary files that writers on this host left when they died (a
