@@ -71,7 +71,7 @@ def _atomically(path: Path, write: Callable[[str], None]) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(
-            prefix=f".{path.name}.{_writer()}.", suffix=".tmp", dir=path.parent
+            prefix=f".{path.name}.{writer_id()}.", suffix=".tmp", dir=path.parent
         )
         os.close(fd)
         write(tmp)
@@ -95,7 +95,9 @@ def os_reason(exc: OSError) -> str:
     return exc.strerror or str(exc)
 
 
-def _writer() -> str:
+def writer_id() -> str:
+    """``<host>-<pid>`` of this process, as temporary names carry it (so the next driver
+    can tell a dead writer's leftovers from a live writer's file)."""
     host = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname().split(".")[0]) or "host"
     return f"{host}-{os.getpid()}"
 
@@ -206,7 +208,7 @@ def stale_temporaries(folder: Path, mine_only_if_dead: bool = True) -> list[Path
         entries = list(os.scandir(folder))
     except (FileNotFoundError, NotADirectoryError):
         return []
-    host = _writer().rsplit("-", 1)[0]
+    host = writer_id().rsplit("-", 1)[0]
     for entry in entries:
         m = _TEMPORARY.match(entry.name)
         if entry.name.startswith(".") and entry.name.endswith(".tmp") and not m:

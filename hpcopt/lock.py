@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from hpcopt.files import os_reason
+from hpcopt.files import os_reason, writer_id
 from hpcopt.processes import HAS_PROC, boot_id, pid_exists, process_start, started_at
 from hpcopt.store import StoreError
 
@@ -107,7 +107,9 @@ def _acquire(path: Path, me: dict[str, Any]) -> None:
     """Create the lock ``path`` holding ``me``, taking over a stale one once."""
     tmp = None
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(
+            prefix=f".{path.stem}.{writer_id()}.", suffix=".tmp", dir=path.parent
+        )
         with os.fdopen(fd, "wb") as f:
             f.write(json.dumps(me).encode())
             f.flush()
