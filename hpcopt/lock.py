@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from hpcopt.files import os_reason, writer_id
-from hpcopt.processes import HAS_PROC, boot_id, pid_exists, process_start, started_at
+from hpcopt.processes import HAS_PROC, boot_id, pid_exists, process_start, started_at, visible
 from hpcopt.store import StoreError
 
 _CLOCK_SLACK_S = 60.0
@@ -228,8 +228,8 @@ def _alive(info: dict[str, Any]) -> bool:
     if not HAS_PROC:  # no /proc (macOS): the pid is all there is
         return pid_exists(info["pid"])
     start = process_start(info["pid"])
-    if start is None:  # gone, or hidden from us (/proc mounted hidepid): kill(0) tells
-        return pid_exists(info["pid"])
+    if start is None:  # gone, ended (a zombie), or hidden (/proc mounted hidepid)
+        return not visible(info["pid"]) and pid_exists(info["pid"])
     if info.get("process_start") is not None:
         return start == info["process_start"]
     # a lock of hpcopt <= 0.3.0 has no process_start: a process started after it was written

@@ -30,6 +30,16 @@ def process_start(pid: int) -> int | None:
     return None if fields[0] in (b"Z", b"X") else int(fields[19])
 
 
+def visible(pid: int) -> bool:
+    """Whether this process may read ``/proc/<pid>/stat`` (false for a pid that does not
+    exist, and for another user's process where /proc is mounted with ``hidepid``)."""
+    try:
+        (_PROC / str(pid) / "stat").read_bytes()
+    except OSError:
+        return False
+    return True
+
+
 def started_at(ticks: int) -> float:
     """Unix time of a process start given in clock ticks since boot."""
     boot = next(

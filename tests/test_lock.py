@@ -17,6 +17,7 @@ from hpcopt import campaign as drv
 from hpcopt import config as cfg
 from hpcopt.cli import main
 from hpcopt.lock import driver_lock, read_drivers
+from hpcopt.processes import process_start
 from hpcopt.store import StoreError
 from tests.helpers import fill_disk, tmpfs
 
@@ -185,6 +186,19 @@ def test_a_lock_whose_pid_now_names_an_unrelated_process_is_taken_over(tmp_path,
     write_lock(tmp_path, {**record, "boot_id": boot_id(), "process_start": 0})
     with driver_lock(tmp_path):
         assert holder_of(tmp_path) == os.getpid()
+
+
+def test_a_lock_whose_driver_ended_but_was_not_reaped_is_taken_over(tmp_path):
+    driver = subprocess.Popen([sys.executable, "-c", "pass"])
+    start = process_start(driver.pid)
+    os.waitid(os.P_PID, driver.pid, os.WEXITED | os.WNOWAIT)  # ended, left a zombie
+    try:
+        record = {"host": HERE, "pid": driver.pid, "started_at": time.time() - 5}
+        write_lock(tmp_path, {**record, "boot_id": boot_id(), "process_start": start})
+        with driver_lock(tmp_path):
+            assert holder_of(tmp_path) == os.getpid()
+    finally:
+        driver.wait()
 
 
 def test_a_lock_from_before_this_boot_is_taken_over(tmp_path):
