@@ -17,7 +17,7 @@ from hpcopt import campaign as drv
 from hpcopt import config as cfg
 from hpcopt.cli import main
 from hpcopt.lock import driver_lock, read_drivers
-from hpcopt.processes import process_start
+from hpcopt.processes import boot_id, process_start
 from hpcopt.store import StoreError
 from tests.helpers import fill_disk, tmpfs
 
@@ -112,10 +112,6 @@ def write_lock(folder: Path, record: dict, name: str = "driver") -> Path:
     path = folder / f"{name}.json"
     path.write_text(json.dumps(record))
     return path
-
-
-def boot_id() -> str:
-    return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
 
 
 def holder_of(folder: Path, name: str = "driver") -> int:
