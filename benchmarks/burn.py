@@ -6,7 +6,8 @@ import time
 
 import numpy as np
 
-from hpcopt.problems.base import Evaluation, Problem
+from hpcopt.core.evaluation import Evaluation
+from hpcopt.problems.base import Problem
 
 
 class Burn(Problem):

@@ -24,10 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
-from hpcopt import campaign as drv
 from hpcopt import config as cfg
-from hpcopt.problems.base import Evaluation
-from hpcopt.store import CampaignStore, History, TrialWriter
+from hpcopt.core.evaluation import Evaluation
+from hpcopt.driver import campaign as drv
+from hpcopt.driver import reporters
+from hpcopt.store.campaign_store import CampaignStore, History, TrialWriter
 
 META = {"trial": "t", "direction": "minimize", "parameters": ["a", "b"]}
 
@@ -59,7 +60,7 @@ def measure(root: Path, evaluations: int, batch: int, delay_s: float) -> tuple[f
     TrialWriter.checkpoint = timed
     try:
         start = time.perf_counter()
-        drv.run(campaign, drv.create(campaign), reporter=drv.SilentReporter())
+        drv.run(campaign, drv.create(campaign), reporter=reporters.SilentReporter())
         return time.perf_counter() - start, spent
     finally:
         TrialWriter.checkpoint = original

@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from hpcopt.engine.local import LocalEngine
-from hpcopt.history import History
 from hpcopt.problems.coverage.config import CoverageConfig
-from hpcopt.store import CampaignStore
+from hpcopt.store.campaign_store import CampaignStore
+from hpcopt.store.history import History
 
 
 def rate(engine, problem: CoverageConfig, points: np.ndarray) -> tuple[float, float, list]:

@@ -18,8 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from hpcopt import campaign as drv
 from hpcopt import config as cfg
+from hpcopt.driver import campaign as drv
+from hpcopt.driver import reporters
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "pbe-1d.yaml"
 
@@ -30,7 +31,7 @@ def run(trial: cfg.TrialConfig, seed: int, root: Path) -> tuple[float, float, in
     campaign = campaign.model_copy(update={"trials": [one]})
     store = drv.create(campaign)
     start = time.perf_counter()
-    drv.run(campaign, store, reporter=drv.SilentReporter())
+    drv.run(campaign, store, reporter=reporters.SilentReporter())
     elapsed = time.perf_counter() - start
     record = store.read_trial(one.name)
     h, best = record.history, record.best_index()

@@ -23,11 +23,13 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from hpcopt.confirm import ConfirmationRecord, format_confirmed
-from hpcopt.events import read_events
-from hpcopt.history import STATUS_FAILED
-from hpcopt.lock import read_drivers
-from hpcopt.store import CampaignStore
+from hpcopt.cluster.queue import LIVE, job_states
+from hpcopt.core.events import read_events
+from hpcopt.store.campaign_store import CampaignStore
+from hpcopt.store.confirm import ConfirmationRecord, format_confirmed
+from hpcopt.store.history import STATUS_FAILED
+from hpcopt.store.jobs import jobs_of
+from hpcopt.store.lock import read_drivers
 
 RECENT_S = 60.0  # the window of the "recent" throughput
 SHOW_FAILURES = 5
@@ -69,8 +71,6 @@ class CampaignView:
 
     @property
     def running(self) -> bool:
-        from hpcopt.cli_slurm import LIVE
-
         live_job = any(state.split()[0] in LIVE for state in self.jobs.values() if state)
         return any(t.status == "running" for t in self.trials) and (
             any(d.get("alive", True) for d in self.drivers) or live_job
@@ -170,9 +170,6 @@ def _alive_workers(events: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 def _jobs(root: Path) -> dict[str, str]:
     """Slurm states of the campaign's jobs, if it was submitted and Slurm answers."""
-    from hpcopt.cli_slurm import job_states
-    from hpcopt.cluster.slurm import jobs_of
-
     try:
         ids = [i for submission in jobs_of(root) for i in submission["job_ids"]]
         return job_states(ids) if ids else {}
@@ -346,55 +343,3 @@ def watch(
                 live.update(render(snapshot(root)), refresh=True)
     except KeyboardInterrupt:
         return 0
-
-
-class ProgressReporter:
-    """``hpcopt run`` in a terminal: one progress bar per trial, with its best value.
-
-    (Output that is not a terminal, such as a Slurm log, gets the driver's plain
-    :class:`~hpcopt.campaign.LineReporter` lines instead.)
-    """
-
-    def __init__(self, console: Console | None = None) -> None:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-        )
-
-        self.progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("best {task.fields[best]}"), TimeElapsedColumn(),
-            console=console or Console(stderr=True),
-        )  # fmt: skip
-        self._tasks: dict[str, Any] = {}
-
-    def trial_started(self, trial: str, done: int, expected: int | None) -> None:
-        if not self._tasks:
-            self.progress.start()
-        self._tasks[trial] = self.progress.add_task(trial, total=expected, completed=done, best="-")
-
-    def batch_done(self, trial: str, done: int, expected: int | None, best: float | None) -> None:
-        best_text = "-" if best is None else f"{best:.6g}"
-        self.progress.update(self._tasks[trial], completed=done, total=expected, best=best_text)
-
-    def trial_finished(self, outcome: Any) -> None:
-        task = self._tasks.get(outcome.name)
-        if task is not None:
-            style = "green" if outcome.status == "completed" else "red"
-            text = f"[{style}]{outcome.name} {outcome.status}"
-            if outcome.confirmed_value is not None:
-                confirmed = format_confirmed(outcome.confirmed_value, outcome.confirmed_se)
-                text += f"[/{style}], confirmed {confirmed}"
-            self.progress.update(task, description=text)
-        if outcome.error:
-            self.progress.console.print(f"[red]{outcome.name}: {outcome.error}")
-
-    def trial_warning(self, trial: str, message: str) -> None:
-        self.progress.console.print(f"[yellow]{trial}: warning: {message}")
-
-    def close(self) -> None:
-        if self._tasks:
-            self.progress.stop()

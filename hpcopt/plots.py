@@ -25,7 +25,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 from pydantic import ValidationError
 
 from hpcopt.config import TrialConfig
-from hpcopt.store import STATUS_OK, CampaignStore, TrialRecord
+from hpcopt.store.campaign_store import STATUS_OK, CampaignStore, TrialRecord
 
 __all__ = ["plot_campaign"]
 

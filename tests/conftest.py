@@ -36,7 +36,7 @@ def ray_cluster(ray_home):
 
     Yields ``(address, token_file)``.
     """
-    from hpcopt.cluster.ray_node import new_token_file, short_temp_dir, start_node
+    from hpcopt.engine.ray_node import new_token_file, short_temp_dir, start_node
 
     temp = short_temp_dir()
     token = new_token_file(temp)

@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hpcopt import plain
+from hpcopt.core import plain
 from hpcopt.methods.base import Method
 from hpcopt.problems.base import ProblemConfig
-from hpcopt.store import CampaignStore
+from hpcopt.store.campaign_store import CampaignStore
 
 
 def losses_of(problem: ProblemConfig, points_u: np.ndarray, gradient: bool | np.ndarray):

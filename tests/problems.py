@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from hpcopt.problems.base import Confirmation, Evaluation, Problem
+from hpcopt.core.evaluation import Evaluation
+from hpcopt.problems.base import Confirmation, Problem
 from hpcopt.problems.custom import CustomConfig
 
 if TYPE_CHECKING:
@@ -140,10 +141,11 @@ def confirming(campaign: cfg.Campaign) -> cfg.Campaign:
 def drive(root: str) -> None:
     """Run or resume the campaign in ``root`` with its confirmations (the tests start this
     as a subprocess, to kill it)."""
-    from hpcopt import campaign as drv
+    from hpcopt.driver import campaign as drv
+    from hpcopt.driver import reporters
 
     store, campaign = drv.reopen(root)
-    drv.run(confirming(campaign), store, reporter=drv.SilentReporter())
+    drv.run(confirming(campaign), store, reporter=reporters.SilentReporter())
 
 
 class BlasThreads(Problem):

@@ -1,10 +1,11 @@
 import numpy as np
 import pytest
 
-from hpcopt import campaign as drv
 from hpcopt import config as cfg
+from hpcopt.driver import campaign as drv
+from hpcopt.driver import reporters
 from hpcopt.engine import LocalEngine
-from hpcopt.store import STATUS_FAILED, StoreError
+from hpcopt.store.campaign_store import STATUS_FAILED, StoreError
 
 
 def build(tmp_path, trials, shared=None):
@@ -28,7 +29,7 @@ FLAKY = {
 
 def test_every_evaluation_is_recorded_with_its_iteration_and_worker(tmp_path):
     campaign, store = build(tmp_path, [{"name": "g", "method": {"name": "gs", "resolution": 5}}])
-    (outcome,) = drv.run(campaign, store, reporter=drv.SilentReporter())
+    (outcome,) = drv.run(campaign, store, reporter=reporters.SilentReporter())
     rec = store.read_trial("g")
     assert outcome.status == rec.status == "completed"
     assert len(rec.history) == 25 and outcome.best_value == 0.0
@@ -39,7 +40,7 @@ def test_every_evaluation_is_recorded_with_its_iteration_and_worker(tmp_path):
 def test_failed_evaluations_are_recorded_and_the_trial_goes_on(tmp_path):
     trials = [{"name": "g", "problem": FLAKY, "method": {"name": "gs", "resolution": 5}}]
     campaign, store = build(tmp_path, trials)
-    (outcome,) = drv.run(campaign, store, reporter=drv.SilentReporter())
+    (outcome,) = drv.run(campaign, store, reporter=reporters.SilentReporter())
     h = store.read_trial("g").history
     failed = h.status == STATUS_FAILED
     assert outcome.status == "completed" and failed.sum() == 5  # the a=1.0 column
@@ -54,7 +55,7 @@ def test_a_failing_trial_is_recorded_and_the_next_trial_runs(tmp_path):
         {"name": "fine", "method": {"name": "gs", "resolution": 3}},
     ]
     campaign, store = build(tmp_path, trials)
-    outcomes = drv.run(campaign, store, reporter=drv.SilentReporter())
+    outcomes = drv.run(campaign, store, reporter=reporters.SilentReporter())
     assert [o.status for o in outcomes] == ["failed", "completed"]
     assert "FileNotFoundError: measurements.csv not found" in outcomes[0].error
     assert store.read_trial("broken").error == outcomes[0].error
@@ -65,7 +66,7 @@ def test_maximised_objectives_report_their_largest_value(tmp_path):
     campaign, store = build(
         tmp_path, [{"name": "g", "method": {"name": "gs", "resolution": 3}}], shared
     )
-    (outcome,) = drv.run(campaign, store, reporter=drv.SilentReporter())
+    (outcome,) = drv.run(campaign, store, reporter=reporters.SilentReporter())
     assert outcome.best_value == 0.0  # -x.x is largest at the origin
     assert store.summary()[0]["best_value"] == 0.0
 
@@ -73,25 +74,25 @@ def test_maximised_objectives_report_their_largest_value(tmp_path):
 def test_max_evaluations_caps_a_trial_between_batches(tmp_path):
     method = {"name": "gs", "resolution": 11, "batch_size": 10}
     campaign, store = build(tmp_path, [{"name": "g", "max_evaluations": 25, "method": method}])
-    drv.run(campaign, store, reporter=drv.SilentReporter())
+    drv.run(campaign, store, reporter=reporters.SilentReporter())
     assert len(store.read_trial("g").history) == 30
 
 
 def test_completed_trials_are_not_run_again(tmp_path):
     campaign, store = build(tmp_path, [{"name": "g", "method": {"name": "gs", "resolution": 3}}])
-    drv.run(campaign, store, reporter=drv.SilentReporter())
+    drv.run(campaign, store, reporter=reporters.SilentReporter())
     before = store.read_trial("g")
-    (outcome,) = drv.run(campaign, store, reporter=drv.SilentReporter())
+    (outcome,) = drv.run(campaign, store, reporter=reporters.SilentReporter())
     assert outcome.status == "completed" and store.read_trial("g").batches == before.batches
 
 
 def test_summary_files_are_exported_at_the_end(tmp_path):
     campaign, store = build(tmp_path, [{"name": "g", "method": {"name": "gs", "resolution": 3}}])
-    drv.run(campaign, store, reporter=drv.SilentReporter())
+    drv.run(campaign, store, reporter=reporters.SilentReporter())
     assert (store.root / "summary.csv").exists() and (store.root / "summary.json").exists()
 
 
 def test_a_second_driver_on_a_live_campaign_is_refused(tmp_path):
     campaign, store = build(tmp_path, [{"name": "g", "method": {"name": "gs", "resolution": 3}}])
     with drv.driver_lock(store.root), pytest.raises(StoreError, match="already being run by pid"):
-        drv.run(campaign, store, reporter=drv.SilentReporter())
+        drv.run(campaign, store, reporter=reporters.SilentReporter())

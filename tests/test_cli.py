@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from hpcopt.cli import main
-from hpcopt.store import CampaignStore
+from hpcopt.store.campaign_store import CampaignStore
 
 SPHERE = {"name": "analytic", "function": "sphere"}
 
@@ -113,7 +113,7 @@ def test_ctrl_c_keeps_the_last_checkpoint_and_resume_finishes(tmp_path):
 def test_resume_warns_when_the_campaign_was_made_by_another_version(tmp_path, capsys):
     import h5py
 
-    from hpcopt.files import digest
+    from hpcopt.core.files import digest
 
     path = write_config(tmp_path, GS)
     assert main(["run", str(path), "-q"]) == 0

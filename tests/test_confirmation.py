@@ -21,12 +21,14 @@ import h5py
 import numpy as np
 import pytest
 
-from hpcopt import campaign as drv
 from hpcopt import config as cfg
 from hpcopt.cli import main
-from hpcopt.confirm import ConfirmationRecord, best_distinct, format_confirmed
-from hpcopt.problems.base import Confirmation, Evaluation
-from hpcopt.store import STATUS_OK, CampaignStore, History
+from hpcopt.core.evaluation import Evaluation
+from hpcopt.driver import campaign as drv
+from hpcopt.driver import reporters
+from hpcopt.problems.base import Confirmation
+from hpcopt.store.campaign_store import STATUS_OK, CampaignStore, History
+from hpcopt.store.confirm import ConfirmationRecord, best_distinct, format_confirmed
 from tests.problems import NoisyQuadraticConfig, confirming, noisy_quadratic
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,7 +61,7 @@ def build(root: Path, problem: dict) -> tuple[cfg.Campaign, CampaignStore]:
 
 def run(root: Path, problem: dict) -> CampaignStore:
     campaign, store = build(root, problem)
-    drv.run(campaign, store, reporter=drv.SilentReporter())
+    drv.run(campaign, store, reporter=reporters.SilentReporter())
     return store
 
 
@@ -159,7 +161,7 @@ def test_show_and_summary_print_the_confirmed_value_with_its_standard_error(tmp_
 def test_the_end_of_run_line_names_the_confirmed_value(tmp_path):
     campaign, store = build(tmp_path / "c", noisy())
     stream = io.StringIO()
-    (outcome,) = drv.run(campaign, store, reporter=drv.LineReporter(stream=stream))
+    (outcome,) = drv.run(campaign, store, reporter=reporters.LineReporter(stream=stream))
     confirmed = store.read_trial("g").confirmation.confirmed()
     assert (outcome.confirmed_value, outcome.confirmed_se) == confirmed
     assert f"confirmed {format_confirmed(*confirmed)}" in stream.getvalue()
@@ -181,9 +183,9 @@ def test_a_problem_without_confirmation_stores_none_and_reports_as_before(tmp_pa
 
 def test_a_completed_trial_is_not_confirmed_again(tmp_path):
     campaign, store = build(tmp_path / "c", noisy())
-    drv.run(campaign, store, reporter=drv.SilentReporter())
+    drv.run(campaign, store, reporter=reporters.SilentReporter())
     before = store.read_trial("g")
-    (outcome,) = drv.run(campaign, store, reporter=drv.SilentReporter())
+    (outcome,) = drv.run(campaign, store, reporter=reporters.SilentReporter())
     after = store.read_trial("g")
     assert after.batches == before.batches
     assert (outcome.confirmed_value, outcome.confirmed_se) == before.confirmation.confirmed()
@@ -192,10 +194,10 @@ def test_a_completed_trial_is_not_confirmed_again(tmp_path):
 def test_a_stored_confirmation_of_other_variants_is_started_over(tmp_path):
     campaign, store = build(tmp_path / "c", noisy(interrupt_seed=13))
     with pytest.raises(KeyboardInterrupt):
-        drv.run(campaign, store, reporter=drv.SilentReporter())
+        drv.run(campaign, store, reporter=reporters.SilentReporter())
     assert store.read_trial("g").confirmation.variants_done == 2
     changed = campaign_of(tmp_path / "c", noisy(confirm_seeds=[21, 22]))  # the code changed
-    drv.run(changed, store, reporter=drv.SilentReporter())
+    drv.run(changed, store, reporter=reporters.SilentReporter())
     rec = store.read_trial("g")
     conf = rec.confirmation
     assert rec.status == "completed" and [p["options"]["seed"] for p in conf.problems] == [21, 22]

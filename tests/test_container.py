@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from hpcopt.cli import main
-from hpcopt.store import STATUS_OK, CampaignStore
+from hpcopt.store.campaign_store import STATUS_OK, CampaignStore
 
 pytestmark = [pytest.mark.container, pytest.mark.slow]
 

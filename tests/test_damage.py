@@ -21,11 +21,12 @@ import numpy as np
 import pytest
 import yaml
 
-from hpcopt import campaign as drv
 from hpcopt import config as cfg
 from hpcopt.cli import main
-from hpcopt.files import digest
-from hpcopt.store import CampaignStore
+from hpcopt.core.files import digest
+from hpcopt.driver import campaign as drv
+from hpcopt.driver import reporters
+from hpcopt.store.campaign_store import CampaignStore
 
 TRIAL = "g"
 DOC = {
@@ -41,7 +42,7 @@ DOC = {
 STOP_AFTER = 200
 
 
-class _StopAfter(drv.SilentReporter):
+class _StopAfter(reporters.SilentReporter):
     def batch_done(self, trial, done, expected, best):
         if done >= STOP_AFTER:
             raise KeyboardInterrupt
@@ -57,7 +58,7 @@ def _run(root: Path, reporter) -> None:
 def campaigns(tmp_path_factory):
     """An uninterrupted campaign and one interrupted after 200 batches."""
     base = tmp_path_factory.mktemp("damage")
-    _run(base / "whole", drv.SilentReporter())
+    _run(base / "whole", reporters.SilentReporter())
     _run(base / "partial", _StopAfter())
     journal = base / "partial" / "trials" / f"{TRIAL}.journal"
     assert (journal / "00000129-00000192.h5").exists() and (journal / "00000200.h5").exists()

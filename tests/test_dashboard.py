@@ -19,13 +19,15 @@ import pytest
 import yaml
 from rich.console import Console
 
-from hpcopt import campaign as drv
 from hpcopt import config as cfg
 from hpcopt.cli import main
-from hpcopt.confirm import ConfirmationRecord, format_confirmed
-from hpcopt.dashboard import ProgressReporter, render, snapshot
-from hpcopt.problems.base import Evaluation
-from hpcopt.store import CampaignStore, History
+from hpcopt.core.evaluation import Evaluation
+from hpcopt.dashboard import render, snapshot
+from hpcopt.driver import campaign as drv
+from hpcopt.driver import reporters
+from hpcopt.driver.reporters import ProgressReporter
+from hpcopt.store.campaign_store import CampaignStore, History
+from hpcopt.store.confirm import ConfirmationRecord, format_confirmed
 from tests.helpers import evaluations, wait_until
 from tests.problems import confirming
 
@@ -89,7 +91,7 @@ def test_a_running_campaign_shows_progress_written_by_another_process(tmp_path):
 
 def test_a_finished_campaign_shows_its_budget_spent_and_best_values(tmp_path):
     campaign = cfg.load(write_config(tmp_path, [LATER]))
-    drv.run(campaign, drv.create(campaign), reporter=drv.SilentReporter())
+    drv.run(campaign, drv.create(campaign), reporter=reporters.SilentReporter())
     text = frame(tmp_path / "dash")
     assert "finished; created" in text and "ran for" in text
     assert "completed" in text and "9/9" in text
@@ -110,7 +112,7 @@ def test_a_failed_trial_and_failed_evaluations_are_listed(tmp_path):
          "method": {"name": "gs", "resolution": 3}},
     ]  # fmt: skip
     campaign = cfg.load(write_config(tmp_path, trials))
-    drv.run(campaign, drv.create(campaign), reporter=drv.SilentReporter())
+    drv.run(campaign, drv.create(campaign), reporter=reporters.SilentReporter())
     text = frame(tmp_path / "dash")
     assert "finished with failed trials" in text
     assert "latest failures and retries" in text
@@ -125,7 +127,7 @@ def test_a_failed_trial_and_failed_evaluations_are_listed(tmp_path):
 def test_a_confirmed_trial_shows_its_confirmed_value_and_standard_error(tmp_path):
     campaign = confirming(cfg.load(write_config(tmp_path, [NOISY, LATER])))
     store = drv.create(campaign)
-    drv.run(campaign, store, reporter=drv.SilentReporter())
+    drv.run(campaign, store, reporter=reporters.SilentReporter())
     text = frame(tmp_path / "dash")
     rows = {line.split()[1]: line for line in text.splitlines() if line.startswith("│ ")}
     shown = format_confirmed(*store.read_trial("noisy").confirmation.confirmed())
@@ -168,7 +170,7 @@ def test_the_dashboard_keeps_reading_while_the_writer_is_killed(tmp_path):
 
 def test_watch_once_prints_a_frame(tmp_path, capsys):
     campaign = cfg.load(write_config(tmp_path, [LATER]))
-    drv.run(campaign, drv.create(campaign), reporter=drv.SilentReporter())
+    drv.run(campaign, drv.create(campaign), reporter=reporters.SilentReporter())
     assert main(["watch", str(tmp_path / "dash"), "--once"]) == 0
     assert "hpcopt campaign" in capsys.readouterr().out
     assert main(["watch", str(tmp_path / "dash"), "--interval", "0"]) == 2
@@ -177,7 +179,7 @@ def test_watch_once_prints_a_frame(tmp_path, capsys):
 @pytest.mark.slow
 def test_watch_refreshes_until_ctrl_c_and_exits_cleanly(tmp_path):
     campaign = cfg.load(write_config(tmp_path, [LATER]))
-    drv.run(campaign, drv.create(campaign), reporter=drv.SilentReporter())
+    drv.run(campaign, drv.create(campaign), reporter=reporters.SilentReporter())
     cmd = [sys.executable, "-m", "hpcopt", "watch", str(tmp_path / "dash"), "--interval", "0.2"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     seen = []
@@ -192,7 +194,7 @@ def test_watch_refreshes_until_ctrl_c_and_exits_cleanly(tmp_path):
 
 def test_summary_writes_csv_and_json(tmp_path, capsys):
     campaign = cfg.load(write_config(tmp_path, [LATER]))
-    drv.run(campaign, drv.create(campaign), reporter=drv.SilentReporter())
+    drv.run(campaign, drv.create(campaign), reporter=reporters.SilentReporter())
     root = tmp_path / "dash"
     csv_path, json_path = tmp_path / "out.csv", tmp_path / "out.json"
     assert main(["summary", str(root), "--csv", str(csv_path), "--json", str(json_path)]) == 0

@@ -9,7 +9,7 @@ import numpy as np
 import yaml
 
 from hpcopt.cli import main
-from hpcopt.store import CampaignStore
+from hpcopt.store.campaign_store import CampaignStore
 from tests.helpers import fill_disk, tmpfs
 
 TRIALS = [

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from hpcopt import campaign as drv
 from hpcopt import config as cfg
 from hpcopt.cli import main
-from hpcopt.lock import driver_lock, read_drivers
-from hpcopt.processes import boot_id, process_start
-from hpcopt.store import StoreError
+from hpcopt.core.processes import boot_id, process_start
+from hpcopt.driver import campaign as drv
+from hpcopt.store.campaign_store import StoreError
+from hpcopt.store.lock import driver_lock, read_drivers
 from tests.helpers import fill_disk, tmpfs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,7 +28,7 @@ HERE = socket.gethostname()
 # Holds the lock until killed or its stdin ends: a driver, as other processes see it.
 HOLDER = """
 import sys
-from hpcopt.lock import driver_lock
+from hpcopt.store.lock import driver_lock
 with driver_lock(sys.argv[1], sys.argv[2]):
     print("held", flush=True)
     sys.stdin.read()
@@ -38,8 +38,8 @@ with driver_lock(sys.argv[1], sys.argv[2]):
 # lock of folder k, holds it HOLD_S, and prints "held" or "refused".
 RACER = """
 import sys, time
-from hpcopt.lock import driver_lock
-from hpcopt.store import StoreError
+from hpcopt.store.lock import driver_lock
+from hpcopt.store.campaign_store import StoreError
 print("ready", flush=True)
 start, *folders = sys.stdin.readline().split()
 for k, folder in enumerate(folders):

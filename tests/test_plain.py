@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from hpcopt import plain
+from hpcopt.core import plain
 
 
 def test_floats_survive_bit_for_bit():

@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hpcopt import campaign as drv
 from hpcopt import config as cfg
 from hpcopt import plots
+from hpcopt.driver import campaign as drv
+from hpcopt.driver import reporters
 from hpcopt.problems.pbe.data import save_psd
 from hpcopt.problems.pbe.problem import simulate
-from hpcopt.store import CampaignStore, StoreError
+from hpcopt.store.campaign_store import CampaignStore, StoreError
 from tests.pbe.test_problem import SECTION, TRUTH
 
 SPHERE = {"name": "analytic", "function": "sphere"}
@@ -40,7 +41,7 @@ def run_campaign(root: Path, trials: list[dict[str, Any]]) -> CampaignStore:
     doc = {"name": "plots", "output_dir": str(root), "shared": {"problem": SPHERE}}
     campaign = cfg.parse({**doc, "trials": trials})
     store = drv.create(campaign)
-    drv.run(campaign, store, reporter=drv.SilentReporter())
+    drv.run(campaign, store, reporter=reporters.SilentReporter())
     return store
 
 

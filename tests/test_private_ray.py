@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hpcopt.cluster import private_ray
-from hpcopt.cluster.ray_node import new_token_file, processes_using, short_temp_dir
-from hpcopt.events import read_events
+from hpcopt.core.events import read_events
+from hpcopt.engine import private_ray
+from hpcopt.engine.ray_node import new_token_file, processes_using, short_temp_dir
 from tests.conftest import ROOT
 from tests.helpers import wait_until
 
@@ -61,7 +61,7 @@ def test_an_owner_from_an_earlier_boot_is_dead(ray_tmp):
 
 def test_an_owner_that_ended_but_was_not_yet_waited_for_is_dead(ray_tmp):
     directory = short_temp_dir()
-    claim = f"from hpcopt.cluster.private_ray import claim; claim({str(directory)!r})"
+    claim = f"from hpcopt.engine.private_ray import claim; claim({str(directory)!r})"
     owner = subprocess.Popen(
         [sys.executable, "-c", claim], env=dict(os.environ, PYTHONPATH=str(ROOT))
     )
@@ -86,7 +86,7 @@ def test_the_next_start_removes_a_dead_drivers_folder_and_keeps_a_live_ones(ray_
     for directory in (dead, live):
         new_token_file(directory)
     private_ray.claim(live)
-    claim = f"from hpcopt.cluster.private_ray import claim; claim({str(dead)!r})"
+    claim = f"from hpcopt.engine.private_ray import claim; claim({str(dead)!r})"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     subprocess.run([sys.executable, "-c", claim], env=env, check=True)
     # a process of the dead driver's Ray that outlived it

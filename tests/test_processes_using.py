@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from hpcopt.cluster.ray_node import end_processes_using, processes_using
+from hpcopt.engine.ray_node import end_processes_using, processes_using
 
 SLEEP = "import sys, time; sys.stdout.write('up\\n'); sys.stdout.flush(); time.sleep(300)"
 

@@ -10,13 +10,14 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from hpcopt import campaign as drv
 from hpcopt import config as cfg
-from hpcopt.cluster.ray_node import new_token_file, processes_using, short_temp_dir, start_node
+from hpcopt.core.events import read_events
+from hpcopt.driver import campaign as drv
+from hpcopt.driver import reporters
+from hpcopt.engine.ray_node import new_token_file, processes_using, short_temp_dir, start_node
 from hpcopt.engine.ray_pool import EngineError, RayEngine, RayEngineConfig
-from hpcopt.events import read_events
 from hpcopt.problems.analytic import AnalyticConfig
-from hpcopt.store import STATUS_FAILED, STATUS_OK
+from hpcopt.store.campaign_store import STATUS_FAILED, STATUS_OK
 from tests.conftest import node_env
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -45,7 +46,7 @@ def run_campaign(tmp_path, engine, trials, shared=None):
     }
     campaign = cfg.parse(doc)
     store = drv.create(campaign)
-    outcomes = drv.run(campaign, store, reporter=drv.SilentReporter())
+    outcomes = drv.run(campaign, store, reporter=reporters.SilentReporter())
     return store, outcomes
 
 

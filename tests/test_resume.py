@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import yaml
 
-from hpcopt import plain
-from hpcopt.store import CampaignStore
+from hpcopt.core import plain
+from hpcopt.store.campaign_store import CampaignStore
 from tests.helpers import evaluations
 
 pytestmark = pytest.mark.slow

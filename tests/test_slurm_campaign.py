@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import yaml
 
-from hpcopt import plain
 from hpcopt.cli import main
-from hpcopt.cluster.ray_node import processes_using
-from hpcopt.cluster.slurm import jobs_of
-from hpcopt.store import STATUS_OK, CampaignStore
+from hpcopt.core import plain
+from hpcopt.engine.ray_node import processes_using
+from hpcopt.store.campaign_store import STATUS_OK, CampaignStore
+from hpcopt.store.jobs import jobs_of
 from tests.helpers import evaluations, wait_until
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]

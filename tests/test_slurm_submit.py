@@ -14,8 +14,8 @@ import pytest
 import yaml
 
 from hpcopt.cli import main
-from hpcopt.cluster.container import ContainerConfig
-from hpcopt.cluster.slurm import SlurmConfig, render_sbatch
+from hpcopt.cluster.slurm import render_sbatch
+from hpcopt.config.cluster import ContainerConfig, SlurmConfig
 
 GOLDEN = Path(__file__).parent / "golden"
 ROOT = Path("/campaigns/demo")

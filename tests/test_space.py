@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from hpcopt.space import Param, Space
+from hpcopt.core.space import Param, Space
 
 
 def make_space():

@@ -10,9 +10,9 @@ import h5py
 import numpy as np
 import pytest
 
-from hpcopt import journal
-from hpcopt.problems.base import Evaluation
-from hpcopt.store import STATUS_FAILED, STATUS_OK, CampaignStore, History, StoreError
+from hpcopt.core.evaluation import Evaluation
+from hpcopt.store import journal
+from hpcopt.store.campaign_store import STATUS_FAILED, STATUS_OK, CampaignStore, History, StoreError
 
 META = {"trial": "t", "method": "gd", "problem": "analytic", "seed": 0,
         "direction": "minimize", "parameters": ["a", "b"]}  # fmt: skip
@@ -126,8 +126,8 @@ def test_summary_export_writes_csv_and_json(tmp_path):
 WRITER = textwrap.dedent(
     """
     import sys, numpy as np
-    from hpcopt.problems.base import Evaluation
-    from hpcopt.store import CampaignStore, History
+    from hpcopt.core.evaluation import Evaluation
+    from hpcopt.store.campaign_store import CampaignStore, History
     store = CampaignStore.open(sys.argv[1])
     meta = {"trial": "t", "direction": "minimize", "parameters": ["a", "b"]}
     w = store.writer("t", meta, consolidate_every=4)

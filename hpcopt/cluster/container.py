@@ -26,40 +26,10 @@ from __future__ import annotations
 
 import shlex
 from pathlib import Path
-from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from hpcopt.config.cluster import ContainerConfig
 
-IMAGE_PYTHON = "/opt/hpcopt/venv/bin/python"
 NODE_TMP = '"${TMPDIR:-/tmp}":/tmp'  # expanded on each node, not at submission
-
-
-class ContainerConfig(BaseModel):
-    """``container:`` inside ``slurm:``: where the job's processes run."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-    runtime: Literal["none", "apptainer", "charliecloud"] = "none"
-    image: str | None = None
-    binds: list[str] = Field(default_factory=list)
-    gpu: bool = True
-    python: str = IMAGE_PYTHON
-    options: list[str] = Field(default_factory=list)
-
-    @model_validator(mode="after")
-    def _image(self) -> ContainerConfig:
-        if self.runtime != "none" and not self.image:
-            raise ValueError(f"runtime {self.runtime!r} needs 'image': a .sif file or folder")
-        for bind in self.binds:
-            if not bind or bind.count(":") > 2 or not bind.startswith("/"):
-                raise ValueError(
-                    f"binds: {bind!r} must be SRC or SRC:DST[:OPTIONS] with absolute paths"
-                )
-        return self
-
-    @property
-    def enabled(self) -> bool:
-        return self.runtime != "none"
 
 
 def launcher(container: ContainerConfig, campaign_dir: Path) -> str | None:

@@ -32,109 +32,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from hpcopt import config as cfg
+from hpcopt.cluster.container import launcher
+from hpcopt.config.cluster import SlurmConfig
+from hpcopt.driver import campaign as drv
+from hpcopt.driver import reporters
+from hpcopt.engine.ray_node import ClusterError, new_token_file, short_temp_dir, start_node
+from hpcopt.engine.ray_pool import RayEngine
+from hpcopt.store.jobs import record_jobs
 
-from hpcopt.cluster.container import ContainerConfig, launcher
-from hpcopt.cluster.ray_node import ClusterError, new_token_file, short_temp_dir, start_node
-
-_TIME = re.compile(
-    r"""^(?:
-        (?P<days>\d+)-(?P<dh>\d+)(?::(?P<dm>\d+)(?::(?P<ds>\d+))?)?  # D-HH[:MM[:SS]]
-      | (?P<a>\d+)(?::(?P<b>\d+)(?::(?P<c>\d+))?)?                   # MM[:SS], HH:MM:SS
-    )$""",
-    re.VERBOSE,
-)
-TIME_FORMS = "MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS"
-# Values of sbatch options that go into the script's #SBATCH lines as they are.
-_WORD = re.compile(r"^\S+$")
 # Seconds a stopping Ray node gives its processes before SIGKILL: well inside Slurm's
 # KillWait (30 s by default; 5 s in the tests' cluster) after a cancel's SIGTERM.
 _STOP_GRACE_S = 3.0
-_MEM = re.compile(r"^\d+[KMGTkmgt]?$")
 
 
-class SlurmConfig(BaseModel):
-    """``slurm:`` section of a campaign config; ``hpcopt submit`` flags override it.
-    Values go into the job script: each is checked here, before a campaign folder exists,
-    so that sbatch does not refuse a job whose folder is already made."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-    nodes: int = Field(1, ge=1)
-    gpus_per_node: int = Field(0, ge=0)
-    cpus_per_task: int | None = Field(None, ge=1)
-    partition: str | None = None
-    time: str = "01:00:00"
-    account: str | None = None
-    qos: str | None = None
-    constraint: str | None = None
-    mem: str | None = None
-    job_name: str | None = None
-    max_num_timeout: int = Field(3, ge=0)
-    signal_delay_s: int = Field(120, ge=10)
-    join_timeout_s: float = Field(300.0, gt=0)
-    array_per_trial: bool = False
-    setup: list[str] = Field(default_factory=list)
-    container: ContainerConfig = ContainerConfig()
-
-    @field_validator("time")
-    @classmethod
-    def _time(cls, value: str) -> str:
-        time_seconds(value)
-        return value
-
-    @field_validator("partition", "account", "qos", "constraint", "job_name")
-    @classmethod
-    def _word(cls, value: str | None) -> str | None:
-        if value is not None and not _WORD.match(value):
-            raise ValueError("must be one word without spaces")
-        return value
-
-    @field_validator("mem")
-    @classmethod
-    def _mem(cls, value: str | None) -> str | None:
-        if value is not None and not _MEM.match(value):
-            raise ValueError(
-                "must be a whole number with an optional unit K, M, G or T (megabytes "
-                "without one), e.g. 64G"
-            )
-        return value
-
-    @property
-    def minutes(self) -> int:
-        """The time limit in whole minutes, seconds rounded up (at least 1)."""
-        return max(1, -(-time_seconds(self.time) // 60))
-
-
-def time_seconds(value: str) -> int:
-    """The seconds of a Slurm time limit; ``ValueError`` naming the allowed forms unless
-    it is one of them (:data:`TIME_FORMS`), minutes and seconds below 60 where hours come
-    before them, hours below 24 after days, and more than 0 (Slurm's 0 means no limit)."""
-    match = _TIME.match(value)
-    if match is None:
-        raise ValueError(f"not a Slurm time limit; give {TIME_FORMS}")
-    g = {k: int(v) for k, v in match.groupdict().items() if v is not None}
-    if "days" in g:
-        hours, minutes, seconds = g["dh"], g.get("dm", 0), g.get("ds", 0)
-        over = [("hours", hours, 24), ("minutes", minutes, 60), ("seconds", seconds, 60)]
-        total = ((g["days"] * 24 + hours) * 60 + minutes) * 60 + seconds
-    elif "c" in g:  # HH:MM:SS
-        over = [("minutes", g["b"], 60), ("seconds", g["c"], 60)]
-        total = (g["a"] * 60 + g["b"]) * 60 + g["c"]
-    else:  # MM or MM:SS
-        over = [("seconds", g.get("b", 0), 60)]
-        total = g["a"] * 60 + g.get("b", 0)
-    for name, number, limit in over:
-        if number >= limit:
-            raise ValueError(
-                f"{name} must be below {limit}, got {number}; the forms are {TIME_FORMS}"
-            )
-    if total == 0:
-        raise ValueError("give a limit above 0 (Slurm reads 0 as no limit)")
-    return total
-
-
-def check_submittable(campaign: Any) -> None:
+def check_submittable(campaign: cfg.Campaign) -> None:
     """Refuse a campaign that cannot run on an allocation (its engine must be Ray)."""
     if campaign.engine.kind != "ray":
         raise ClusterError(
@@ -194,7 +106,6 @@ class CampaignJob:
         self.trial = trial
 
     def __call__(self) -> int:
-        from hpcopt import campaign as drv
 
         _, campaign = drv.reopen(self.root)
         return run_on_allocation(Path(self.root), campaign.slurm.join_timeout_s, self.trial)
@@ -217,24 +128,6 @@ def submit(root: Path, slurm: SlurmConfig, name: str, trials: list[str]) -> list
     ids = [str(job.job_id) for job in jobs]
     record_jobs(root, ids)
     return ids
-
-
-def record_jobs(root: Path, ids: list[str]) -> None:
-    """Append submitted job ids to ``root/slurm.json`` (atomically)."""
-    path = root / "slurm.json"
-    known = jobs_of(root)
-    known.append({"submitted_at": time.time(), "job_ids": ids})
-    tmp = path.with_name(f".slurm.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(known, indent=1))
-    os.replace(tmp, path)
-
-
-def jobs_of(root: Path) -> list[dict[str, Any]]:
-    """Every submission recorded for the campaign, oldest first."""
-    try:
-        return json.loads((root / "slurm.json").read_text())
-    except FileNotFoundError:
-        return []
 
 
 @dataclass
@@ -366,8 +259,6 @@ def _head(
     trial: str | None,
     log: _Log,
 ) -> int:
-    from hpcopt import campaign as drv
-    from hpcopt.engine.ray_pool import RayEngine
 
     token = new_token_file(rendezvous)
     head = start_node(
@@ -385,7 +276,7 @@ def _head(
         with RayEngine(engine_config) as engine:
             _wait_for_nodes(alloc.nodes, join_timeout_s, log)
             outcomes = drv.run(
-                campaign, store, engine=engine, reporter=drv.LineReporter(sys.stderr),
+                campaign, store, engine=engine, reporter=reporters.LineReporter(sys.stderr),
                 only=trial,
             )  # fmt: skip
         failed = [o.name for o in outcomes if o.status == "failed"]
@@ -438,8 +329,6 @@ def main(argv: list[str] | None = None) -> int:
 
     A config file makes (on rank 0) or finds the campaign folder; a folder is resumed.
     """
-    from hpcopt import campaign as drv
-    from hpcopt import config as cfg
 
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:

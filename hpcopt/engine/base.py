@@ -8,8 +8,9 @@ from types import TracebackType
 
 import numpy as np
 
-from hpcopt.events import EventSink, ignore
-from hpcopt.problems.base import Evaluation, ProblemConfig
+from hpcopt.core.evaluation import Evaluation
+from hpcopt.core.events import EventSink, ignore
+from hpcopt.problems.base import ProblemConfig
 
 
 def limit_threads(threads: int) -> None:

@@ -9,8 +9,9 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from hpcopt.core.evaluation import Evaluation
 from hpcopt.engine.base import Engine, available_cpus, limit_threads
-from hpcopt.problems.base import Evaluation, Problem, ProblemConfig
+from hpcopt.problems.base import Problem, ProblemConfig
 
 
 class LocalEngineConfig(BaseModel):

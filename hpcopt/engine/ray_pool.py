@@ -32,11 +32,12 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from hpcopt.core.evaluation import Evaluation
 from hpcopt.engine.base import Engine, limit_threads
-from hpcopt.problems.base import Evaluation, Problem, ProblemConfig
+from hpcopt.problems.base import Problem, ProblemConfig
 
 if TYPE_CHECKING:
-    from hpcopt.cluster.private_ray import Watchdog
+    from hpcopt.engine.private_ray import Watchdog
 
 
 class EngineError(RuntimeError):
@@ -163,10 +164,10 @@ class RayEngine(Engine):
         """``ray.init`` for this campaign, with token authentication set up for it.
 
         A private Ray's folder is watched from before Ray starts (see
-        :mod:`hpcopt.cluster.private_ray`): whatever ends this process, its Ray ends too.
+        :mod:`hpcopt.engine.private_ray`): whatever ends this process, its Ray ends too.
         """
-        from hpcopt.cluster import private_ray
-        from hpcopt.cluster.ray_node import auth_env, new_token_file
+        from hpcopt.engine import private_ray
+        from hpcopt.engine.ray_node import auth_env, new_token_file
 
         c = self.config
         self._saved_env = dict(os.environ)
@@ -356,7 +357,7 @@ class RayEngine(Engine):
 
     def _remove_private_dir(self) -> None:
         """Have the watchdog end what Ray's shutdown left and remove the folder and token."""
-        from hpcopt.cluster import private_ray
+        from hpcopt.engine import private_ray
 
         directory, watchdog = self._private_dir, self._watchdog
         self._private_dir = self._watchdog = None

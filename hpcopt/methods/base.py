@@ -1,6 +1,6 @@
 """The Method interface: ask for points, be told their losses. Pure: no Ray, no IO.
 
-A method searches the unit cube ``[0, 1]^d`` of a :class:`~hpcopt.space.Space` and always
+A method searches the unit cube ``[0, 1]^d`` of a :class:`~hpcopt.core.space.Space` and always
 *minimises* a loss; the driver turns a maximised objective into a loss by negation and
 maps points to natural units. Its whole state is plain data (numbers, strings, lists,
 dicts and numpy arrays) returned by :meth:`Method.state_dict`, so that a method rebuilt
@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from hpcopt.space import Space
+from hpcopt.core.space import Space
 
 Feasible = Callable[[np.ndarray], np.ndarray]
 """Maps unit-cube points ``(n, d)`` to a boolean mask ``(n,)`` of those that may be evaluated."""

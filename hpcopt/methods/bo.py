@@ -1,7 +1,7 @@
 """Sampler-based Bayesian optimisation through Optuna's ask/tell: TPE, GP, CMA-ES, QMC, random.
 
 Each parameter is a ``FloatDistribution(0, 1)`` named after the space's parameters, so
-Optuna searches the unit cube (the :class:`~hpcopt.space.Space` already did any log
+Optuna searches the unit cube (the :class:`~hpcopt.core.space.Space` already did any log
 encoding). A batch is ``max_concurrent`` trials asked before any is told: TPE (constant
 liar) and GP (q-EI) account for the running trials, CMA-ES, QMC and random draw distinct
 points anyway.
@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from pydantic import Field, model_validator
 
+from hpcopt.core.space import Space
 from hpcopt.methods.base import Batch, Feasible, Method, MethodConfig
-from hpcopt.space import Space
 
 if TYPE_CHECKING:
     from optuna import Study

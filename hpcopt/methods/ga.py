@@ -27,8 +27,8 @@ import numpy as np
 from deap import algorithms, base, tools
 from pydantic import Field, PositiveFloat, model_validator
 
+from hpcopt.core.space import Space
 from hpcopt.methods.base import Batch, Feasible, Method, MethodConfig
-from hpcopt.space import Space
 
 
 class GAConfig(MethodConfig):

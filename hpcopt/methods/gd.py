@@ -20,8 +20,8 @@ import numpy as np
 from pydantic import Field, ValidationInfo, field_validator
 from scipy.stats import qmc
 
+from hpcopt.core.space import Space
 from hpcopt.methods.base import Batch, Feasible, Method, MethodConfig
-from hpcopt.space import Space
 
 _START_DRAWS = 100  # Latin-hypercube draws of `starts` points tried before giving up
 

@@ -20,8 +20,8 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, ValidationInfo, field_validator
 
+from hpcopt.core.space import Space
 from hpcopt.methods.base import Batch, Feasible, Method, MethodConfig
-from hpcopt.space import Space
 
 _WINDOW = 65536  # most grid points built and checked for feasibility at a time
 _MAX_GRID = 2**62  # flat indices are int64

@@ -13,9 +13,10 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from hpcopt.constraints import Constraint, all_satisfied, check_names
-from hpcopt.problems.base import Direction, Evaluation, Problem, ProblemConfig
-from hpcopt.space import Param, Space, bounds_error
+from hpcopt.core.constraints import Constraint, all_satisfied, check_names
+from hpcopt.core.evaluation import Direction, Evaluation
+from hpcopt.core.space import Param, Space, bounds_error
+from hpcopt.problems.base import Problem, ProblemConfig
 
 Function = Literal["sphere", "rosenbrock", "rastrigin", "branin", "ackley"]
 

@@ -12,9 +12,10 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from hpcopt.constraints import Constraint, all_satisfied, check_names
-from hpcopt.problems.base import Direction, Problem, ProblemConfig
-from hpcopt.space import Param, Space, bounds_error
+from hpcopt.core.constraints import Constraint, all_satisfied, check_names
+from hpcopt.core.evaluation import Direction
+from hpcopt.core.space import Param, Space, bounds_error
+from hpcopt.problems.base import Problem, ProblemConfig
 
 
 class ParamSpec(BaseModel):

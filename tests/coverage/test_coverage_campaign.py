@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import yaml
 
-from hpcopt import plain
-from hpcopt.store import CampaignStore
+from hpcopt.core import plain
+from hpcopt.store.campaign_store import CampaignStore
 from tests.helpers import evaluations
 from tests.test_resume import env, hpcopt, run_and_kill_at
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hpcopt import campaign as drv
 from hpcopt import config as cfg
+from hpcopt.driver import campaign as drv
+from hpcopt.driver import reporters
 from hpcopt.problems.coverage.config import CoverageConfig
 
 pytestmark = [pytest.mark.sionna, pytest.mark.slow]
@@ -95,7 +96,7 @@ def test_gd_improves_p5_from_its_starting_points(tmp_path):
     }  # fmt: skip
     campaign = cfg.parse(doc)
     store = drv.create(campaign)
-    drv.run(campaign, store, reporter=drv.SilentReporter())
+    drv.run(campaign, store, reporter=reporters.SilentReporter())
     h = store.read_trial("gd").history
     starts = h.value[(h.iteration == 0)][:2]
     assert h.value.max() > starts.max()
@@ -112,7 +113,7 @@ def test_infeasible_ap_pairs_are_never_evaluated(tmp_path):
     }  # fmt: skip
     campaign = cfg.parse(doc)
     store = drv.create(campaign)
-    drv.run(campaign, store, reporter=drv.SilentReporter())
+    drv.run(campaign, store, reporter=reporters.SilentReporter())
     h = store.read_trial("gs").history
     gaps = np.hypot(h.x[:, 0] - h.x[:, 2], h.x[:, 1] - h.x[:, 3])
     assert len(h) < 81 and (gaps >= 6.0).all()
@@ -129,7 +130,7 @@ def test_grid_search_finds_the_best_cell_of_an_exhaustive_evaluation(tmp_path):
     }  # fmt: skip
     campaign = cfg.parse(doc)
     store = drv.create(campaign)
-    (outcome,) = drv.run(campaign, store, reporter=drv.SilentReporter())
+    (outcome,) = drv.run(campaign, store, reporter=reporters.SilentReporter())
     problem = campaign.trials[0].problem.build()
     problem.setup()
     (x0, y0), (x1, y1) = problem.space.low, problem.space.high

@@ -85,8 +85,9 @@ def test_the_ad_yaw_derivative_agrees_with_central_differences():
 
 
 def test_grid_search_keeps_the_best_of_its_per_point_yaws(tmp_path):
-    from hpcopt import campaign as drv
     from hpcopt import config as cfg
+    from hpcopt.driver import campaign as drv
+    from hpcopt.driver import reporters
 
     problem = {
         "name": "coverage",
@@ -102,7 +103,7 @@ def test_grid_search_keeps_the_best_of_its_per_point_yaws(tmp_path):
     }  # fmt: skip
     campaign = cfg.parse(doc)
     store = drv.create(campaign)
-    (outcome,) = drv.run(campaign, store, reporter=drv.SilentReporter())
+    (outcome,) = drv.run(campaign, store, reporter=reporters.SilentReporter())
     h = store.read_trial("gs").history
     assert len(h) == 16 and sorted(set(h.x[:, 2])) == [-180.0, -90.0, 0.0, 90.0]
     best = h.x[int(np.argmax(h.value))]
@@ -115,8 +116,9 @@ def test_grid_search_keeps_the_best_of_its_per_point_yaws(tmp_path):
 def test_a_dim_floor_is_warned_about_once_per_trial_in_its_log_and_metadata(tmp_path):
     import json
 
-    from hpcopt import campaign as drv
     from hpcopt import config as cfg
+    from hpcopt.driver import campaign as drv
+    from hpcopt.driver import reporters
 
     problem = {
         "name": "coverage",
@@ -128,7 +130,7 @@ def test_a_dim_floor_is_warned_about_once_per_trial_in_its_log_and_metadata(tmp_
                        "method": {"name": "gs", "resolution": 2}}]}  # fmt: skip
     campaign = cfg.parse(doc)
     store = drv.create(campaign)
-    drv.run(campaign, store, reporter=drv.SilentReporter())
+    drv.run(campaign, store, reporter=reporters.SilentReporter())
     record = store.read_trial("gs")
     assert (record.history.extras["lit_fraction"] < 0.99).all()
     (warning,) = record.meta["warnings"]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from hpcopt import plain
+from hpcopt.core import plain
 from hpcopt.methods.ga import GAConfig, GeneticAlgorithm
 from hpcopt.problems.analytic import AnalyticConfig
 from tests.helpers import drive, losses_of, run_interrupted

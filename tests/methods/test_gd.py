@@ -8,13 +8,14 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from hpcopt import plain
-from hpcopt.constraints import LinearConstraint
+from hpcopt.core import plain
+from hpcopt.core.constraints import LinearConstraint
+from hpcopt.core.evaluation import Evaluation
+from hpcopt.core.space import Param, Space
 from hpcopt.methods.base import build_method
 from hpcopt.methods.gd import GDConfig, GradientDescent
 from hpcopt.problems.analytic import KNOWN_MINIMUM, AnalyticConfig
-from hpcopt.problems.base import Evaluation, Problem, ProblemConfig
-from hpcopt.space import Param, Space
+from hpcopt.problems.base import Problem, ProblemConfig
 from tests.helpers import drive, losses_of, roundtrip
 
 BRANIN = AnalyticConfig(name="analytic", function="branin")

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from hpcopt import plain
-from hpcopt.constraints import LinearConstraint
+from hpcopt.core import plain
+from hpcopt.core.constraints import LinearConstraint
+from hpcopt.core.space import Param, Space
 from hpcopt.methods.base import build_method
 from hpcopt.methods.gs import GridSearch, GSConfig
 from hpcopt.problems.analytic import FUNCTIONS, AnalyticConfig
-from hpcopt.space import Param, Space
 from tests.helpers import drive, losses_of, roundtrip
 
 BRANIN = AnalyticConfig(name="analytic", function="branin")

@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 import yaml
 
-from hpcopt import campaign as drv
 from hpcopt import config as cfg
 from hpcopt.cli import main
+from hpcopt.driver import campaign as drv
+from hpcopt.driver import reporters
 from hpcopt.problems.pbe import sections
 from hpcopt.problems.pbe.data import save_psd
 from hpcopt.problems.pbe.problem import simulate
@@ -157,6 +158,6 @@ def test_a_reopened_campaign_reads_its_data_file_only_when_the_trial_starts(tmp_
     store = drv.create(cfg.load(write_config(tmp_path, data)))
     data.write_text(HEADER + "0,0.1,-0.5,1.0\n")
     store, campaign = drv.reopen(store.root)
-    (outcome,) = drv.run(campaign, store, reporter=drv.SilentReporter())
+    (outcome,) = drv.run(campaign, store, reporter=reporters.SilentReporter())
     assert outcome.status == "failed"
     assert "is negative" in store.read_trial("ga").error

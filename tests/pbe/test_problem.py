@@ -240,8 +240,9 @@ def test_cli_simulate_writes_data_that_load_back(tmp_path: Path, capsys) -> None
 def test_a_relative_data_path_is_stored_absolute_and_resumes_from_elsewhere(
     tmp_path: Path, monkeypatch
 ) -> None:
-    from hpcopt import campaign as drv
     from hpcopt import config as cfg
+    from hpcopt.driver import campaign as drv
+    from hpcopt.driver import reporters
 
     work = tmp_path / "work"
     work.mkdir()
@@ -258,7 +259,7 @@ def test_a_relative_data_path_is_stored_absolute_and_resumes_from_elsewhere(
     monkeypatch.chdir(tmp_path)
     _, campaign = drv.reopen(store.root)
     assert campaign.trials[0].problem.data.path == str(work / "psd.csv")
-    (outcome,) = drv.run(campaign, store, reporter=drv.SilentReporter())
+    (outcome,) = drv.run(campaign, store, reporter=reporters.SilentReporter())
     assert outcome.status == "completed"
 
 

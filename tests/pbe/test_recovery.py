@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from hpcopt import campaign as drv
 from hpcopt import config as cfg
+from hpcopt.driver import campaign as drv
+from hpcopt.driver import reporters
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "pbe-1d.yaml"
 
@@ -24,7 +25,7 @@ def best_errors(tmp_path: Path, trial: str) -> dict[str, float]:
         update={"trials": [t for t in campaign.trials if t.name == trial]}
     )
     store = drv.create(campaign)
-    (outcome,) = drv.run(campaign, store, reporter=drv.SilentReporter())
+    (outcome,) = drv.run(campaign, store, reporter=reporters.SilentReporter())
     assert outcome.status == "completed"
     record = store.read_trial(trial)
     history, best = record.history, record.best_index()

@@ -23,10 +23,11 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 
-from hpcopt.problems.base import Confirmation, Direction, ProblemConfig
+from hpcopt.core.evaluation import Direction
+from hpcopt.core.space import Param, Space
+from hpcopt.problems.base import Confirmation, ProblemConfig
 from hpcopt.problems.coverage.reflector import WallFrame
 from hpcopt.problems.coverage.scene import SceneError, resolve_scene, scene_bounds
-from hpcopt.space import Param, Space
 
 Mode = Literal["1ap", "2ap", "2ap_reflector"]
 Point3 = tuple[float, float, float]

@@ -22,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from hpcopt.problems.base import Evaluation, Problem
+from hpcopt.core.evaluation import Evaluation
+from hpcopt.problems.base import Problem
 from hpcopt.problems.coverage import objective as ob
 from hpcopt.problems.coverage.config import CoverageConfig
 from hpcopt.problems.coverage.floor import cell_centres, inside_boxes, inside_solids

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, model_validator
 
+from hpcopt.core.space import Param, Space
 from hpcopt.problems.base import ProblemConfig
 from hpcopt.problems.custom import ParamSpec
 from hpcopt.problems.pbe.cost import parse_cost
@@ -36,7 +37,6 @@ from hpcopt.problems.pbe.sections import (
     Synthetic,
     checks_files,
 )
-from hpcopt.space import Param, Space
 
 
 class PBEConfig(ProblemConfig, PBEModel):

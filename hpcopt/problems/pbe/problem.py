@@ -23,7 +23,9 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from hpcopt.problems.base import Evaluation, Problem, describe_exception
+from hpcopt.core.evaluation import Evaluation, describe_exception
+from hpcopt.core.space import Space
+from hpcopt.problems.base import Problem
 from hpcopt.problems.pbe.config import PBEConfig
 from hpcopt.problems.pbe.cost import parse_cost, total_cost
 from hpcopt.problems.pbe.data import PSDData, add_noise
@@ -38,7 +40,6 @@ from hpcopt.problems.pbe.psd import (
 )
 from hpcopt.problems.pbe.sections import GridSettings
 from hpcopt.problems.pbe.solver import Solution, Solver
-from hpcopt.space import Space
 
 
 def parameter_sets(

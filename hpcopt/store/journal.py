@@ -18,7 +18,7 @@ rewriting the whole history every 64 batches wrote O(n^2).
 A file is replaced or removed only after the file that supersedes it is durable, so a crash
 at any instant leaves a complete chain, perhaps with leftovers that a later file covers
 (ignored, removed by the next writer). Damage found when reading (see
-:mod:`hpcopt.files`) is recoverable only after the last intact checkpoint: files there
+:mod:`hpcopt.core.files`) is recoverable only after the last intact checkpoint: files there
 are set aside into ``quarantine/`` and the trial continues from that checkpoint. Anything
 else — a damaged trial file or pack, a missing or damaged batch with intact ones after it,
 a trial file that disappeared — stops with a :class:`StoreError` naming the file, what is
@@ -36,9 +36,9 @@ from typing import Any
 
 import h5py
 
-from hpcopt.confirm import ConfirmationRecord
-from hpcopt.files import DamagedFile, StoreError, open_verified, stale_temporaries
-from hpcopt.history import History
+from hpcopt.core.files import DamagedFile, StoreError, open_verified, stale_temporaries
+from hpcopt.store.confirm import ConfirmationRecord
+from hpcopt.store.history import History
 
 STARTED = "started"
 _SEGMENT = re.compile(r"^(\d{8})\.h5$")

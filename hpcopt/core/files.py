@@ -24,7 +24,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from hpcopt.processes import pid_exists
+from hpcopt.core.processes import pid_exists
 
 DIGEST_ATTR = "sha256"
 _TEMPORARY = re.compile(r"^\..+\.(?P<host>[^.]+)-(?P<pid>\d+)\.[^.]+\.tmp$")

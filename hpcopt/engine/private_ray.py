@@ -13,7 +13,7 @@ a minute later, and the folder with the cluster's auth token stays on disk. So:
   as soon as the driver is gone or closes it), and checks the driver's pid and start
   time twice a second in case a forked child of the driver kept the pipe open.
 
-Run as ``python -m hpcopt.cluster.private_ray <driver_pid> <driver_start> <folder>``, with
+Run as ``python -m hpcopt.engine.private_ray <driver_pid> <driver_start> <folder>``, with
 the pipe's read end as standard input.
 """
 
@@ -30,8 +30,8 @@ from collections.abc import Collection
 from pathlib import Path
 
 import hpcopt
-from hpcopt.cluster.ray_node import end_processes_using, short_temp_dir
-from hpcopt.processes import boot_id, process_start
+from hpcopt.core.processes import boot_id, process_start
+from hpcopt.engine.ray_node import end_processes_using, short_temp_dir
 
 OWNER_FILE = "owner"
 PREFIX = "hr-"
@@ -143,7 +143,7 @@ def watch(driver_pid: int, driver_start: int, directory: Path, pipe: int = 0) ->
 
 def main(argv: list[str] | None = None) -> None:
     """The watchdog's command line (see the module docstring)."""
-    parser = argparse.ArgumentParser(prog="python -m hpcopt.cluster.private_ray")
+    parser = argparse.ArgumentParser(prog="python -m hpcopt.engine.private_ray")
     parser.add_argument("driver_pid", type=int)
     parser.add_argument("driver_start", type=int, help="the driver's start (process_start)")
     parser.add_argument("directory", type=Path, help="the private Ray's folder")

@@ -21,7 +21,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from hpcopt import config as cfg
-from hpcopt.outputs import cannot_write_file
+from hpcopt.core.outputs import cannot_write_file
 from hpcopt.problems.pbe.config import PBEConfig
 from hpcopt.problems.pbe.data import (
     CSV_SUFFIXES,

@@ -11,7 +11,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from hpcopt.store import CampaignStore
+from hpcopt.store.campaign_store import CampaignStore
 
 EXIT_INTACT, EXIT_RECOVERABLE, EXIT_DAMAGED = 0, 1, 2
 _STYLE = {"ok": "green", "note": "dim", "recoverable": "yellow", "damaged": "bold red"}

@@ -21,106 +21,22 @@ from __future__ import annotations
 
 import contextlib
 import re
-import sys
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, TextIO
 
 import numpy as np
 
 from hpcopt import config as cfg
-from hpcopt.confirm import ConfirmationRecord, confirm, format_confirmed
+from hpcopt.core.evaluation import Evaluation, describe_exception
+from hpcopt.core.events import EventLog
+from hpcopt.core.space import Space
+from hpcopt.driver.reporters import LineReporter, Reporter, TrialOutcome
 from hpcopt.engine import Engine, build_engine
-from hpcopt.events import EventLog
-from hpcopt.lock import driver_lock
 from hpcopt.methods.base import build_method
-from hpcopt.problems.base import Evaluation, ProblemConfig, describe_exception
-from hpcopt.space import Space
-from hpcopt.store import CampaignStore, History, StoreError, TrialRecord, TrialWriter
-
-
-@dataclass
-class TrialOutcome:
-    """How a trial ended: ``completed``, ``failed`` (with ``error``) or ``skipped``; for a
-    trial whose problem confirms winners, the confirmed best's mean and standard error."""
-
-    name: str
-    status: str
-    evaluations: int
-    best_value: float | None
-    error: str = ""
-    confirmed_value: float | None = None
-    confirmed_se: float | None = None
-
-
-class Reporter(Protocol):
-    """Receives progress from the driver (the CLI prints it; tests may record it)."""
-
-    def trial_started(self, trial: str, done: int, expected: int | None) -> None: ...
-
-    def batch_done(
-        self, trial: str, done: int, expected: int | None, best: float | None
-    ) -> None: ...
-
-    def trial_finished(self, outcome: TrialOutcome) -> None: ...
-
-    def trial_warning(self, trial: str, message: str) -> None: ...
-
-
-class LineReporter:
-    """Plain progress lines, at most one per ``every_s`` seconds per trial (log-file friendly)."""
-
-    def __init__(self, stream: TextIO | None = None, every_s: float = 5.0) -> None:
-        self.stream = stream if stream is not None else sys.stderr  # as it is now, not at import
-        self.every_s = every_s
-        self._last = 0.0
-
-    def _say(self, text: str) -> None:
-        print(f"[{time.strftime('%H:%M:%S')}] {text}", file=self.stream, flush=True)
-
-    def trial_started(self, trial: str, done: int, expected: int | None) -> None:
-        resumed = f", resuming after {done} evaluations" if done else ""
-        self._say(f"{trial}: started (expects {expected or '?'} evaluations{resumed})")
-        self._last = time.monotonic()
-
-    def batch_done(self, trial: str, done: int, expected: int | None, best: float | None) -> None:
-        if time.monotonic() - self._last >= self.every_s:
-            self._last = time.monotonic()
-            self._say(f"{trial}: {done}/{expected or '?'} evaluations, best {_fmt(best)}")
-
-    def trial_finished(self, outcome: TrialOutcome) -> None:
-        tail = f": {outcome.error}" if outcome.error else ""
-        if outcome.confirmed_value is not None:
-            tail = f", confirmed {format_confirmed(outcome.confirmed_value, outcome.confirmed_se)}"
-        self._say(
-            f"{outcome.name}: {outcome.status} after {outcome.evaluations} evaluations, "
-            f"best {_fmt(outcome.best_value)}{tail}"
-        )
-
-    def trial_warning(self, trial: str, message: str) -> None:
-        self._say(f"{trial}: warning: {message}")
-
-
-class SilentReporter:
-    """Reports nothing (``--quiet``)."""
-
-    def trial_started(self, trial: str, done: int, expected: int | None) -> None:
-        pass
-
-    def batch_done(self, trial: str, done: int, expected: int | None, best: float | None) -> None:
-        pass
-
-    def trial_finished(self, outcome: TrialOutcome) -> None:
-        pass
-
-    def trial_warning(self, trial: str, message: str) -> None:
-        pass
-
-
-def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:.6g}"
+from hpcopt.problems.base import ProblemConfig
+from hpcopt.store.campaign_store import CampaignStore, History, StoreError, TrialRecord, TrialWriter
+from hpcopt.store.confirm import ConfirmationRecord, confirm
+from hpcopt.store.lock import driver_lock
 
 
 def create(campaign: cfg.Campaign) -> CampaignStore:

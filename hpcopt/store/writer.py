@@ -1,6 +1,6 @@
 """Appending a trial's checkpoints: segments, folded into packs and the trial file.
 
-See :mod:`hpcopt.journal` for the chain of files and why it is folded the way it is.
+See :mod:`hpcopt.store.journal` for the chain of files and why it is folded the way it is.
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ from typing import Any
 
 import h5py
 
-from hpcopt import plain
-from hpcopt.confirm import ConfirmationRecord
-from hpcopt.files import StoreError, write_h5
-from hpcopt.history import STRING_DTYPE, History
-from hpcopt.journal import STARTED, TrialFiles, is_segment, latest, list_journal, read_chain
+from hpcopt.core import plain
+from hpcopt.core.files import StoreError, write_h5
+from hpcopt.store.confirm import ConfirmationRecord
+from hpcopt.store.history import STRING_DTYPE, History
+from hpcopt.store.journal import STARTED, TrialFiles, is_segment, latest, list_journal, read_chain
 
 
 class TrialWriter:

@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING, Any
 import h5py
 import numpy as np
 
-from hpcopt.history import STATUS_OK, STRING_DTYPE, History
-from hpcopt.problems.base import Confirmation, Evaluation
+from hpcopt.core.evaluation import Evaluation
+from hpcopt.problems.base import Confirmation
+from hpcopt.store.history import STATUS_OK, STRING_DTYPE, History
 
 if TYPE_CHECKING:
     from hpcopt.engine.base import Engine

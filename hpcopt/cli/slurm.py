@@ -9,18 +9,14 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from hpcopt import campaign as drv
 from hpcopt import config as cfg
-from hpcopt.cluster.slurm import (
-    TIME_FORMS,
-    SlurmConfig,
-    check_submittable,
-    jobs_of,
-    render_sbatch,
-    submit,
-)
+from hpcopt.cli.show import show
+from hpcopt.cluster.queue import LIVE, job_states
+from hpcopt.cluster.slurm import check_submittable, render_sbatch, submit
+from hpcopt.config.cluster import TIME_FORMS, SlurmConfig
+from hpcopt.driver import campaign as drv
+from hpcopt.store.jobs import jobs_of
 
-LIVE = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "SUSPENDED", "REQUEUE_HOLD"}
 FLAGS = {  # flag -> (SlurmConfig field, type, help)
     "--nodes": ("nodes", int, "nodes, one Ray node each (rank 0 also runs the driver)"),
     "--gpus-per-node": ("gpus_per_node", int, "GPUs per node"),
@@ -151,42 +147,14 @@ def resubmit(root: str) -> int:
     return 0
 
 
-def job_states(ids: list[str]) -> dict[str, str]:
-    """``{job id: state}`` from squeue, then sacct for jobs squeue no longer knows."""
-    states: dict[str, str] = {}
-    if not ids:
-        return states
-    queue = subprocess.run(
-        ["squeue", "-h", "-j", ",".join(ids), "-o", "%i|%T|%M|%R"],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    for line in queue.stdout.splitlines():
-        job, state, elapsed, reason = line.split("|", 3)
-        states[job] = f"{state} for {elapsed} ({reason})"
-    missing = [i for i in ids if i not in states]
-    if missing:
-        acct = subprocess.run(
-            ["sacct", "-n", "-X", "-P", "-j", ",".join(missing), "-o", "JobID,State,Elapsed"],
-            capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
-        for line in acct.stdout.splitlines() if acct.returncode == 0 else []:
-            job, state, elapsed = line.split("|")
-            states.setdefault(job, f"{state} after {elapsed}")
-    for job in ids:
-        states.setdefault(job, "ended (not in squeue; no accounting to say how)")
-    return states
-
-
 def _status(args: argparse.Namespace) -> int:
-    from hpcopt.cli import _show
-
     submissions = jobs_of(Path(args.dir))
     if not submissions:
         print(f"{args.dir}: no Slurm job was submitted for this campaign")
     ids = [i for s in submissions for i in s["job_ids"]]
     for job, state in job_states(ids).items():
         print(f"slurm job {job}: {state}")
-    return _show(argparse.Namespace(dir=args.dir, json=False))
+    return show(args.dir)
 
 
 def _cancel(args: argparse.Namespace) -> int:

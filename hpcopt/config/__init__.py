@@ -22,7 +22,7 @@ from typing import Annotated, Any, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from hpcopt.cluster.slurm import SlurmConfig
+from hpcopt.config.cluster import SlurmConfig
 from hpcopt.engine import EngineConfig
 from hpcopt.engine.local import LocalEngineConfig
 from hpcopt.methods.base import build_method

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from hpcopt.files import StoreError
+from hpcopt.core.files import StoreError
 
 EventSink = Callable[..., None]
 """``sink(kind, **fields)``: receives one event."""

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from hpcopt.lock import break_locks, describe
-from hpcopt.store import CampaignStore, StoreError
+from hpcopt.store.campaign_store import CampaignStore, StoreError
+from hpcopt.store.lock import break_locks, describe
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:

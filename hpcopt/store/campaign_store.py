@@ -4,7 +4,7 @@ Layout of a campaign folder (see the README for every dataset)::
 
     campaign.h5                 config as written and as validated, version, creation time
     trials/<trial>.h5           consolidated history, latest checkpoint, status, confirmation
-    trials/<trial>.journal/     what was checkpointed since (:mod:`hpcopt.journal`):
+    trials/<trial>.journal/     what was checkpointed since (:mod:`hpcopt.store.journal`):
         started                 the trial has checkpoints (so a lost trial file is noticed)
         00000065-00000128.h5    a pack of folded batches, laid out like the trial file
         00000129.h5             one batch: its evaluations + the method state after it,
@@ -14,7 +14,7 @@ Layout of a campaign folder (see the README for every dataset)::
     driver.json, events.jsonl   the driver's lock and the engine's event log
 
 A trial whose problem has a confirmation (``ProblemConfig.confirmation``) re-scores its
-best distinct points once its method is done (:mod:`hpcopt.confirm`), into the group
+best distinct points once its method is done (:mod:`hpcopt.store.confirm`), into the group
 ``confirmation`` of the trial file and of the segments written meanwhile (the latest holds
 all so far); ``k`` candidates, ``j`` variants evaluated so far (``len(problems)`` at the end)::
 
@@ -27,7 +27,7 @@ all so far); ``k`` candidates, ``j`` variants evaluated so far (``len(problems)`
         mean, standard_error, n   (k,): over the successful variant values; SE is their
                        std (ddof=1) over sqrt(n), NaN when n < 2
 
-Crash safety comes from never modifying a file in place (:mod:`hpcopt.files`): every file
+Crash safety comes from never modifying a file in place (:mod:`hpcopt.core.files`): every file
 is written under a temporary name, checksummed, fsync'ed and atomically renamed. A
 checkpoint is one segment, so a ``kill -9`` at any instant leaves either the old or the new
 segment, never half of one. Readers never see a file that is open for writing, so a live
@@ -50,13 +50,14 @@ from typing import Any
 import h5py
 import numpy as np
 
-from hpcopt import __version__, plain
-from hpcopt.confirm import ConfirmationRecord
-from hpcopt.files import DamagedFile, StoreError, open_verified, stale_temporaries, write_h5
-from hpcopt.files import write_text as _write_text
-from hpcopt.history import STATUS_FAILED, STATUS_OK, STRING_DTYPE, History
-from hpcopt.journal import Chain, TornRead, TrialFiles, latest, read_chain, set_aside
-from hpcopt.writer import TrialWriter
+from hpcopt import __version__
+from hpcopt.core import plain
+from hpcopt.core.files import DamagedFile, StoreError, open_verified, stale_temporaries, write_h5
+from hpcopt.core.files import write_text as _write_text
+from hpcopt.store.confirm import ConfirmationRecord
+from hpcopt.store.history import STATUS_FAILED, STATUS_OK, STRING_DTYPE, History
+from hpcopt.store.journal import Chain, TornRead, TrialFiles, latest, read_chain, set_aside
+from hpcopt.store.writer import TrialWriter
 
 __all__ = [
     "STATUS_FAILED",

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import h5py
 import numpy as np
 
-from hpcopt.problems.base import Evaluation
+from hpcopt.core.evaluation import Evaluation
 
 STATUS_OK, STATUS_FAILED = 0, 1
 STRING_DTYPE = h5py.string_dtype()

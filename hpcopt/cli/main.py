@@ -9,19 +9,22 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from collections.abc import Sequence
 
-from rich.console import Console
 from rich.table import Table
 
-from hpcopt import __version__, cli_lock, cli_pbe, cli_slurm, cli_store
-from hpcopt import campaign as drv
+from hpcopt import __version__
 from hpcopt import config as cfg
-from hpcopt.cluster.ray_node import ClusterError
-from hpcopt.confirm import format_confirmed
-from hpcopt.lock import read_drivers
-from hpcopt.store import CampaignStore, StoreError
+from hpcopt.cli import lock as cli_lock
+from hpcopt.cli import pbe as cli_pbe
+from hpcopt.cli import show
+from hpcopt.cli import slurm as cli_slurm
+from hpcopt.cli import store as cli_store
+from hpcopt.cli.show import console
+from hpcopt.driver import campaign as drv
+from hpcopt.driver import reporters
+from hpcopt.engine.ray_node import ClusterError
+from hpcopt.store.campaign_store import CampaignStore, StoreError
 
 EXIT_OK, EXIT_TRIAL_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -157,15 +160,13 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _reporter(quiet: bool) -> drv.Reporter:
+def _reporter(quiet: bool) -> reporters.Reporter:
     """Progress bars in a terminal, plain lines elsewhere (Slurm logs), nothing if quiet."""
     if quiet:
-        return drv.SilentReporter()
+        return reporters.SilentReporter()
     if sys.stderr.isatty():
-        from hpcopt.dashboard import ProgressReporter
-
-        return ProgressReporter()
-    return drv.LineReporter()
+        return reporters.ProgressReporter()
+    return reporters.LineReporter()
 
 
 def _drive(campaign: cfg.Campaign, store: CampaignStore, quiet: bool, **kwargs) -> list:
@@ -178,7 +179,7 @@ def _drive(campaign: cfg.Campaign, store: CampaignStore, quiet: bool, **kwargs) 
             close()
 
 
-def _finish(outcomes: list[drv.TrialOutcome], root: str) -> int:
+def _finish(outcomes: list[reporters.TrialOutcome], root: str) -> int:
     failed = [o for o in outcomes if o.status == "failed"]
     print(f"campaign folder: {root}", file=sys.stderr)
     if failed:
@@ -229,59 +230,7 @@ def _resume(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    store = CampaignStore.open(args.dir)
-    rows = store.summary()
-    if args.json:
-        print(json.dumps(rows, indent=2))
-        return EXIT_OK
-    attrs = store.attrs()
-    alive = [d for d in read_drivers(store.root) if d["alive"]]
-    if alive:
-        state = "running (" + ", ".join(f"pid {d['pid']} on {d['host']}" for d in alive) + ")"
-    elif any(r["status"] in ("running", "pending") for r in rows):
-        state = "stopped before the end: continue with 'hpcopt resume'"
-    else:
-        state = "finished"
-    for r in rows:
-        if "damaged" in r:
-            print(f"hpcopt: warning: trial {r['trial']}: {r['damaged']}", file=sys.stderr)
-    console = _console()
-    console.print(f"[bold]{attrs['name']}[/bold]  {store.root}")
-    console.print(f"created {time.ctime(attrs['created_at'])}  ·  {state}")
-    # the confirmed columns only where some trial confirms its winners: others look as before
-    confirmed = any("confirmed_value" in r for r in rows)
-    table = Table(show_edge=False)
-    for col in (
-        "trial",
-        "method",
-        "problem",
-        "seed",
-        "status",
-        "evaluations",
-        "failed",
-        "best value",
-        "best point",
-        *(("confirmed", "confirmed point") if confirmed else ()),
-    ):
-        table.add_column(
-            col, justify="right" if col in ("evaluations", "failed", "seed") else "left"
-        )
-    for r in rows:
-        best = "-" if r["best_value"] is None else f"{r['best_value']:.6g}"
-        status = r["status"] + (f" ({r['error'][:60]})" if r["error"] else "")
-        cells = [r["trial"], r["method"], r["problem"], str(r["seed"]), status,
-                 str(r["evaluations"]), str(r["failed"]), best, _point(r, "best.")]  # fmt: skip
-        if confirmed:
-            value = format_confirmed(r.get("confirmed_value"), r.get("confirmed_se"))
-            cells += [value, _point(r, "confirmed.")]
-        table.add_row(*cells)
-    console.print(table)
-    return EXIT_OK
-
-
-def _point(row: dict, prefix: str) -> str:
-    """``a=0.5, b=1`` from a summary row's ``<prefix><parameter>`` keys."""
-    return ", ".join(f"{k[len(prefix) :]}={v:.4g}" for k, v in row.items() if k.startswith(prefix))
+    return show.show(args.dir, as_json=args.json)
 
 
 def _watch(args: argparse.Namespace) -> int:
@@ -294,7 +243,7 @@ def _watch(args: argparse.Namespace) -> int:
 
 
 def _summary(args: argparse.Namespace) -> int:
-    from hpcopt.outputs import cannot_write_file
+    from hpcopt.core.outputs import cannot_write_file
 
     store = CampaignStore.open(args.dir)
     if args.csv is None and args.json is None:
@@ -310,7 +259,7 @@ def _summary(args: argparse.Namespace) -> int:
     if args.csv is None and args.json is None:
         store.export_summary()
     else:
-        from hpcopt.store import write_summary
+        from hpcopt.store.campaign_store import write_summary
 
         write_summary(store.summary(), csv_path=args.csv, json_path=args.json)
     _show(argparse.Namespace(dir=args.dir, json=False))
@@ -319,7 +268,7 @@ def _summary(args: argparse.Namespace) -> int:
 
 
 def _plot(args: argparse.Namespace) -> int:
-    from hpcopt.outputs import cannot_write_folder
+    from hpcopt.core.outputs import cannot_write_folder
     from hpcopt.plots import plot_campaign
 
     out = args.out or CampaignStore.open(args.dir).root / "plots"
@@ -346,14 +295,8 @@ def _expand(args: argparse.Namespace) -> int:
         table.add_column(col)
     for t in campaign.trials:
         table.add_row(t.name, t.method.name, t.problem.label, str(t.seed))
-    _console().print(table)
+    console().print(table)
     return EXIT_OK
-
-
-def _console() -> Console:
-    """A console that does not squeeze tables to 80 columns when piped or logged."""
-    console = Console()
-    return console if console.is_terminal else Console(width=200)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from hpcopt.space import Space
+from hpcopt.core.space import Space
 
 
 class LinearConstraint(BaseModel):

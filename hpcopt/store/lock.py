@@ -26,9 +26,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from hpcopt.files import os_reason, writer_id
-from hpcopt.processes import HAS_PROC, boot_id, pid_exists, process_start, started_at, visible
-from hpcopt.store import StoreError
+from hpcopt.core.files import os_reason, writer_id
+from hpcopt.core.processes import HAS_PROC, boot_id, pid_exists, process_start, started_at, visible
+from hpcopt.store.campaign_store import StoreError
 
 _CLOCK_SLACK_S = 60.0
 _Ident = tuple[int, int, bytes]

@@ -1,0 +1,1 @@
+"""Search methods: ask/tell over the unit cube, pure (no Ray, no IO)."""
