@@ -25,6 +25,7 @@ from rich.text import Text
 
 from hpcopt.cluster.queue import LIVE, job_states
 from hpcopt.core.events import read_events
+from hpcopt.core.text import duration
 from hpcopt.store.campaign_store import CampaignStore
 from hpcopt.store.confirm import ConfirmationRecord, format_confirmed
 from hpcopt.store.history import STATUS_FAILED
@@ -200,7 +201,7 @@ def _header(view: CampaignView) -> Panel:
     lines = [
         Text.assemble((view.name, "bold"), f"  {view.root}"),
         Text(f"{state}; created {time.ctime(view.created_at)}; "
-             f"{'elapsed' if view.running else 'ran for'} {_duration(until - view.created_at)}"),
+             f"{'elapsed' if view.running else 'ran for'} {duration(until - view.created_at)}"),
     ]  # fmt: skip
     if where:
         lines.append(Text(f"driver: {where}"))
@@ -208,7 +209,7 @@ def _header(view: CampaignView) -> Panel:
         lines.append(Text("slurm: " + "; ".join(f"job {j}: {s}" for j, s in view.jobs.items())))
     eta = view.eta_s()
     if eta is not None:
-        lines.append(Text(f"eta: {_duration(eta)} at the recent rate"))
+        lines.append(Text(f"eta: {duration(eta)} at the recent rate"))
     return Panel(Group(*lines), title="hpcopt campaign", border_style="blue")
 
 
@@ -245,7 +246,7 @@ def _trials(view: CampaignView) -> Table:
         if t.best_at is not None:
             improved = time.strftime("%H:%M:%S", time.localtime(t.best_at))
             if t.status == "running":
-                improved += f" ({_duration(view.now - t.best_at)} ago)"
+                improved += f" ({duration(view.now - t.best_at)} ago)"
         best = "-" if t.best is None else f"{t.best:.6g}"
         table.add_row(
             t.name, t.method, t.problem, Text(t.status, style=styles.get(t.status, "")), bar,
@@ -307,17 +308,6 @@ def _failures(view: CampaignView) -> Table | None:
     for when, what, why in sorted(rows)[-SHOW_FAILURES:]:
         table.add_row(time.strftime("%H:%M:%S", time.localtime(when)), what, why.strip())
     return table
-
-
-def _duration(seconds: float) -> str:
-    seconds = max(0.0, seconds)
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    if seconds < 172800:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 86400:.1f} d"
 
 
 def watch(

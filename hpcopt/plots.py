@@ -25,6 +25,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 from pydantic import ValidationError
 
 from hpcopt.config import TrialConfig
+from hpcopt.core.text import duration
 from hpcopt.store.campaign_store import STATUS_OK, CampaignStore, TrialRecord
 
 __all__ = ["plot_campaign"]
@@ -370,7 +371,7 @@ def _pbe_figure(trace: _Trace) -> Figure:
         ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.set_title(f"t = {_duration(float(data.t[k]))}", fontsize="medium")
+        ax.set_title(f"t = {duration(float(data.t[k]), significant=3)}", fontsize="medium")
         ax.grid(alpha=0.3)
     for ax in axes[len(times) :]:
         ax.set_visible(False)
@@ -383,12 +384,6 @@ def _pbe_figure(trace: _Trace) -> Figure:
     axes[0].legend(fontsize="small")
     figure.suptitle(f"{trace.name}: {quantity} fit at the best point (cost {value:.3g})")
     return figure
-
-
-def _duration(seconds: float) -> str:
-    if seconds >= 3600:
-        return f"{seconds / 3600:.3g} h"
-    return f"{seconds / 60:.3g} min" if seconds >= MINUTES_ABOVE_S else f"{seconds:.3g} s"
 
 
 _PHYSICS: dict[str, Callable[[_Trace], Figure]] = {"coverage": _coverage_figure, "pbe": _pbe_figure}
