@@ -1,10 +1,17 @@
-"""How the store writes and reads its files: atomically, with a checksum, verified on read.
+"""How hpcopt writes and reads its files: atomically, with a checksum, verified on read.
 
-Every HDF5 file of a campaign folder is written under a temporary name in its own folder,
-flushed, fsync'ed and renamed into place, so a reader never sees half of one. Each carries
-the attribute ``sha256``: the SHA-256 of its content — every dataset (name, type, shape,
-bytes; strings as UTF-8) and every attribute, in name order — so a bit flipped on disk, a
-truncated copy or a file swapped for another is found when it is read, never used as data.
+Every file hpcopt writes — the store's HDF5 files, the summaries, the driver lock, the
+Slurm records and addresses, the figures, a private Ray's owner file — is written by
+:func:`atomic_path`: under a temporary name in its own folder, flushed, fsync'ed, renamed
+into place and its folder fsync'ed, so a reader never sees half of one and a crash never
+leaves half of one behind. Each HDF5 file carries the attribute ``sha256``: the SHA-256 of
+its content — every dataset (name, type, shape, bytes; strings as UTF-8) and every
+attribute, in name order — so a bit flipped on disk, a truncated copy or a file swapped for
+another is found when it is read, never used as data.
+
+HDF5 files are opened with ``locking=False``: some NFS and Lustre mounts refuse the POSIX
+locks HDF5 takes by default, and atomic renames make them unneeded (no reader ever opens a
+file that is being written).
 
 Temporary names say who wrote them (``.<name>.<host>-<pid>.<random>.tmp``) so that the
 next driver can remove those of writers that died.
@@ -13,6 +20,7 @@ next driver can remove those of writers that died.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import re
@@ -43,42 +51,60 @@ class DamagedFile(StoreError):
 
 
 def write_h5(path: Path, fill: Callable[[h5py.File], None]) -> None:
-    """Write an HDF5 file by ``fill(h5file)``, add its checksum, fsync and rename it into
-    place; any OSError becomes a :class:`StoreError` naming the file (no temporary left)."""
-
-    def write(tmp: str) -> None:
-        with h5py.File(tmp, "w", locking=False) as f:
-            fill(f)
-            f.attrs[DIGEST_ATTR] = digest(f)
-            f.flush()
-
-    _atomically(path, write)
+    """Write an HDF5 file by ``fill(h5file)``, add its checksum and put it in place
+    atomically (:func:`atomic_path`)."""
+    with atomic_path(path) as tmp, h5py.File(tmp, "w", locking=False) as f:
+        fill(f)
+        f.attrs[DIGEST_ATTR] = digest(f)
 
 
 def write_text(path: Path, text: str) -> None:
-    """Write a text file atomically (temporary name, fsync, rename); OSError -> StoreError."""
-
-    def write(tmp: str) -> None:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-
-    _atomically(path, write)
+    """Write a UTF-8 text file atomically (:func:`atomic_path`)."""
+    write_bytes(path, text.encode("utf-8"))
 
 
-def _atomically(path: Path, write: Callable[[str], None]) -> None:
+def write_bytes(path: Path, data: bytes, exclusive: bool = False) -> None:
+    """Write a file atomically (:func:`atomic_path`); ``exclusive``: only if ``path`` does
+    not exist yet (``FileExistsError`` otherwise)."""
+    with atomic_path(path, exclusive) as tmp:
+        tmp.write_bytes(data)
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path, exclusive: bool = False) -> Iterator[Path]:
+    """A temporary path beside ``path`` to write the file at; once the block ends, the
+    file is fsync'ed and renamed to ``path``, and the folder fsync'ed (the new name
+    survives a crash too). The one way hpcopt writes a file.
+
+    The temporary file exists (empty, mode 0600) when the block starts; whatever the block
+    writes must be closed when it ends. If the block raises, the temporary file is removed
+    and ``path`` is left as it was. ``exclusive`` puts the file in place by ``link``
+    instead of ``rename``: that fails with ``FileExistsError`` when ``path`` exists,
+    atomically on NFS too (the driver lock takes itself so). Any other ``OSError``, of the
+    block too (a full disk, a read-only folder), becomes a :class:`StoreError` naming
+    ``path`` and why.
+    """
     path = Path(path)
-    tmp = None
+    tmp: str | None = None
+    linking = False
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(
             prefix=f".{path.name}.{writer_id()}.", suffix=".tmp", dir=path.parent
         )
         os.close(fd)
-        write(tmp)
+        yield Path(tmp)
         _fsync(tmp)
-        os.replace(tmp, path)
-        tmp = None
+        if exclusive:
+            linking = True
+            os.link(tmp, path)
+        else:
+            os.replace(tmp, path)
+            tmp = None
+        _fsync(path.parent)
     except OSError as exc:
+        if linking and isinstance(exc, FileExistsError):
+            raise  # the name is taken: for the caller to decide
         raise StoreError(f"cannot write {path}: {os_reason(exc)}") from exc
     finally:
         if tmp is not None:
@@ -102,10 +128,15 @@ def writer_id() -> str:
     return f"{host}-{os.getpid()}"
 
 
-def _fsync(path: str) -> None:
+def _fsync(path: str | Path) -> None:
+    """fsync a file or a folder (a folder: so that a new name in it is durable)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
+    except OSError as exc:
+        # some file systems cannot sync a folder (EINVAL): there the rename is all there is
+        if exc.errno != errno.EINVAL or not os.path.isdir(path):
+            raise
     finally:
         os.close(fd)
 
