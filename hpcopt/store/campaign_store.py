@@ -30,7 +30,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -62,8 +61,6 @@ __all__ = [
 ]
 
 FORMAT = "hpcopt-campaign-2"  # 2: every file carries a checksum; packs in the journal
-# Some NFS/Lustre mounts refuse HDF5's file locks; our atomic renames make them unneeded.
-os.environ.setdefault("HDF5_USE_FILE_LOCKING", "FALSE")
 
 
 @dataclass
