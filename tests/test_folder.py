@@ -4,6 +4,7 @@ atomic write every writer uses."""
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 from pathlib import Path
 
@@ -148,6 +149,15 @@ def test_an_atomic_write_leaves_the_file_and_no_temporary(tmp_path):
     write_text(tmp_path / "a.json", "new")
     assert os.listdir(tmp_path) == ["a.json"]
     assert (tmp_path / "a.json").read_text() == "new"
+
+
+def test_an_atomic_write_gives_the_file_the_mode_open_would(tmp_path):
+    umask = os.umask(0o027)
+    try:
+        write_text(tmp_path / "a.png", "new")
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "a.png").stat().st_mode) == 0o640
 
 
 def test_an_atomic_write_that_raises_leaves_the_old_file_and_no_temporary(tmp_path):

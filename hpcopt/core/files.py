@@ -24,8 +24,8 @@ import errno
 import hashlib
 import os
 import re
+import secrets
 import socket
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -63,36 +63,33 @@ def write_text(path: Path, text: str) -> None:
     write_bytes(path, text.encode("utf-8"))
 
 
-def write_bytes(path: Path, data: bytes, exclusive: bool = False) -> None:
+def write_bytes(path: Path, data: bytes, exclusive: bool = False, mode: int = 0o666) -> None:
     """Write a file atomically (:func:`atomic_path`); ``exclusive``: only if ``path`` does
     not exist yet (``FileExistsError`` otherwise)."""
-    with atomic_path(path, exclusive) as tmp:
+    with atomic_path(path, exclusive, mode) as tmp:
         tmp.write_bytes(data)
 
 
 @contextlib.contextmanager
-def atomic_path(path: Path, exclusive: bool = False) -> Iterator[Path]:
+def atomic_path(path: Path, exclusive: bool = False, mode: int = 0o666) -> Iterator[Path]:
     """A temporary path beside ``path`` to write the file at; once the block ends, the
     file is fsync'ed and renamed to ``path``, and the folder fsync'ed (the new name
     survives a crash too). The one way hpcopt writes a file.
 
-    The temporary file exists (empty, mode 0600) when the block starts; whatever the block
-    writes must be closed when it ends. If the block raises, the temporary file is removed
-    and ``path`` is left as it was. ``exclusive`` puts the file in place by ``link``
-    instead of ``rename``: that fails with ``FileExistsError`` when ``path`` exists,
-    atomically on NFS too (the driver lock takes itself so). Any other ``OSError``, of the
-    block too (a full disk, a read-only folder), becomes a :class:`StoreError` naming
-    ``path`` and why.
+    The temporary file exists (empty; ``mode`` less the umask, as ``open`` would make it)
+    when the block starts; whatever the block writes must be closed when it ends. If the
+    block raises, the temporary file is removed and ``path`` is left as it was.
+    ``exclusive`` puts the file in place by ``link`` instead of ``rename``: that fails with
+    ``FileExistsError`` when ``path`` exists, atomically on NFS too (the driver lock takes
+    itself so). Any other ``OSError``, of the block too (a full disk, a read-only folder),
+    becomes a :class:`StoreError` naming ``path`` and why.
     """
     path = Path(path)
     tmp: str | None = None
     linking = False
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(
-            prefix=f".{path.name}.{writer_id()}.", suffix=".tmp", dir=path.parent
-        )
-        os.close(fd)
+        tmp = _create_temporary(path, mode)
         yield Path(tmp)
         _fsync(tmp)
         if exclusive:
@@ -110,6 +107,16 @@ def atomic_path(path: Path, exclusive: bool = False) -> Iterator[Path]:
         if tmp is not None:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
+
+
+def _create_temporary(path: Path, mode: int) -> str:
+    """An empty new file beside ``path``, named after its writer (not ``mkstemp``: that
+    makes every file 0600 whatever the umask)."""
+    while True:
+        tmp = str(path.with_name(f".{path.name}.{writer_id()}.{secrets.token_hex(4)}.tmp"))
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode))
+            return tmp
 
 
 def os_reason(exc: OSError) -> str:

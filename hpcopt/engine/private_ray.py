@@ -43,7 +43,7 @@ def claim(directory: str | Path) -> None:
     owner = {"pid": os.getpid(), "start": process_start(os.getpid()), "boot_id": boot_id()}
     # complete or absent (a half-written one would keep a dead owner's folder forever);
     # exclusive: never over another's claim
-    write_bytes(Path(directory) / OWNER_FILE, json.dumps(owner).encode(), exclusive=True)
+    write_bytes(Path(directory) / OWNER_FILE, json.dumps(owner).encode(), True, mode=0o600)
 
 
 def owner_alive(directory: str | Path) -> bool | None:

@@ -143,8 +143,8 @@ class Rendezvous:
 
 class CampaignFolder:
     """The paths of the campaign folder ``root`` (see the module docstring for who writes
-    each, when). Only names paths: it reads and writes nothing but :meth:`driver_locks`
-    and :meth:`event_logs`, which list what exists."""
+    each, when). It names paths and writes nothing; :meth:`driver_locks` lists the locks
+    there are."""
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
@@ -170,10 +170,6 @@ class CampaignFolder:
     def events(self, trial: str | None = None) -> Path:
         """The event log of the campaign's driver, or of the driver of ``trial`` alone."""
         return self.root / ("events.jsonl" if trial is None else f"events-{trial}.jsonl")
-
-    def event_logs(self) -> list[Path]:
-        """Every event log there is, in name order."""
-        return sorted(self.root.glob("events*.jsonl"))
 
     @property
     def summary_csv(self) -> Path:
