@@ -25,10 +25,11 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 from pydantic import ValidationError
 
 from hpcopt.config import TrialConfig
+from hpcopt.core.files import atomic_path
 from hpcopt.core.text import duration
 from hpcopt.store.campaign_store import STATUS_OK, CampaignStore, TrialRecord
 
-__all__ = ["plot_campaign"]
+__all__ = ["FiguresFailed", "plot_campaign"]
 
 DPI = 120
 WIDTH_IN = 10.0
@@ -75,6 +76,16 @@ class _Trace:
         return out
 
 
+class FiguresFailed(RuntimeError):
+    """Figures that were asked for could not be made (the others were): ``failed`` maps
+    each one's file name to why; ``written`` lists the figures that were made."""
+
+    def __init__(self, failed: dict[str, str], written: list[Path]) -> None:
+        self.failed, self.written = failed, written
+        reasons = "; ".join(f"{name}: {why}" for name, why in failed.items())
+        super().__init__(f"{len(failed)} figure(s) could not be made: {reasons}")
+
+
 def plot_campaign(
     root: str | Path,
     out_dir: str | Path | None = None,
@@ -89,9 +100,11 @@ def plot_campaign(
     recomputed with Sionna RT) and ``pbe-<trial>.png`` (fitted and measured size
     distributions) in trial order. ``out_dir`` defaults to ``root/plots``; ``trials``
     restricts the figures to those trials (``ValueError`` naming unknown ones). A trial
-    without a successful evaluation is left out with a note on stderr; a physics figure
-    that fails is reported on stderr and the others are still made. Raises ``StoreError``
-    if ``root`` is not a campaign folder.
+    without a successful evaluation is left out with a note on stderr. A physics figure
+    that cannot be made (Sionna missing, a data file gone, a solver error) does not stop
+    the others: once they are written, :class:`FiguresFailed` names each that failed and
+    why. Raises ``StoreError`` if ``root`` is not a campaign folder or a figure cannot be
+    written.
     """
     store = CampaignStore.open(root)
     names = store.trial_names()
@@ -107,9 +120,10 @@ def plot_campaign(
             print(f"plot: trial {name} has no successful evaluation; left out", file=sys.stderr)
         else:
             traces.append(trace)
-    out = Path(out_dir) if out_dir is not None else store.root / "plots"
+    out = Path(out_dir) if out_dir is not None else store.folder.plots
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
+    failed: dict[str, str] = {}
     if traces:
         title = str(store.attrs().get("name", store.root.name))
         written.append(_save(_convergence_figure(traces, title), out / "convergence.png"))
@@ -120,13 +134,15 @@ def plot_campaign(
         draw = _PHYSICS.get(kind)
         if draw is None:
             continue
+        path = out / f"{kind}-{trace.name}.png"
         try:
             figure = draw(trace)
-        except Exception as exc:  # Sionna missing, a bad scene, a solver error: go on
-            reason = _one_line(exc)
-            print(f"plot: no {kind} figure for trial {trace.name}: {reason}", file=sys.stderr)
+        except Exception as exc:  # Sionna missing, a bad scene, a solver error: say so below
+            failed[path.name] = f"trial {trace.name}: {_one_line(exc)}"
             continue
-        written.append(_save(figure, out / f"{kind}-{trace.name}.png"))
+        written.append(_save(figure, path))
+    if failed:
+        raise FiguresFailed(failed, written)
     return written
 
 
@@ -158,7 +174,8 @@ def _trace(record: TrialRecord) -> _Trace | None:
 
 
 def _save(figure: Figure, path: Path) -> Path:
-    figure.savefig(path, dpi=DPI)
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, dpi=DPI, format="png")
     return path
 
 
@@ -352,8 +369,8 @@ def _pbe_figure(trace: _Trace) -> Figure:
         raise ValueError(f"the best point no longer solves: {solution.error[0]}")
     data, sizes = problem.data, problem.sizes
     quantity = data.quantity
-    measured = problem._data_target(quantity)
-    fitted = problem._model_target(sizes.numbers(solution.N[0]), quantity)
+    measured = problem.data_target(quantity)
+    fitted = problem.model_target(sizes.numbers(solution.N[0]), quantity)
     if trial.problem.smoothing == "kde":
         size = data.x
     else:

@@ -29,7 +29,7 @@ HERE = socket.gethostname()
 HOLDER = """
 import sys
 from hpcopt.store.lock import driver_lock
-with driver_lock(sys.argv[1], sys.argv[2]):
+with driver_lock(sys.argv[1], sys.argv[2] or None):
     print("held", flush=True)
     sys.stdin.read()
 """
@@ -58,11 +58,12 @@ PERIOD_S, HOLD_S = 0.3, 0.2
 
 @pytest.fixture
 def holders():
-    """Start driver processes that hold a lock: ``start(folder, name="driver")``."""
+    """Start driver processes that hold a lock: ``start(folder, trial="")`` (a trial: the
+    lock of a job-array task's driver)."""
     started = []
 
-    def start(folder: Path, name: str = "driver") -> subprocess.Popen:
-        proc = python(HOLDER, str(folder), name)
+    def start(folder: Path, trial: str = "") -> subprocess.Popen:
+        proc = python(HOLDER, str(folder), trial)
         started.append(proc)
         assert proc.stdout.readline().strip() == "held"
         return proc
@@ -231,8 +232,8 @@ def test_a_driver_leaves_a_lock_that_is_no_longer_its_own(tmp_path):
 
 
 def test_read_drivers_lists_every_driver_lock_with_its_liveness(tmp_path, holders):
-    live = holders(tmp_path, "driver-a")
-    gone = holders(tmp_path, "driver-b")
+    live = holders(tmp_path, "a")
+    gone = holders(tmp_path, "b")
     gone.kill()
     gone.wait()
     drivers = [(d["pid"], d["host"], d["alive"]) for d in read_drivers(tmp_path)]
@@ -253,7 +254,7 @@ def test_unlock_force_removes_a_lock_of_another_host(campaign_dir, capsys):
 
 
 def test_unlock_removes_a_stale_local_lock_without_force(campaign_dir, holders):
-    holder = holders(campaign_dir, "driver-g")
+    holder = holders(campaign_dir, "g")
     holder.kill()
     holder.wait()
     assert main(["unlock", str(campaign_dir)]) == 0
@@ -270,13 +271,13 @@ def test_unlock_never_removes_a_live_local_lock(campaign_dir, holders, capsys):
 def test_a_full_disk_gives_a_store_error_and_leaves_no_temporary_file():
     with tmpfs("size=64k") as folder:
         fill_disk(folder)
-        with pytest.raises(StoreError, match=r"cannot create the driver lock .*No space left"):
+        with pytest.raises(StoreError, match=r"cannot write .*driver\.json: No space left"):
             take(folder)
         assert os.listdir(folder) == ["filler"]
 
 
 def test_a_read_only_folder_gives_a_store_error():
     with tmpfs("ro,size=64k") as folder:
-        with pytest.raises(StoreError, match=r"cannot create the driver lock .*Read-only"):
+        with pytest.raises(StoreError, match=r"cannot write .*driver\.json: Read-only"):
             take(folder)
         assert os.listdir(folder) == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 from typing import Any
 
@@ -12,11 +13,13 @@ from PIL import Image
 
 from hpcopt import config as cfg
 from hpcopt import plots
+from hpcopt.cli.main import main
 from hpcopt.driver import campaign as drv
 from hpcopt.driver import reporters
 from hpcopt.problems.pbe.data import save_psd
 from hpcopt.problems.pbe.problem import simulate
 from hpcopt.store.campaign_store import CampaignStore, StoreError
+from tests.helpers import fill_disk, tmpfs
 from tests.pbe.test_problem import SECTION, TRUTH
 
 SPHERE = {"name": "analytic", "function": "sphere"}
@@ -168,17 +171,59 @@ def test_physics_figures_are_made_only_when_asked(tmp_path) -> None:
     ]
 
 
-def test_a_failing_physics_figure_is_reported_and_the_others_are_made(tmp_path, capsys) -> None:
+@pytest.fixture
+def data_gone(tmp_path) -> CampaignStore:
+    """A campaign of two PBE trials, of which ``gone`` fitted a data file removed since."""
     data = tmp_path / "psd.h5"
     save_psd(data, simulate(SECTION, TRUTH, [0, 120, 600]).psd("q3"))
     measured = dict(copy.deepcopy(SECTION), synthetic=None, data={"path": str(data)})
     trials = [pbe_trial("gone", measured), pbe_trial("fit", copy.deepcopy(SECTION))]
     store = run_campaign(tmp_path / "c", trials)
     data.unlink()
-    written = plots.plot_campaign(store.root)
-    assert [p.name for p in written][2:] == ["pbe-fit.png"]
-    err = capsys.readouterr().err
-    assert "no pbe figure for trial gone:" in err and "psd.h5" in err
+    return store
+
+
+def test_a_failing_physics_figure_is_raised_after_the_others_are_made(data_gone) -> None:
+    with pytest.raises(plots.FiguresFailed) as failure:
+        plots.plot_campaign(data_gone.root)
+    assert [p.name for p in failure.value.written][2:] == ["pbe-fit.png"]
+    assert list(failure.value.failed) == ["pbe-gone.png"]
+    assert "trial gone:" in failure.value.failed["pbe-gone.png"]
+    assert "psd.h5" in failure.value.failed["pbe-gone.png"]
+    assert sorted(p.name for p in data_gone.folder.plots.iterdir()) == [
+        "convergence-by-method.png",
+        "convergence.png",
+        "pbe-fit.png",
+    ]
+
+
+def test_plot_exits_1_naming_each_figure_it_could_not_make_and_why(data_gone, capsys) -> None:
+    assert main(["plot", str(data_gone.root)]) == 1
+    out, err = capsys.readouterr()
+    assert out.split() == [str(data_gone.folder.plots / name) for name in (
+        "convergence.png", "convergence-by-method.png", "pbe-fit.png")]  # fmt: skip
+    assert "hpcopt plot: no pbe-gone.png: trial gone:" in err and "psd.h5" in err
+
+
+def test_plot_exits_0_when_every_figure_asked_for_is_made(data_gone, capsys) -> None:
+    assert main(["plot", str(data_gone.root), "--trial", "fit"]) == 0
+    assert capsys.readouterr().out.split()[-1].endswith("pbe-fit.png")
+
+
+def test_plot_exits_2_for_an_unknown_trial(data_gone, capsys) -> None:
+    assert main(["plot", str(data_gone.root), "--trial", "nope"]) == 2
+    assert "no trial ['nope']" in capsys.readouterr().err
+
+
+def test_a_figure_that_cannot_be_written_leaves_no_temporary_and_raises_store_error(
+    tmp_path,
+) -> None:
+    store = run_campaign(tmp_path / "c", [{"name": "gs", "method": GS_ONCE}])
+    with tmpfs("size=64k") as out:
+        fill_disk(out)
+        with pytest.raises(StoreError, match=r"cannot write .*convergence\.png: No space left"):
+            plots.plot_campaign(store.root, out)
+        assert os.listdir(out) == ["filler"]
 
 
 @pytest.mark.sionna

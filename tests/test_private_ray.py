@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -15,10 +16,11 @@ import pytest
 import yaml
 
 from hpcopt.core.events import read_events
+from hpcopt.core.files import StoreError
 from hpcopt.engine import private_ray
 from hpcopt.engine.ray_node import new_token_file, processes_using, short_temp_dir
 from tests.conftest import ROOT
-from tests.helpers import wait_until
+from tests.helpers import fill_disk, tmpfs, wait_until
 
 
 @pytest.fixture
@@ -41,6 +43,26 @@ def test_a_folder_claimed_by_this_process_has_a_live_owner(ray_tmp):
     private_ray.claim(directory)
     assert owner_of(directory)["pid"] == os.getpid()
     assert private_ray.owner_alive(directory) is True
+
+
+def test_a_claim_is_private_and_made_once(ray_tmp):
+    directory = short_temp_dir()
+    private_ray.claim(directory)
+    with pytest.raises(FileExistsError):
+        private_ray.claim(directory)
+    assert os.listdir(directory) == [private_ray.OWNER_FILE]
+    assert stat.S_IMODE((directory / private_ray.OWNER_FILE).stat().st_mode) == 0o600
+
+
+def test_a_claim_that_cannot_be_written_leaves_no_owner_file():
+    # a half-written owner file could never be judged: its folder would be kept forever
+    with tmpfs("size=64k") as base:
+        directory = base / "hr-full"
+        directory.mkdir()
+        fill_disk(base)
+        with pytest.raises(StoreError, match="No space left"):
+            private_ray.claim(directory)
+        assert os.listdir(directory) == []
 
 
 def test_an_owner_pid_now_held_by_another_process_is_dead(ray_tmp):

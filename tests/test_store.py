@@ -13,6 +13,7 @@ import pytest
 from hpcopt.core.evaluation import Evaluation
 from hpcopt.store import journal
 from hpcopt.store.campaign_store import STATUS_FAILED, STATUS_OK, CampaignStore, History, StoreError
+from tests.conftest import ROOT
 
 META = {"trial": "t", "method": "gd", "problem": "analytic", "seed": 0,
         "direction": "minimize", "parameters": ["a", "b"]}  # fmt: skip
@@ -227,3 +228,48 @@ def test_a_file_without_its_checksum_is_refused_in_a_campaign_that_has_them(tmp_
     with h5py.File(store.journal_path("t") / "00000001.h5", "a") as f:
         del f.attrs["sha256"]
     assert "has no checksum" in store.read_trial("t").damaged[0]
+
+
+# HDF5 locks files by default; some NFS and Lustre mounts refuse those locks. Another
+# process holding one stands in for such a mount: a campaign must be read and written
+# through it, with HDF5_USE_FILE_LOCKING unset, and importing hpcopt must not set it.
+NO_HDF5_LOCKS = """
+import fcntl, os, subprocess, sys
+import h5py, numpy as np
+import hpcopt.cli.main
+from hpcopt.core.evaluation import Evaluation
+from hpcopt.store.campaign_store import CampaignStore, History
+assert "HDF5_USE_FILE_LOCKING" not in os.environ, "importing hpcopt set it"
+store = CampaignStore.open(sys.argv[1])
+path = store.trial_files("t").segment(1)
+holder = subprocess.Popen(
+    [sys.executable, "-c", "import fcntl, sys; f = open(sys.argv[1], 'rb'); "
+     "fcntl.flock(f, fcntl.LOCK_EX); print(flush=True); sys.stdin.read()", str(path)],
+    stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+)
+holder.stdout.readline()
+try:
+    h5py.File(path, "r").close()
+    print("HDF5 took no lock")  # then the test proves nothing
+except OSError as exc:
+    assert "unable to lock file" in str(exc), exc
+print(len(store.read_trial("t").history))
+rows = History.from_evaluations(np.zeros((1, 2)), [Evaluation(value=1.0)], iteration=2, batch=2)
+store.writer("t", {"trial": "t", "parameters": ["a", "b"]}).checkpoint(rows, {"step": 2})
+print(store.read_trial("t").batches)
+holder.stdin.close()
+holder.wait()
+"""
+
+
+def test_a_campaign_is_read_and_written_without_hdf5_file_locks(tmp_path):
+    store = make_store(tmp_path)
+    store.writer("t", META).checkpoint(batch_rows(1), {"step": 1})
+    env = {k: v for k, v in os.environ.items() if k != "HDF5_USE_FILE_LOCKING"}
+    env["PYTHONPATH"] = str(ROOT)
+    done = subprocess.run(
+        [sys.executable, "-c", NO_HDF5_LOCKS, str(store.root)],
+        capture_output=True, text=True, env=env, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["3", "2"]

@@ -1,7 +1,8 @@
 """The ``hpcopt`` command line.
 
-Exit status: 0 when every trial completed, 1 when a trial failed, 2 for a bad config,
-flag or campaign folder, 130 when interrupted (resume with ``hpcopt resume DIR``).
+Exit status: 0 when every trial completed, 1 when a trial failed (``plot``: when a figure
+could not be made), 2 for a bad config, flag or campaign folder, 130 when interrupted
+(resume with ``hpcopt resume DIR``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from hpcopt.engine.ray_node import ClusterError
 from hpcopt.store.campaign_store import CampaignStore, StoreError
 
 EXIT_OK, EXIT_TRIAL_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_FIGURE_FAILED = 1  # hpcopt plot: a figure that was asked for could not be made
 
 EPILOG = """\
 examples:
@@ -136,7 +138,9 @@ def _parser() -> argparse.ArgumentParser:
         description="Draw DIR's convergence (best so far against evaluations and wall time, "
         "per trial and per method) and, for coverage trials, the radio map of the best "
         "placement on the floor plan, for PBE trials the fitted against the measured PSDs. "
-        "The physics figures recompute the best point (Sionna RT, the dPBE solver).",
+        "The physics figures recompute the best point (Sionna RT, the dPBE solver). Exit "
+        "status: 0; 1 when a figure could not be made (each is named, with why; the others "
+        "are written); 2 for a bad folder, flag or trial name.",
     )
     p.add_argument("dir", help="campaign folder")
     p.add_argument("-o", "--out", help="folder for the PNGs (default DIR/plots)")
@@ -269,9 +273,9 @@ def _summary(args: argparse.Namespace) -> int:
 
 def _plot(args: argparse.Namespace) -> int:
     from hpcopt.core.outputs import cannot_write_folder
-    from hpcopt.plots import plot_campaign
+    from hpcopt.plots import FiguresFailed, plot_campaign
 
-    out = args.out or CampaignStore.open(args.dir).root / "plots"
+    out = args.out or CampaignStore.open(args.dir).folder.plots
     if reason := cannot_write_folder(out):
         print(f"hpcopt plot: {'-o ' if args.out else ''}{reason}", file=sys.stderr)
         return EXIT_USAGE
@@ -280,6 +284,12 @@ def _plot(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"hpcopt plot: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except FiguresFailed as exc:
+        for path in exc.written:
+            print(path)
+        for name, why in exc.failed.items():
+            print(f"hpcopt plot: no {name}: {why}", file=sys.stderr)
+        return EXIT_FIGURE_FAILED
     for path in paths:
         print(path)
     return EXIT_OK

@@ -35,10 +35,12 @@ from typing import Any
 from hpcopt import config as cfg
 from hpcopt.cluster.container import launcher
 from hpcopt.config.cluster import SlurmConfig
+from hpcopt.core.files import StoreError, write_text
 from hpcopt.driver import campaign as drv
 from hpcopt.driver import reporters
 from hpcopt.engine.ray_node import ClusterError, new_token_file, short_temp_dir, start_node
 from hpcopt.engine.ray_pool import RayEngine
+from hpcopt.store.folder import CampaignFolder, Rendezvous
 from hpcopt.store.jobs import record_jobs
 
 # Seconds a stopping Ray node gives its processes before SIGKILL: well inside Slurm's
@@ -81,7 +83,7 @@ def executor(root: Path, slurm: SlurmConfig, name: str):  # -> submitit.SlurmExe
     import submitit
 
     ex = submitit.SlurmExecutor(
-        folder=root / "slurm" / "%j",
+        folder=CampaignFolder(root).submitit,
         max_num_timeout=slurm.max_num_timeout,
         python=launcher(slurm.container, root),
     )
@@ -195,9 +197,7 @@ def _wait_for(path: Path, timeout_s: float, what: str) -> dict[str, Any]:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)
+    write_text(path, json.dumps(data))
 
 
 class Stopped(SystemExit):
@@ -217,8 +217,8 @@ def run_on_allocation(root: Path, join_timeout_s: float, trial: str | None = Non
     alloc = Allocation.from_env()
     signal.signal(signal.SIGTERM, _on_sigterm)
     store_root = Path(root)
-    rendezvous = store_root / "cluster" / f"{alloc.job_key}.{alloc.restart}"
-    rendezvous.mkdir(parents=True, exist_ok=True)
+    rendezvous = CampaignFolder(store_root).rendezvous(alloc.job_key, alloc.restart)
+    rendezvous.folder.mkdir(parents=True, exist_ok=True)
     node_ip = node_address(alloc.node_name) if alloc.node_name else "127.0.0.1"
     temp = short_temp_dir()
     log = _Log(alloc)
@@ -226,7 +226,7 @@ def run_on_allocation(root: Path, join_timeout_s: float, trial: str | None = Non
     log(f"python {sys.executable}")
     # Where each rank's Ray lives, for `hpcopt status` and for checking the teardown.
     _write_json(
-        rendezvous / f"rank-{alloc.rank}.json",
+        rendezvous.rank(alloc.rank),
         {
             "node": alloc.node_name,
             "ip": node_ip,
@@ -251,7 +251,7 @@ class _Log:
 
 def _head(
     root: Path,
-    rendezvous: Path,
+    rendezvous: Rendezvous,
     node_ip: str,
     temp: Path,
     alloc: Allocation,
@@ -260,14 +260,14 @@ def _head(
     log: _Log,
 ) -> int:
 
-    token = new_token_file(rendezvous)
+    token = new_token_file(rendezvous.folder)
     head = start_node(
         node_ip=node_ip, num_cpus=alloc.cpus, num_gpus=alloc.gpus, temp_dir=temp / "ray",
         token_file=token,
     )  # fmt: skip
     log(f"ray head up at {head.address}")
     try:
-        _write_json(rendezvous / "head.json", {"address": head.address, "token_file": str(token)})
+        _write_json(rendezvous.head, {"address": head.address, "token_file": str(token)})
         store, campaign = drv.reopen(root)
         engine_config = campaign.engine.model_copy(
             update={"address": head.address, "token_file": str(token), "num_cpus": None,
@@ -283,8 +283,8 @@ def _head(
         log(f"driver done; failed trials: {failed or 'none'}")
         return 1 if failed else 0
     finally:
-        with contextlib.suppress(OSError):
-            (rendezvous / "done").write_text("")
+        with contextlib.suppress(StoreError):
+            write_text(rendezvous.done, "")
         head.stop(grace_s=_STOP_GRACE_S)
         log("ray head stopped")
 
@@ -308,16 +308,21 @@ def _wait_for_nodes(expected: int, timeout_s: float, log: _Log) -> None:
 
 
 def _worker(
-    rendezvous: Path, node_ip: str, temp: Path, alloc: Allocation, join_timeout_s: float, log: _Log
+    rendezvous: Rendezvous,
+    node_ip: str,
+    temp: Path,
+    alloc: Allocation,
+    join_timeout_s: float,
+    log: _Log,
 ) -> None:
-    head = _wait_for(rendezvous / "head.json", join_timeout_s, "the Ray head's address")
+    head = _wait_for(rendezvous.head, join_timeout_s, "the Ray head's address")
     node = start_node(
         node_ip=node_ip, num_cpus=alloc.cpus, num_gpus=alloc.gpus, temp_dir=temp / "ray",
         token_file=head["token_file"], head_address=head["address"],
     )  # fmt: skip
     log(f"ray worker node joined {head['address']}")
     try:
-        while not (rendezvous / "done").exists() and node.process.poll() is None:
+        while not rendezvous.done.exists() and node.process.poll() is None:
             time.sleep(0.5)
     finally:
         node.stop(grace_s=_STOP_GRACE_S)
@@ -342,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         campaign = cfg.load(target)
         root = Path(campaign.output_dir)
-        if alloc.rank == 0 and not (root / "campaign.h5").exists():
+        if alloc.rank == 0 and not CampaignFolder(root).campaign_file.exists():
             drv.create(campaign)
     check_submittable(campaign)
     if alloc.rank == 0:

@@ -1,10 +1,17 @@
-"""How the store writes and reads its files: atomically, with a checksum, verified on read.
+"""How hpcopt writes and reads its files: atomically, with a checksum, verified on read.
 
-Every HDF5 file of a campaign folder is written under a temporary name in its own folder,
-flushed, fsync'ed and renamed into place, so a reader never sees half of one. Each carries
-the attribute ``sha256``: the SHA-256 of its content — every dataset (name, type, shape,
-bytes; strings as UTF-8) and every attribute, in name order — so a bit flipped on disk, a
-truncated copy or a file swapped for another is found when it is read, never used as data.
+Every file hpcopt writes — the store's HDF5 files, the summaries, the driver lock, the
+Slurm records and addresses, the figures, a private Ray's owner file — is written by
+:func:`atomic_path`: under a temporary name in its own folder, flushed, fsync'ed, renamed
+into place and its folder fsync'ed, so a reader never sees half of one and a crash never
+leaves half of one behind. Each HDF5 file carries the attribute ``sha256``: the SHA-256 of
+its content — every dataset (name, type, shape, bytes; strings as UTF-8) and every
+attribute, in name order — so a bit flipped on disk, a truncated copy or a file swapped for
+another is found when it is read, never used as data.
+
+HDF5 files are opened with ``locking=False``: some NFS and Lustre mounts refuse the POSIX
+locks HDF5 takes by default, and atomic renames make them unneeded (no reader ever opens a
+file that is being written).
 
 Temporary names say who wrote them (``.<name>.<host>-<pid>.<random>.tmp``) so that the
 next driver can remove those of writers that died.
@@ -13,11 +20,12 @@ next driver can remove those of writers that died.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import re
+import secrets
 import socket
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -43,47 +51,72 @@ class DamagedFile(StoreError):
 
 
 def write_h5(path: Path, fill: Callable[[h5py.File], None]) -> None:
-    """Write an HDF5 file by ``fill(h5file)``, add its checksum, fsync and rename it into
-    place; any OSError becomes a :class:`StoreError` naming the file (no temporary left)."""
-
-    def write(tmp: str) -> None:
-        with h5py.File(tmp, "w", locking=False) as f:
-            fill(f)
-            f.attrs[DIGEST_ATTR] = digest(f)
-            f.flush()
-
-    _atomically(path, write)
+    """Write an HDF5 file by ``fill(h5file)``, add its checksum and put it in place
+    atomically (:func:`atomic_path`)."""
+    with atomic_path(path) as tmp, h5py.File(tmp, "w", locking=False) as f:
+        fill(f)
+        f.attrs[DIGEST_ATTR] = digest(f)
 
 
 def write_text(path: Path, text: str) -> None:
-    """Write a text file atomically (temporary name, fsync, rename); OSError -> StoreError."""
-
-    def write(tmp: str) -> None:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-
-    _atomically(path, write)
+    """Write a UTF-8 text file atomically (:func:`atomic_path`)."""
+    write_bytes(path, text.encode("utf-8"))
 
 
-def _atomically(path: Path, write: Callable[[str], None]) -> None:
+def write_bytes(path: Path, data: bytes, exclusive: bool = False, mode: int = 0o666) -> None:
+    """Write a file atomically (:func:`atomic_path`); ``exclusive``: only if ``path`` does
+    not exist yet (``FileExistsError`` otherwise)."""
+    with atomic_path(path, exclusive, mode) as tmp:
+        tmp.write_bytes(data)
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path, exclusive: bool = False, mode: int = 0o666) -> Iterator[Path]:
+    """A temporary path beside ``path`` to write the file at; once the block ends, the
+    file is fsync'ed and renamed to ``path``, and the folder fsync'ed (the new name
+    survives a crash too). The one way hpcopt writes a file.
+
+    The temporary file exists (empty; ``mode`` less the umask, as ``open`` would make it)
+    when the block starts; whatever the block writes must be closed when it ends. If the
+    block raises, the temporary file is removed and ``path`` is left as it was.
+    ``exclusive`` puts the file in place by ``link`` instead of ``rename``: that fails with
+    ``FileExistsError`` when ``path`` exists, atomically on NFS too (the driver lock takes
+    itself so). Any other ``OSError``, of the block too (a full disk, a read-only folder),
+    becomes a :class:`StoreError` naming ``path`` and why.
+    """
     path = Path(path)
-    tmp = None
+    tmp: str | None = None
+    linking = False
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(
-            prefix=f".{path.name}.{writer_id()}.", suffix=".tmp", dir=path.parent
-        )
-        os.close(fd)
-        write(tmp)
+        tmp = _create_temporary(path, mode)
+        yield Path(tmp)
         _fsync(tmp)
-        os.replace(tmp, path)
-        tmp = None
+        if exclusive:
+            linking = True
+            os.link(tmp, path)
+        else:
+            os.replace(tmp, path)
+            tmp = None
+        _fsync(path.parent)
     except OSError as exc:
+        if linking and isinstance(exc, FileExistsError):
+            raise  # the name is taken: for the caller to decide
         raise StoreError(f"cannot write {path}: {os_reason(exc)}") from exc
     finally:
         if tmp is not None:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
+
+
+def _create_temporary(path: Path, mode: int) -> str:
+    """An empty new file beside ``path``, named after its writer (not ``mkstemp``: that
+    makes every file 0600 whatever the umask)."""
+    while True:
+        tmp = str(path.with_name(f".{path.name}.{writer_id()}.{secrets.token_hex(4)}.tmp"))
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode))
+            return tmp
 
 
 def os_reason(exc: OSError) -> str:
@@ -102,10 +135,15 @@ def writer_id() -> str:
     return f"{host}-{os.getpid()}"
 
 
-def _fsync(path: str) -> None:
+def _fsync(path: str | Path) -> None:
+    """fsync a file or a folder (a folder: so that a new name in it is durable)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
+    except OSError as exc:
+        # some file systems cannot sync a folder (EINVAL): there the rename is all there is
+        if exc.errno != errno.EINVAL or not os.path.isdir(path):
+            raise
     finally:
         os.close(fd)
 

@@ -64,11 +64,10 @@ def run(
     """
     reporter = reporter or LineReporter()
     trials = campaign.trials if only is None else (campaign.trial(only),)
-    suffix = "" if only is None else f"-{only}"
     outcomes = []
     with (
-        driver_lock(store.root, f"driver{suffix}"),
-        _engine_for(campaign, engine, store.root / f"events{suffix}.jsonl") as eng,
+        driver_lock(store.root, only),
+        _engine_for(campaign, engine, store.folder.events(only)) as eng,
     ):
         store.remove_stale_temporaries()
         for trial in trials:

@@ -30,6 +30,7 @@ from collections.abc import Collection
 from pathlib import Path
 
 import hpcopt
+from hpcopt.core.files import write_bytes
 from hpcopt.core.processes import boot_id, process_start
 from hpcopt.engine.ray_node import end_processes_using, short_temp_dir
 
@@ -40,9 +41,9 @@ PREFIX = "hr-"
 def claim(directory: str | Path) -> None:
     """Record this process as the owner of ``directory`` (its ``owner`` file)."""
     owner = {"pid": os.getpid(), "start": process_start(os.getpid()), "boot_id": boot_id()}
-    fd = os.open(Path(directory) / OWNER_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(json.dumps(owner))
+    # complete or absent (a half-written one would keep a dead owner's folder forever);
+    # exclusive: never over another's claim
+    write_bytes(Path(directory) / OWNER_FILE, json.dumps(owner).encode(), True, mode=0o600)
 
 
 def owner_alive(directory: str | Path) -> bool | None:

@@ -1,17 +1,7 @@
 """The HDF5 campaign store: every evaluation, the method's checkpoint, status and summary.
 
-Layout of a campaign folder (see the README for every dataset)::
-
-    campaign.h5                 config as written and as validated, version, creation time
-    trials/<trial>.h5           consolidated history, latest checkpoint, status, confirmation
-    trials/<trial>.journal/     what was checkpointed since (:mod:`hpcopt.store.journal`):
-        started                 the trial has checkpoints (so a lost trial file is noticed)
-        00000065-00000128.h5    a pack of folded batches, laid out like the trial file
-        00000129.h5             one batch: its evaluations + the method state after it,
-                                or (its method done) the trial's confirmation so far
-    quarantine/                 damaged files set aside by resume (same relative paths)
-    summary.csv, summary.json   best (and confirmed) result per trial, rewritten at the end
-    driver.json, events.jsonl   the driver's lock and the engine's event log
+The files of a campaign folder, and who writes each when: :mod:`hpcopt.store.folder`; the
+datasets of each: the README.
 
 A trial whose problem has a confirmation (``ProblemConfig.confirmation``) re-scores its
 best distinct points once its method is done (:mod:`hpcopt.store.confirm`), into the group
@@ -40,7 +30,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -55,8 +44,9 @@ from hpcopt.core import plain
 from hpcopt.core.files import DamagedFile, StoreError, open_verified, stale_temporaries, write_h5
 from hpcopt.core.files import write_text as _write_text
 from hpcopt.store.confirm import ConfirmationRecord
+from hpcopt.store.folder import CampaignFolder, TrialFiles
 from hpcopt.store.history import STATUS_FAILED, STATUS_OK, STRING_DTYPE, History
-from hpcopt.store.journal import Chain, TornRead, TrialFiles, latest, read_chain, set_aside
+from hpcopt.store.journal import Chain, TornRead, latest, read_chain, set_aside
 from hpcopt.store.writer import TrialWriter
 
 __all__ = [
@@ -71,8 +61,6 @@ __all__ = [
 ]
 
 FORMAT = "hpcopt-campaign-2"  # 2: every file carries a checksum; packs in the journal
-# Some NFS/Lustre mounts refuse HDF5's file locks; our atomic renames make them unneeded.
-os.environ.setdefault("HDF5_USE_FILE_LOCKING", "FALSE")
 
 
 @dataclass
@@ -113,16 +101,17 @@ class CampaignStore:
     """A campaign folder. Create it once with :meth:`create`; open it with :meth:`open`."""
 
     def __init__(self, root: Path) -> None:
-        self.root = Path(root)
+        self.folder = CampaignFolder(root)
+        self.root = self.folder.root
         self._campaign: dict[str, Any] | None = None
 
     @property
     def campaign_file(self) -> Path:
-        return self.root / "campaign.h5"
+        return self.folder.campaign_file
 
     @property
     def quarantine(self) -> Path:
-        return self.root / "quarantine"
+        return self.folder.quarantine
 
     @classmethod
     def create(
@@ -136,7 +125,7 @@ class CampaignStore:
                 f"'hpcopt resume {store.root}', or choose another output_dir"
             )
         try:
-            (store.root / "trials").mkdir(parents=True, exist_ok=True)
+            store.folder.trials.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreError(f"cannot create {store.root}: {exc.strerror}") from exc
         for path in stale_temporaries(store.root):
@@ -163,9 +152,9 @@ class CampaignStore:
         if not store.root.is_dir():
             raise StoreError(f"{store.root} does not exist")
         if not store.campaign_file.is_file():
-            if (store.root / "trials").is_dir():
+            if store.folder.trials.is_dir():
                 raise StoreError(
-                    f"{store.campaign_file} is missing, though {store.root / 'trials'} holds "
+                    f"{store.campaign_file} is missing, though {store.folder.trials} holds "
                     "trial files: it held the campaign's config, without which they cannot be "
                     "resumed; restore it from a backup, or run the config again into a new "
                     "folder ('hpcopt run CONFIG -o NEWDIR'). Nothing was changed."
@@ -217,15 +206,15 @@ class CampaignStore:
         return list(self._read_campaign()["names"])
 
     def trial_path(self, name: str) -> Path:
-        return self.root / "trials" / f"{name}.h5"
+        return self.folder.trial_files(name).trial_file
 
     def journal_path(self, name: str) -> Path:
-        return self.root / "trials" / f"{name}.journal"
+        return self.folder.trial_files(name).journal
 
     def trial_files(self, name: str) -> TrialFiles:
         """Where trial ``name``'s files live, and whether they must carry checksums."""
         checksums = self._read_campaign()["attrs"].get("format") != "hpcopt-campaign-1"
-        return TrialFiles(name, self.trial_path(name), self.journal_path(name), checksums)
+        return self.folder.trial_files(name, checksums)
 
     def writer(self, name: str, meta: dict[str, Any], consolidate_every: int = 64) -> TrialWriter:
         """A writer for trial ``name``, positioned after whatever it already holds."""
@@ -258,7 +247,7 @@ class CampaignStore:
         later one covers and temporary files of dead writers. Returns what the trial holds
         then, and what was set aside."""
         chain = self._chain(name)
-        chain.temporaries += _trial_temporaries(self.root / "trials", name)
+        chain.temporaries += _trial_temporaries(self.folder.trials, name)
         said = set_aside(chain, self.root, self.quarantine)
         chain.damaged = []
         return _record(name, chain), said
@@ -266,7 +255,7 @@ class CampaignStore:
     def remove_stale_temporaries(self) -> None:
         """Remove the temporary files that writers on this host left when they died (a
         driver holding the campaign's lock calls this; trials' own go in :meth:`recover`)."""
-        for folder in (self.root, self.root / "trials"):
+        for folder in (self.root, self.folder.trials):
             for path in stale_temporaries(folder):
                 try:
                     path.unlink(missing_ok=True)
@@ -283,7 +272,7 @@ class CampaignStore:
         found = [Finding(str(self.campaign_file), "ok", "config intact")]
         for name in self.trial_names():
             found += self._check_trial(name)
-        for folder in (self.root, self.root / "trials"):
+        for folder in (self.root, self.folder.trials):
             for path in stale_temporaries(folder):
                 found.append(
                     Finding(str(path), "note", "temporary file of a dead writer; resume removes it")
@@ -315,7 +304,7 @@ class CampaignStore:
             )
         for path in chain.obsolete:
             found.append(Finding(str(path), "note", "folded into a later file; resume removes it"))
-        temporaries = chain.temporaries + _trial_temporaries(self.root / "trials", name)
+        temporaries = chain.temporaries + _trial_temporaries(self.folder.trials, name)
         for path in temporaries:
             found.append(
                 Finding(str(path), "note", "temporary file of a dead writer; resume removes it")
@@ -358,7 +347,7 @@ class CampaignStore:
     def export_summary(self) -> list[dict[str, Any]]:
         """Write ``summary.json`` and ``summary.csv`` (atomically) and return the rows."""
         rows = self.summary()
-        write_summary(rows, self.root / "summary.csv", self.root / "summary.json")
+        write_summary(rows, self.folder.summary_csv, self.folder.summary_json)
         return rows
 
 

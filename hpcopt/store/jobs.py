@@ -4,20 +4,19 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
 
+from hpcopt.core.files import write_text
+from hpcopt.store.folder import CampaignFolder
+
 
 def record_jobs(root: Path, ids: list[str]) -> None:
     """Append submitted job ids to ``root/slurm.json`` (atomically)."""
-    path = root / "slurm.json"
     known = jobs_of(root)
     known.append({"submitted_at": time.time(), "job_ids": ids})
-    tmp = path.with_name(f".slurm.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(known, indent=1))
-    os.replace(tmp, path)
+    write_text(CampaignFolder(root).slurm_jobs, json.dumps(known, indent=1))
 
 
 def jobs_of(root: Path) -> list[dict[str, Any]]:

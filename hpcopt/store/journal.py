@@ -1,13 +1,9 @@
 """A trial's checkpoints on disk: the chain of files that holds them, read and written.
 
 A trial's batches are numbered 1, 2, ... (``seq``); every batch is in exactly one file of
-the chain, and the chain has no gap::
-
-    trials/<trial>.h5                    consolidated: batches 1..last_seq
-    trials/<trial>.journal/
-        started                          written with the first checkpoint, never removed
-        00000065-00000128.h5             a pack: batches 65..128 (the consolidated layout)
-        00000129.h5                      a segment: one batch and the method state after it
+the chain, and the chain has no gap: the trial file holds batches ``1..last_seq``, each
+pack of its journal a run of batches after them, each segment one batch (their names and
+places: :mod:`hpcopt.store.folder`).
 
 After every batch the writer adds a segment. Every ``consolidate_every`` segments it
 folds them into one pack, and when the packs hold as many batches as the trial file, it
@@ -29,7 +25,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,11 +33,8 @@ import h5py
 
 from hpcopt.core.files import DamagedFile, StoreError, open_verified, stale_temporaries
 from hpcopt.store.confirm import ConfirmationRecord
+from hpcopt.store.folder import TrialFiles, journal_batches
 from hpcopt.store.history import History
-
-STARTED = "started"
-_SEGMENT = re.compile(r"^(\d{8})\.h5$")
-_PACK = re.compile(r"^(\d{8})-(\d{8})\.h5$")
 
 
 class TornRead(FileNotFoundError):
@@ -80,23 +72,6 @@ class Chain:
     @property
     def last(self) -> int:
         return self.pieces[-1].last if self.pieces else 0
-
-
-@dataclass(frozen=True)
-class TrialFiles:
-    """Where a trial's files live; ``checksums``: whether every file must carry one (false
-    for campaigns written before they did)."""
-
-    name: str
-    trial_file: Path
-    journal: Path
-    checksums: bool = True
-
-    def segment(self, seq: int) -> Path:
-        return self.journal / f"{seq:08d}.h5"
-
-    def pack(self, first: int, last: int) -> Path:
-        return self.journal / f"{first:08d}-{last:08d}.h5"
 
 
 def read_chain(files: TrialFiles, final: bool = True) -> Chain:
@@ -154,7 +129,7 @@ def read_chain(files: TrialFiles, final: bool = True) -> Chain:
 
 def _lost_start(files: TrialFiles, chain: Chain, rest: list) -> bool:
     """The trial had checkpoints (its journal says so) but none of them is left."""
-    return not chain.pieces and not rest and (files.journal / STARTED).exists()
+    return not chain.pieces and not rest and files.started.exists()
 
 
 def _gap_message(
@@ -164,7 +139,7 @@ def _gap_message(
     if not intact_after:
         return (
             f"{files.trial_file} is missing: trial {files.name} had checkpoints "
-            f"({files.journal / STARTED} records it) but no file holds batch 1 any more. "
+            f"({files.started} records it) but no file holds batch 1 any more. "
             f"Restore the file from a backup, or delete {files.journal} to run trial "
             f"{files.name} again from scratch. Nothing was changed."
         )
@@ -207,15 +182,13 @@ def list_journal(journal: Path) -> tuple[list[tuple[int, int, Path]], list[Path]
         return [], []
     entries = []
     for name in names:
-        if m := _SEGMENT.match(name):
-            entries.append((int(m[1]), int(m[1]), journal / name))
-        elif m := _PACK.match(name):
-            entries.append((int(m[1]), int(m[2]), journal / name))
+        if batches := journal_batches(name):
+            entries.append((batches[0], batches[1], journal / name))
     return sorted(entries), stale_temporaries(journal, mine_only_if_dead=False)
 
 
 def _read_piece(files: TrialFiles, first: int, last: int, path: Path) -> Piece:
-    if first == last and _SEGMENT.match(path.name):
+    if first == last and is_segment(path):
         piece = _read_segment(files, path)
     else:
         piece = _read_consolidated(files, path, "pack")
@@ -298,4 +271,5 @@ def set_aside(chain: Chain, campaign_root: Path, quarantine: Path) -> list[str]:
 
 def is_segment(path: Path) -> bool:
     """Whether ``path`` is named as a segment (one batch), not a pack."""
-    return _SEGMENT.match(path.name) is not None
+    batches = journal_batches(path.name)
+    return batches is not None and batches[2]

@@ -1,10 +1,12 @@
 """The driver lock: at most one driver per lock file, safe on NFS, not fooled by reused pids.
 
-A driver holds ``<root>/driver.json`` (``driver-<trial>.json`` for a job-array task) while
-it runs. The file is written complete under a unique temporary name, fsync'ed, and
-hard-linked to the lock's name: ``link`` fails when the name exists, atomically on NFS
-too (as Optuna's journal file lock does), so of two drivers started at the same instant
-one holds the lock and the other is refused. The lock records its holder::
+A driver holds its lock file (``driver.json``, ``driver-<trial>.json`` for a job-array
+task: :class:`~hpcopt.store.folder.CampaignFolder` names them) while it runs. The file is
+written complete under a unique temporary name, fsync'ed, and hard-linked to the lock's
+name (:func:`~hpcopt.core.files.atomic_path` with ``exclusive``): ``link`` fails when the
+name exists, atomically on NFS too (as Optuna's journal file lock does), so of two drivers
+started at the same instant one holds the lock and the other is refused. The lock records
+its holder::
 
     host, pid, started_at (Unix s), boot_id, process_start (clock ticks from boot)
 
@@ -20,28 +22,29 @@ import contextlib
 import json
 import os
 import socket
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from hpcopt.core.files import os_reason, writer_id
+from hpcopt.core.files import os_reason, write_bytes
 from hpcopt.core.processes import HAS_PROC, boot_id, pid_exists, process_start, started_at, visible
 from hpcopt.store.campaign_store import StoreError
+from hpcopt.store.folder import CampaignFolder
 
 _CLOCK_SLACK_S = 60.0
 _Ident = tuple[int, int, bytes]
 
 
 @contextlib.contextmanager
-def driver_lock(root: str | Path, name: str = "driver") -> Iterator[None]:
-    """Hold ``<root>/<name>.json`` while the body runs; ``StoreError`` if a live driver does.
+def driver_lock(root: str | Path, trial: str | None = None) -> Iterator[None]:
+    """Hold the driver lock of campaign folder ``root`` (of the driver of ``trial`` alone,
+    with ``trial``) while the body runs; ``StoreError`` if a live driver does.
 
     A stale lock (see the module docstring) is removed and taken over. Any ``OSError`` while
     creating the lock (disk full, read-only folder) becomes a ``StoreError``.
     """
-    path = Path(root) / f"{name}.json"
+    path = CampaignFolder(root).driver_lock(trial)
     me = _holder()
     _acquire(path, me)
     try:
@@ -57,7 +60,7 @@ def read_drivers(root: str | Path) -> list[dict[str, Any]]:
     Unreadable lock files are left out.
     """
     found = []
-    for path in sorted(Path(root).glob("driver*.json")):
+    for path in CampaignFolder(root).driver_locks():
         with contextlib.suppress(OSError, ValueError):
             info, _ = _load(path)
             found.append({**info, "alive": _alive(info)})
@@ -74,7 +77,7 @@ def break_locks(
     the removed paths with their records (None when unreadable) and, per lock kept, why.
     """
     removed, kept = [], []
-    for path in sorted(Path(root).glob("driver*.json")):
+    for path in CampaignFolder(root).driver_locks():
         try:
             info, ident = _load(path)
         except FileNotFoundError:
@@ -105,18 +108,11 @@ def describe(info: dict[str, Any]) -> str:
 
 def _acquire(path: Path, me: dict[str, Any]) -> None:
     """Create the lock ``path`` holding ``me``, taking over a stale one once."""
-    tmp = None
+    record = json.dumps(me).encode()
     try:
-        fd, tmp = tempfile.mkstemp(
-            prefix=f".{path.stem}.{writer_id()}.", suffix=".tmp", dir=path.parent
-        )
-        with os.fdopen(fd, "wb") as f:
-            f.write(json.dumps(me).encode())
-            f.flush()
-            os.fsync(f.fileno())
         for attempt in range(2):
             with contextlib.suppress(FileExistsError):
-                os.link(tmp, path)
+                write_bytes(path, record, exclusive=True)
                 return
             try:
                 holder, ident = _load(path)
@@ -132,11 +128,7 @@ def _acquire(path: Path, me: dict[str, Any]) -> None:
             _remove(path, ident)
         raise StoreError(f"{path} changed hands twice while this driver tried to take it")
     except OSError as exc:
-        raise StoreError(f"cannot create the driver lock {path}: {os_reason(exc)}") from exc
-    finally:
-        if tmp is not None:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
+        raise StoreError(f"cannot read the driver lock {path}: {os_reason(exc)}") from exc
 
 
 def _held_message(path: Path, holder: dict[str, Any]) -> str:
@@ -167,7 +159,7 @@ def _remove(path: Path, ident: _Ident | None) -> bool:
     it; the other, or one that would take a lock created since, finds another file there
     and puts it back.
     """
-    aside = path.with_name(f".{path.stem}.{os.getpid()}.{time.monotonic_ns()}.stale")
+    aside = CampaignFolder.lock_aside(path)
     try:
         os.rename(path, aside)
     except FileNotFoundError:

@@ -7,16 +7,16 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 from typing import Any
 
 import h5py
 
 from hpcopt.core import plain
-from hpcopt.core.files import StoreError, write_h5
+from hpcopt.core.files import StoreError, write_bytes, write_h5
 from hpcopt.store.confirm import ConfirmationRecord
+from hpcopt.store.folder import TrialFiles
 from hpcopt.store.history import STRING_DTYPE, History
-from hpcopt.store.journal import STARTED, TrialFiles, is_segment, latest, list_journal, read_chain
+from hpcopt.store.journal import is_segment, latest, list_journal, read_chain
 
 
 class TrialWriter:
@@ -46,7 +46,7 @@ class TrialWriter:
         self._packed = packs[-1].last if packs else 0
         self._parts = [p.history for p in chain.pieces if p.last <= self._packed]
         self._unpacked = [p.history for p in chain.pieces if p.last > self._packed]
-        self._started = (files.journal / STARTED).exists()
+        self._started = files.started.exists()
 
     def checkpoint(
         self,
@@ -78,7 +78,7 @@ class TrialWriter:
 
         write_h5(self.files.segment(seq), fill)
         if not self._started:
-            _touch(self.files.journal / STARTED)
+            write_bytes(self.files.started, b"")
             self._started = True
         self.seq, self.status, self._error = seq, status, error
         self._state_json = state_json or self._state_json
@@ -145,10 +145,3 @@ class TrialWriter:
         for first, last, path in entries:
             if covered(first, last, path):
                 path.unlink(missing_ok=True)
-
-
-def _touch(path: Path) -> None:
-    try:
-        path.touch()
-    except OSError as exc:
-        raise StoreError(f"cannot write {path}: {exc.strerror}") from exc

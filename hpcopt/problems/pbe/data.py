@@ -362,7 +362,7 @@ def _number(cell: str, line: int, column: int) -> float:
 
 def _read_hdf5(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, str]]:
     try:
-        f = h5py.File(path, "r")
+        f = h5py.File(path, "r", locking=False)  # a read-only input: NFS may refuse locks
     except OSError as error:
         raise PSDDataError(f"not a readable HDF5 file ({error})") from None
     with f:

@@ -190,10 +190,15 @@ class PBEProblem(Problem):
         """The first experiment's :meth:`ExperimentFit.simulate`."""
         return self.experiments[0].simulate(points)
 
-    def _model_target(self, N: np.ndarray, target: str) -> np.ndarray:
+    def model_target(self, N: np.ndarray, target: str) -> np.ndarray:
+        """The first experiment's :meth:`ExperimentFit.model_target`: the model's
+        ``target`` (``q3``, ``Q3``, ``x_50``, ...) from class numbers ``N`` ``(..., R, n)``,
+        on the grid the cost compares it on."""
         return self.experiments[0].model_target(N, target)
 
-    def _data_target(self, target: str) -> np.ndarray:
+    def data_target(self, target: str) -> np.ndarray:
+        """The first experiment's :meth:`ExperimentFit.data_target`: the measured
+        ``target``, one row per measured time, on the grid the cost compares it on."""
         return self.experiments[0].data_target(target)
 
     def evaluate(self, x: np.ndarray, gradient: bool = False) -> Evaluation:
