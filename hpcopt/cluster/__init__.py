@@ -1,1 +1,2 @@
-"""Bring Ray clusters up and down: on this machine, or (later) on a Slurm allocation."""
+"""Running on a cluster: Slurm submission and the allocation's runtime (Ray head and workers),
+Slurm queries, and container launchers."""
