@@ -19,7 +19,8 @@ from hpcopt.problems.base import Problem, ProblemConfig
 
 
 class ParamSpec(BaseModel):
-    """One parameter: ``{name: x, low: 0.0, high: 1.0, log: false}``, finite bounds."""
+    """One parameter as a config writes it, ``{name: x, low: 0.0, high: 1.0, log: false}``:
+    what makes a valid :class:`~hpcopt.core.space.Param`."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
@@ -34,6 +35,10 @@ class ParamSpec(BaseModel):
         if error:
             raise ValueError(f"{self.name}: {error}")
         return self
+
+    def param(self) -> Param:
+        """This parameter of a space."""
+        return Param(self.name, self.low, self.high, self.log)
 
 
 class CustomConfig(ProblemConfig):
@@ -59,7 +64,7 @@ class CustomConfig(ProblemConfig):
         return self
 
     def space(self) -> Space:
-        return Space(Param(p.name, p.low, p.high, p.log) for p in self.parameters)
+        return Space(p.param() for p in self.parameters)
 
     @property
     def direction(self) -> Direction:

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, model_validator
 
-from hpcopt.core.space import Param, Space
+from hpcopt.core.space import Space
 from hpcopt.problems.base import ProblemConfig
 from hpcopt.problems.custom import ParamSpec
 from hpcopt.problems.pbe.cost import parse_cost
@@ -118,7 +118,7 @@ class PBEConfig(ProblemConfig, PBEModel):
         return tuple(resolve(self, i, e) for i, e in enumerate(self.experiments))
 
     def space(self) -> Space:
-        return Space(Param(p.name, p.low, p.high, p.log) for p in self.parameters)
+        return Space(p.param() for p in self.parameters)
 
     @property
     def label(self) -> str:
