@@ -27,12 +27,12 @@ from pathlib import Path
 import numpy as np
 
 from hpcopt import config as cfg
+from hpcopt.config.registry import build_engine, build_method
 from hpcopt.core.evaluation import Evaluation, describe_exception
 from hpcopt.core.events import EventLog
 from hpcopt.core.space import Space
 from hpcopt.driver.reporters import LineReporter, Reporter, TrialOutcome
-from hpcopt.engine import Engine, build_engine
-from hpcopt.methods.base import build_method
+from hpcopt.engine import Engine
 from hpcopt.problems.base import ProblemConfig
 from hpcopt.store.campaign_store import CampaignStore, History, StoreError, TrialRecord, TrialWriter
 from hpcopt.store.confirm import ConfirmationRecord, confirm

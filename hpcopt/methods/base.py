@@ -8,7 +8,7 @@ from the same config and seed, then given that state, continues bit for bit.
 
 Drive one by hand::
 
-    method = build_method(config, space, seed=0)
+    method = GradientDescent(config, space, seed=0)   # or registry.build_method(...)
     while not method.done:
         batch = method.ask()
         losses = np.array([f(u) for u in batch.points])
@@ -20,7 +20,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
@@ -52,8 +52,6 @@ class MethodConfig(BaseModel):
     """Base of every method's config section. Subclasses set ``name`` to a Literal."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-    method_class: ClassVar[str] = ""  # "module:Class"
 
     name: str
 
@@ -170,28 +168,3 @@ def _copy_plain(obj: Any) -> Any:
     if isinstance(obj, np.ndarray):
         return obj.copy()
     return obj
-
-
-METHODS: dict[str, str] = {
-    "gd": "hpcopt.methods.gd",
-    "gs": "hpcopt.methods.gs",
-    "ga": "hpcopt.methods.ga",
-    "bo": "hpcopt.methods.bo",
-}
-
-
-def build_method(
-    config: MethodConfig,
-    space: Space,
-    seed: int,
-    feasible: Feasible | None = None,
-    has_gradient: bool | np.ndarray = False,
-) -> Method:
-    """Instantiate the method a config section names; ``has_gradient`` is one flag or a
-    mask ``(d,)`` of the parameters the problem differentiates exactly."""
-    import importlib
-
-    module, _, cls = config.method_class.partition(":")
-    return getattr(importlib.import_module(module), cls)(
-        config, space, seed, feasible=feasible, has_gradient=has_gradient
-    )

@@ -62,8 +62,6 @@ class BOConfig(MethodConfig):
     draw before the run gives up.
     """
 
-    method_class = "hpcopt.methods.bo:BayesianOptimization"
-
     name: Literal["bo"]
     sampler: Sampler = "tpe"
     n_trials: int = Field(100, gt=0)

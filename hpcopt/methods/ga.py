@@ -43,8 +43,6 @@ class GAConfig(MethodConfig):
     worse than any real loss.
     """
 
-    method_class = "hpcopt.methods.ga:GeneticAlgorithm"
-
     name: Literal["ga"]
     population: int = Field(50, ge=2)
     generations: int = Field(50, ge=1)

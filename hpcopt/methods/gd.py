@@ -46,8 +46,6 @@ class GDConfig(MethodConfig):
     problem has no exact derivative for.
     """
 
-    method_class = "hpcopt.methods.gd:GradientDescent"
-
     name: Literal["gd"]
     starts: int = Field(8, ge=1)
     steps: int = Field(100, ge=1)

@@ -42,8 +42,6 @@ class GSConfig(MethodConfig):
     coverage study swept 8 orientations per AP position; every one is recorded.
     """
 
-    method_class = "hpcopt.methods.gs:GridSearch"
-
     name: Literal["gs"]
     resolution: int | dict[str, int] = 11
     blocks: list[list[str]] | None = None

@@ -2,6 +2,7 @@
 
 ``target`` is a :class:`~hpcopt.problems.base.Problem` subclass, importable wherever the
 campaign runs; it receives this config (``config.options`` holds its own settings).
+:class:`CustomProblem` builds it where the campaign evaluates and hands every call on.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from hpcopt.core.constraints import Constraint, all_satisfied, check_names
-from hpcopt.core.evaluation import Direction
+from hpcopt.core.evaluation import Direction, Evaluation
 from hpcopt.core.space import Param, Space, bounds_error
 from hpcopt.problems.base import Problem, ProblemConfig
 
@@ -77,8 +78,27 @@ class CustomConfig(ProblemConfig):
     def feasible(self, points: np.ndarray) -> np.ndarray:
         return all_satisfied(self.constraints, self.space(), points)
 
-    def build(self) -> Problem:
-        return _resolve(self.target)(self)
+
+class CustomProblem(Problem):
+    """The user's problem: the class ``target`` names, built from the same config; every
+    call is handed on to it."""
+
+    config: CustomConfig
+
+    def __init__(self, config: CustomConfig) -> None:
+        super().__init__(config)
+        self.target = _resolve(config.target)(config)
+
+    def setup(self) -> None:
+        self.target.setup()
+
+    def evaluate(self, x: np.ndarray, gradient: bool = False) -> Evaluation:
+        return self.target.evaluate(x, gradient=gradient)
+
+    def evaluate_batch(
+        self, points: np.ndarray, gradient: bool | np.ndarray = False
+    ) -> list[Evaluation]:
+        return self.target.evaluate_batch(points, gradient)
 
 
 def _resolve(target: str) -> type[Problem]:

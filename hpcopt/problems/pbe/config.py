@@ -42,8 +42,6 @@ from hpcopt.problems.pbe.sections import (
 class PBEConfig(ProblemConfig, PBEModel):
     """``problem: {name: pbe}``: fit dPBE kernel parameters to measured PSDs."""
 
-    problem_class = "hpcopt.problems.pbe.problem:PBEProblem"
-
     name: Literal["pbe"]
     parameters: list[ParamSpec] = Field(min_length=1)
     data: DataFile | None = None
