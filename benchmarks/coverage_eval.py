@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hpcopt.engine.local import LocalEngine
+from hpcopt.config.registry import build_engine
+from hpcopt.engine.local import LocalEngineConfig
 from hpcopt.problems.coverage.config import CoverageConfig
 from hpcopt.store.campaign_store import CampaignStore
 from hpcopt.store.history import History
@@ -43,7 +44,7 @@ def config(mode: str, samples: int, **radio) -> CoverageConfig:
 def lit_share(samples: int, depth: int | None) -> np.ndarray:
     """Lit share of the floor for one AP at 9 x 5 positions over the floor."""
     radio = {} if depth is None else {"max_depth": depth}
-    with LocalEngine() as engine:
+    with build_engine(LocalEngineConfig()) as engine:
         points = np.array(
             [(x, y) for x in np.linspace(0.5, 19.5, 9) for y in np.linspace(0.5, 11.5, 5)]
         )
@@ -70,7 +71,7 @@ def main() -> None:
             problem = config(mode, args.samples, deterministic=deterministic)
             space = problem.space()
             points = space.decode(rng.random((args.evaluations, space.dim)))
-            with LocalEngine() as serial:
+            with build_engine(LocalEngineConfig()) as serial:
                 _, r, last = rate(serial, problem, points)
             rates[deterministic].append(r)
         label = "serial, 1 thread (bits)" if deterministic else "serial, all threads"
@@ -79,14 +80,14 @@ def main() -> None:
     print(f"{'reproducible / threads':24} {ratio[0]:>11.2f}x {ratio[1]:>11.2f}x")
 
     if not args.no_ray:
-        from hpcopt.engine.ray_pool import RayEngine, RayEngineConfig
+        from hpcopt.engine.ray_pool import RayEngineConfig
 
         problem = config("2ap", args.samples)
         space = problem.space()
         points = space.decode(rng.random((args.evaluations, space.dim)))
         for workers in (1, 2):
             ray_config = RayEngineConfig(kind="ray", num_workers=workers, num_cpus=2)
-            with RayEngine(ray_config) as engine:
+            with build_engine(ray_config) as engine:
                 first, r, _ = rate(engine, problem, points)
             label = f"ray, {workers} worker{'s' if workers > 1 else ''} (bits)"
             print(f"{label:24} {'':>12} {r:>12.2f}   {r / rates[False][1]:4.2f}x all-thread "

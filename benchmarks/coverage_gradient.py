@@ -23,6 +23,7 @@ import time
 
 import numpy as np
 
+from hpcopt.config.registry import build_problem
 from hpcopt.problems.coverage.config import CoverageConfig
 
 
@@ -43,7 +44,7 @@ def positions(args: argparse.Namespace) -> None:
         name="coverage", mode="1ap", objective={"kind": args.objective},
         radio={"samples_per_tx": args.samples},
     )  # fmt: skip
-    problem = config.build()
+    problem = build_problem(config)
     problem.setup()
     space = config.space()
     points = np.random.default_rng(0).uniform(0.1, 0.9, size=(args.points, space.dim))
@@ -80,7 +81,7 @@ def orientation(args: argparse.Namespace) -> None:
             name="coverage", mode="1ap", objective={"kind": kind},
             radio={"pattern": "tr38901", "samples_per_tx": args.orientation_samples},
         )  # fmt: skip
-        problem = config.build()
+        problem = build_problem(config)
         problem.setup()
         problem.evaluate(x, gradient=True)  # compile both loops once
         start = time.perf_counter()

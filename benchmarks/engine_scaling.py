@@ -21,8 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from hpcopt.engine.local import LocalEngine
-from hpcopt.engine.ray_pool import RayEngine, RayEngineConfig
+from hpcopt.config.registry import build_engine
+from hpcopt.engine.local import LocalEngineConfig
+from hpcopt.engine.ray_pool import RayEngineConfig
 from hpcopt.problems.analytic import AnalyticConfig
 from hpcopt.problems.custom import CustomConfig
 
@@ -54,12 +55,12 @@ def main() -> None:
     work = np.full((args.tasks, 1), 0.5)
     empty = np.full((args.noop, 1), 0.5)
 
-    with LocalEngine() as serial:
+    with build_engine(LocalEngineConfig()) as serial:
         t_serial_noop = timed_map(serial, noop, empty)
     times = {}
     for workers in (1, 2):
         config = RayEngineConfig(kind="ray", num_workers=workers, num_cpus=2)
-        with RayEngine(config) as engine:
+        with build_engine(config) as engine:
             times[workers] = (timed_map(engine, burn, work), timed_map(engine, noop, empty))
 
     t1, t2 = times[1][0], times[2][0]

@@ -25,6 +25,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 from pydantic import ValidationError
 
 from hpcopt.config import TrialConfig
+from hpcopt.config.registry import build_problem
 from hpcopt.core.files import atomic_path
 from hpcopt.core.text import duration
 from hpcopt.store.campaign_store import STATUS_OK, CampaignStore, TrialRecord
@@ -300,7 +301,7 @@ def _coverage_figure(trace: _Trace) -> Figure:
     the APs, the reflector and its focus, and the shipped office's walls."""
     trial, x, _ = _best_point(trace)
     config = trial.problem
-    problem = config.build()
+    problem = build_problem(config)
     problem.setup()
     per_ap, placed = problem.radio_map(x)
     combined = per_ap.max(axis=0)
@@ -362,7 +363,7 @@ def _pbe_figure(trace: _Trace) -> Figure:
     ``PBE_PANELS_MAX`` of them, evenly picked), at the trial's best point, on the grid the
     cost compares them on."""
     trial, x, value = _best_point(trace)
-    problem = trial.problem.build()
+    problem = build_problem(trial.problem)
     problem.setup()
     solution = problem.simulate(x[None])
     if solution.error[0]:

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from hpcopt.config.registry import build_problem
 from hpcopt.core import plain
 from hpcopt.methods.base import Method
 from hpcopt.problems.base import ProblemConfig
@@ -25,7 +26,7 @@ from hpcopt.store.campaign_store import CampaignStore
 def losses_of(problem: ProblemConfig, points_u: np.ndarray, gradient: bool | np.ndarray):
     """Evaluate unit-cube points serially; return (losses, gradients in unit coords or None)."""
     space = problem.space()
-    built = problem.build()
+    built = build_problem(problem)
     built.setup()
     x = space.decode(points_u)
     evs = built.evaluate_batch(x, gradient=gradient)

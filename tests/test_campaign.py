@@ -2,9 +2,10 @@ import numpy as np
 import pytest
 
 from hpcopt import config as cfg
+from hpcopt.config.registry import build_engine
 from hpcopt.driver import campaign as drv
 from hpcopt.driver import reporters
-from hpcopt.engine import LocalEngine
+from hpcopt.engine import LocalEngineConfig
 from hpcopt.store.campaign_store import STATUS_FAILED, StoreError
 
 
@@ -33,7 +34,7 @@ def test_every_evaluation_is_recorded_with_its_iteration_and_worker(tmp_path):
     rec = store.read_trial("g")
     assert outcome.status == rec.status == "completed"
     assert len(rec.history) == 25 and outcome.best_value == 0.0
-    assert set(rec.history.worker) == {LocalEngine().worker}
+    assert set(rec.history.worker) == {build_engine(LocalEngineConfig()).worker}
     assert (rec.history.wall_time_s >= 0).all() and "norm" in rec.history.extras
 
 

@@ -102,7 +102,8 @@ def test_a_folder_without_an_owner_file_is_not_judged(ray_tmp):
 @pytest.mark.ray
 @pytest.mark.slow
 def test_the_next_start_removes_a_dead_drivers_folder_and_keeps_a_live_ones(ray_home, ray_tmp):
-    from hpcopt.engine.ray_pool import RayEngine, RayEngineConfig
+    from hpcopt.config.registry import build_engine
+    from hpcopt.engine.ray_pool import RayEngineConfig
 
     dead, live = short_temp_dir(), short_temp_dir()
     for directory in (dead, live):
@@ -114,7 +115,7 @@ def test_the_next_start_removes_a_dead_drivers_folder_and_keeps_a_live_ones(ray_
     # a process of the dead driver's Ray that outlived it
     left = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)", str(dead)])
     try:
-        engine = RayEngine(RayEngineConfig(kind="ray", num_workers=1, num_cpus=1))
+        engine = build_engine(RayEngineConfig(kind="ray", num_workers=1, num_cpus=1))
         engine.close()
         assert left.wait(timeout=5) is not None
         assert not dead.exists()

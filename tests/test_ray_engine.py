@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 
 from hpcopt import config as cfg
+from hpcopt.config.registry import build_engine
 from hpcopt.core.events import read_events
 from hpcopt.driver import campaign as drv
 from hpcopt.driver import reporters
 from hpcopt.engine.ray_node import new_token_file, processes_using, short_temp_dir, start_node
-from hpcopt.engine.ray_pool import EngineError, RayEngine, RayEngineConfig
+from hpcopt.engine.ray_pool import EngineError, RayEngineConfig
 from hpcopt.problems.analytic import AnalyticConfig
 from hpcopt.store.campaign_store import STATUS_FAILED, STATUS_OK
 from tests.conftest import node_env
@@ -54,7 +55,7 @@ def test_half_gpu_workers_run_four_at_once_on_two_declared_gpus(ray_cluster):
     config = RayEngineConfig(**engine_config(ray_cluster, num_workers=4, gpu_fraction=0.5,
                                              cpus_per_worker=1))  # fmt: skip
     events = []
-    with RayEngine(config) as engine:
+    with build_engine(config) as engine:
         engine.on_event = lambda kind, **f: events.append((kind, f))
         problem = AnalyticConfig(name="analytic", function="sphere", delay_s=0.2)
         results = engine.map(problem, np.zeros((8, 2)))
@@ -175,12 +176,15 @@ def test_a_problem_that_cannot_be_set_up_fails_its_trial(tmp_path, ray_cluster):
 def test_workers_that_cannot_fit_fail_with_a_clear_error(ray_cluster):
     config = RayEngineConfig(**engine_config(ray_cluster, num_workers=2, cpus_per_worker=64,
                                              start_timeout_s=3))  # fmt: skip
-    with RayEngine(config) as engine, pytest.raises(EngineError, match="only 0 of 2 Ray workers"):
+    with (
+        build_engine(config) as engine,
+        pytest.raises(EngineError, match="only 0 of 2 Ray workers"),
+    ):
         engine.map(AnalyticConfig(name="analytic", function="sphere"), np.zeros((2, 2)))
 
 
 def test_address_auto_starts_a_private_ray_and_removes_it(ray_home):
-    engine = RayEngine(RayEngineConfig(kind="ray", num_workers=2, num_cpus=2))
+    engine = build_engine(RayEngineConfig(kind="ray", num_workers=2, num_cpus=2))
     private = engine._private_dir
     try:
         results = engine.map(AnalyticConfig(name="analytic", function="sphere"), np.ones((4, 2)))
@@ -229,18 +233,18 @@ def test_each_worker_limits_blas_to_its_cpus_and_the_serial_engine_to_the_machin
     ray_cluster,
 ):
     from hpcopt.engine.base import available_cpus
-    from hpcopt.engine.local import LocalEngine
+    from hpcopt.engine.local import LocalEngineConfig
     from hpcopt.problems.custom import CustomConfig
 
     problem = CustomConfig(**custom("BlasThreads"))
     config = RayEngineConfig(**engine_config(ray_cluster, num_workers=1, cpus_per_worker=1))
-    with RayEngine(config) as engine:
+    with build_engine(config) as engine:
         (ev,) = engine.map(problem, np.zeros((1, 2)))
     assert ev.extras["blas_threads"] == 1
     # a driver process whose BLAS someone capped at 1 gets the machine's cores back
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(limits=1)
-    with LocalEngine() as serial:
+    with build_engine(LocalEngineConfig()) as serial:
         (ev,) = serial.map(problem, np.zeros((1, 2)))
     assert ev.extras["blas_threads"] == available_cpus() > 1

@@ -35,11 +35,11 @@ from typing import Any
 from hpcopt import config as cfg
 from hpcopt.cluster.container import launcher
 from hpcopt.config.cluster import SlurmConfig
+from hpcopt.config.registry import build_engine
 from hpcopt.core.files import StoreError, write_text
 from hpcopt.driver import campaign as drv
 from hpcopt.driver import reporters
 from hpcopt.engine.ray_node import ClusterError, new_token_file, short_temp_dir, start_node
-from hpcopt.engine.ray_pool import RayEngine
 from hpcopt.store.folder import CampaignFolder, Rendezvous
 from hpcopt.store.jobs import record_jobs
 
@@ -273,7 +273,7 @@ def _head(
             update={"address": head.address, "token_file": str(token), "num_cpus": None,
                     "num_gpus": None}
         )  # fmt: skip
-        with RayEngine(engine_config) as engine:
+        with build_engine(engine_config) as engine:
             _wait_for_nodes(alloc.nodes, join_timeout_s, log)
             outcomes = drv.run(
                 campaign, store, engine=engine, reporter=reporters.LineReporter(sys.stderr),

@@ -5,6 +5,9 @@ trials. ``shared`` is deep-merged under every trial; ``trials`` lists trials exp
 each of ``sweep_groups`` expands a ``grid`` of dotted keys and a list of ``seeds`` by
 Cartesian product into named trials. Everything is validated before anything is written:
 errors name the key path and what is allowed.
+
+The ``method``, ``problem`` and ``engine`` sections accept what the registry
+(:mod:`hpcopt.config.registry`) lists.
 """
 
 from __future__ import annotations
@@ -23,28 +26,14 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from hpcopt.config.cluster import SlurmConfig
-from hpcopt.engine import EngineConfig
+from hpcopt.config.registry import ENGINES, METHODS, PROBLEMS, build_method, section
 from hpcopt.engine.local import LocalEngineConfig
-from hpcopt.methods.base import build_method
-from hpcopt.methods.bo import BOConfig
-from hpcopt.methods.ga import GAConfig
-from hpcopt.methods.gd import GDConfig
-from hpcopt.methods.gs import GSConfig
-from hpcopt.problems.analytic import AnalyticConfig
-from hpcopt.problems.coverage.config import CoverageConfig
-from hpcopt.problems.custom import CustomConfig
-from hpcopt.problems.pbe.config import PBEConfig
 
 TRIAL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=+-]*$")
 
-ProblemSection = Annotated[
-    Union[AnalyticConfig, CoverageConfig, CustomConfig, PBEConfig],  # noqa: UP007
-    Field(discriminator="name"),
-]
-MethodSection = Annotated[
-    Union[GDConfig, GSConfig, GAConfig, BOConfig],  # noqa: UP007
-    Field(discriminator="name"),
-]
+ProblemSection = section(PROBLEMS, "name")
+MethodSection = section(METHODS, "name")
+EngineSection = section(ENGINES, "kind")
 
 
 class ConfigError(ValueError):
@@ -85,7 +74,7 @@ class _Document(_Strict):
 
     name: str = Field(pattern=TRIAL_NAME.pattern)
     output_dir: str | None = None
-    engine: EngineConfig = LocalEngineConfig()
+    engine: EngineSection = LocalEngineConfig()
     slurm: SlurmConfig = SlurmConfig()
     shared: dict[str, Any] = Field(default_factory=dict)
     trials: list[dict[str, Any]] = Field(default_factory=list)
@@ -97,7 +86,7 @@ class Campaign(_Strict):
 
     name: str
     output_dir: str
-    engine: EngineConfig
+    engine: EngineSection
     slurm: SlurmConfig
     trials: tuple[TrialConfig, ...]
     document: dict[str, Any]
@@ -242,6 +231,7 @@ def parse(
     ``check_files=False`` skips checks of the files a config names (data files), for a
     campaign reopened from its store, whose trials carry the paths checked at creation.
     """
+    _follow_registry()
     not_json = list(_not_json(doc, ""))
     if not_json:
         raise ConfigError(source, not_json)
@@ -275,6 +265,26 @@ def parse(
         trials=tuple(trials),
         document=json.loads(json.dumps(dict(doc))),
     )
+
+
+def _follow_registry() -> None:
+    """Rebuild the schema's method, problem and engine sections if the registry changed
+    since they were built (a plugin registered at run time)."""
+    sections = [
+        (TrialConfig, "problem", section(PROBLEMS, "name")),
+        (TrialConfig, "method", section(METHODS, "name")),
+        (_Document, "engine", section(ENGINES, "kind")),
+        (Campaign, "engine", section(ENGINES, "kind")),
+    ]
+    changed = False
+    for model, key, annotated in sections:
+        field = model.model_fields[key]
+        union = get_args(annotated)[0]  # the discriminator stays on the field
+        if field.annotation != union:
+            field.annotation, changed = union, True
+    if changed:
+        for model in (TrialConfig, _Document, Campaign):  # Campaign holds TrialConfigs
+            model.model_rebuild(force=True)
 
 
 def _not_json(value: Any, path: str) -> Iterator[str]:

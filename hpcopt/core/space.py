@@ -14,11 +14,13 @@ from dataclasses import dataclass
 import numpy as np
 
 
-def bounds_error(low: float, high: float, log: bool = False) -> str:
-    """Why ``[low, high]`` cannot bound a parameter, or ``""``.
+def bounds_error(low: float, high: float, log: bool = False, periodic: bool = False) -> str:
+    """Why ``[low, high]`` cannot bound a parameter, or ``""``: the checks of a
+    :class:`Param`, for configs to state under their own key.
 
     Both must be finite with ``low < high``, and the width ``high - low`` must be a float
-    too: points in between are ``low + u * (high - low)``. A ``log`` one needs ``low > 0``.
+    too: points in between are ``low + u * (high - low)``. A ``log`` one needs ``low > 0``
+    and cannot be ``periodic``.
     """
     if not (math.isfinite(low) and math.isfinite(high)):
         return f"low and high must be finite numbers, got [{low}, {high}]"
@@ -31,6 +33,8 @@ def bounds_error(low: float, high: float, log: bool = False) -> str:
         )
     if log and low <= 0:
         return f"log scale needs low > 0, got {low}"
+    if log and periodic:
+        return "cannot be both log and periodic"
     return ""
 
 
@@ -47,11 +51,9 @@ class Param:
     periodic: bool = False
 
     def __post_init__(self) -> None:
-        error = bounds_error(self.low, self.high, self.log)
+        error = bounds_error(self.low, self.high, self.log, self.periodic)
         if error:
             raise ValueError(f"parameter {self.name!r}: {error}")
-        if self.log and self.periodic:
-            raise ValueError(f"parameter {self.name!r}: cannot be both log and periodic")
 
 
 class Space:

@@ -15,10 +15,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from hpcopt import config as cfg
+from hpcopt.config.registry import build_engine
 from hpcopt.core.events import EventLog
 from hpcopt.driver.reporters import LineReporter, Reporter, TrialOutcome
 from hpcopt.driver.trial import run_trial
-from hpcopt.engine import Engine, build_engine
+from hpcopt.engine import Engine
 from hpcopt.store.campaign_store import CampaignStore
 from hpcopt.store.lock import driver_lock
 

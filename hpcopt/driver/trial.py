@@ -22,11 +22,12 @@ from typing import Any
 import numpy as np
 
 from hpcopt import config as cfg
+from hpcopt.config.registry import build_method
 from hpcopt.core.evaluation import Evaluation, describe_exception
 from hpcopt.core.space import Space
 from hpcopt.driver.reporters import Reporter, TrialOutcome
 from hpcopt.engine import Engine
-from hpcopt.methods.base import Method, build_method
+from hpcopt.methods.base import Method
 from hpcopt.problems.base import ProblemConfig
 from hpcopt.store.campaign_store import CampaignStore, History, StoreError, TrialRecord, TrialWriter
 from hpcopt.store.confirm import ConfirmationRecord, confirm

@@ -1,16 +1,24 @@
-"""The Engine interface: map a problem over a batch of points, results in order."""
+"""The Engine interface: map a problem over a batch of points, results in order.
+
+An engine is told which class implements a problem config (``problem_class``) by whoever
+builds it: the registry (:mod:`hpcopt.config.registry`) sits above the engines.
+"""
 
 from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from types import TracebackType
 
 import numpy as np
 
 from hpcopt.core.evaluation import Evaluation
 from hpcopt.core.events import EventSink, ignore
-from hpcopt.problems.base import ProblemConfig
+from hpcopt.problems.base import Problem, ProblemConfig
+
+ProblemClass = Callable[[ProblemConfig], type[Problem]]
+"""Which :class:`Problem` subclass implements a problem config (the registry's answer)."""
 
 
 def limit_threads(threads: int) -> None:
@@ -30,8 +38,34 @@ def available_cpus() -> int:
         return os.cpu_count() or 1
 
 
+class SetUpProblems:
+    """A worker's problems: each built from its config and set up on first use, then kept."""
+
+    def __init__(self, threads: int) -> None:
+        self.threads = threads
+        self._problems: dict[str, Problem] = {}
+
+    def get(self, implementation: type[Problem], config: ProblemConfig) -> Problem:
+        """The set-up problem of ``config``, built as ``implementation(config)`` the first
+        time; the worker's BLAS and OpenMP pools are then capped at ``threads``."""
+        key = config.model_dump_json()
+        if key not in self._problems:
+            problem = implementation(config)
+            problem.setup()
+            limit_threads(self.threads)  # after setup, once the problem's libraries are loaded
+            self._problems[key] = problem
+        return self._problems[key]
+
+    def clear(self) -> None:
+        """Drop every problem."""
+        self._problems.clear()
+
+
 class Engine(ABC):
     """Runs evaluations. Each worker builds and sets up a problem once, then reuses it.
+
+    ``problem_class`` says which class implements a problem config; engines are built as
+    ``Engine(config, problem_class)``.
 
     ``map`` returns one :class:`Evaluation` per point, in the order of ``points``, with
     ``wall_time_s`` and ``worker`` filled in. A point whose evaluation raised comes back as
@@ -43,6 +77,9 @@ class Engine(ABC):
     """
 
     on_event: EventSink = staticmethod(ignore)
+
+    def __init__(self, problem_class: ProblemClass) -> None:
+        self.problem_class = problem_class
 
     @abstractmethod
     def map(

@@ -10,8 +10,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from hpcopt.core.evaluation import Evaluation
-from hpcopt.engine.base import Engine, available_cpus, limit_threads
-from hpcopt.problems.base import Problem, ProblemConfig
+from hpcopt.engine.base import Engine, ProblemClass, SetUpProblems, available_cpus
+from hpcopt.problems.base import ProblemConfig
 
 
 class LocalEngineConfig(BaseModel):
@@ -25,25 +25,16 @@ class LocalEngineConfig(BaseModel):
 class LocalEngine(Engine):
     """Evaluates in the calling process. Problems are built and set up once per config."""
 
-    def __init__(self) -> None:
-        self._problems: dict[str, Problem] = {}
+    def __init__(self, config: LocalEngineConfig, problem_class: ProblemClass) -> None:
+        super().__init__(problem_class)
+        self._problems = SetUpProblems(available_cpus())
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
-
-    def problem(self, config: ProblemConfig) -> Problem:
-        """The set-up problem for ``config`` (built on first use, then cached)."""
-        key = config.model_dump_json()
-        if key not in self._problems:
-            problem = config.build()
-            problem.setup()
-            # after setup: the problem's libraries (SciPy's BLAS) are loaded by then
-            limit_threads(available_cpus())
-            self._problems[key] = problem
-        return self._problems[key]
 
     def map(
         self, problem: ProblemConfig, points: np.ndarray, gradient: bool | np.ndarray = False
     ) -> list[Evaluation]:
-        evaluations = self.problem(problem).evaluate_batch(np.atleast_2d(points), gradient)
+        built = self._problems.get(self.problem_class(problem), problem)
+        evaluations = built.evaluate_batch(np.atleast_2d(points), gradient)
         for ev in evaluations:
             ev.worker = self.worker
         return evaluations

@@ -33,7 +33,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from hpcopt.core.evaluation import Evaluation
-from hpcopt.engine.base import Engine, limit_threads
+from hpcopt.engine.base import Engine, ProblemClass, SetUpProblems
 from hpcopt.problems.base import Problem, ProblemConfig
 
 if TYPE_CHECKING:
@@ -88,7 +88,6 @@ class RayWorker:
     def __init__(self, threads: int = 1) -> None:
         import ray
 
-        self.threads = threads
         ctx = ray.get_runtime_context()
         self.actor_id = ctx.get_actor_id()
         node_id = ctx.get_node_id()
@@ -97,7 +96,7 @@ class RayWorker:
         )
         self.gpu_ids = ",".join(str(g) for g in ray.get_gpu_ids())
         self.name = f"{self.actor_id[:8]}:{os.getpid()}"
-        self._problems: dict[str, Problem] = {}
+        self._problems = SetUpProblems(threads)
 
     def info(self) -> dict[str, str]:
         """Who and where this worker is (also its readiness check)."""
@@ -110,16 +109,16 @@ class RayWorker:
         }
 
     def evaluate(
-        self, config: ProblemConfig, points: np.ndarray, gradient: bool | np.ndarray
+        self,
+        implementation: type[Problem],
+        config: ProblemConfig,
+        points: np.ndarray,
+        gradient: bool | np.ndarray,
     ) -> list[Evaluation]:
-        """Evaluate ``points`` ``(k, d)`` of ``config``'s problem, set up on first use."""
-        key = config.model_dump_json()
-        if key not in self._problems:
-            problem = config.build()
-            problem.setup()
-            limit_threads(self.threads)  # after setup, once its libraries are loaded
-            self._problems[key] = problem
-        evaluations = self._problems[key].evaluate_batch(points, gradient)
+        """Evaluate ``points`` ``(k, d)`` of ``config``'s problem, built as
+        ``implementation(config)`` and set up on first use."""
+        problem = self._problems.get(implementation, config)
+        evaluations = problem.evaluate_batch(points, gradient)
         for ev in evaluations:
             ev.worker, ev.node, ev.gpu_ids = self.name, self.node, self.gpu_ids
         return evaluations
@@ -142,9 +141,10 @@ class _Task:
 class RayEngine(Engine):
     """Maps batches over a pool of persistent Ray actors (see the module docstring)."""
 
-    def __init__(self, config: RayEngineConfig) -> None:
+    def __init__(self, config: RayEngineConfig, problem_class: ProblemClass) -> None:
         import ray
 
+        super().__init__(problem_class)
         self.config = config
         self._ray = ray
         self._private_dir: Path | None = None
@@ -257,12 +257,13 @@ class RayEngine(Engine):
         )
         idle = deque(self._slots)
         inflight: dict[Any, tuple[_Task, _Slot, float]] = {}
+        implementation = self.problem_class(problem)  # pickled by reference: its module's name
         config_ref = ray.put(problem)
         while queue or inflight:
             while queue and idle:
                 task, slot = queue.popleft(), idle.popleft()
                 ref = slot.actor.evaluate.remote(
-                    config_ref, points[task.indices], wanted[task.indices]
+                    implementation, config_ref, points[task.indices], wanted[task.indices]
                 )
                 inflight[ref] = (task, slot, time.monotonic())
                 self.on_event("task_started", worker=slot.name, points=len(task.indices))

@@ -8,7 +8,7 @@ from the same config and seed, then given that state, continues bit for bit.
 
 Drive one by hand::
 
-    method = build_method(config, space, seed=0)
+    method = GradientDescent(config, space, seed=0)   # or registry.build_method(...)
     while not method.done:
         batch = method.ask()
         losses = np.array([f(u) for u in batch.points])
@@ -20,7 +20,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
@@ -53,17 +53,22 @@ class MethodConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    method_class: ClassVar[str] = ""  # "module:Class"
-
     name: str
 
 
-class Method(ABC):
-    """Ask/tell search over the unit cube. Subclasses keep all state in ``self.state``."""
+C = TypeVar("C", bound=MethodConfig)
+
+
+class Method(ABC, Generic[C]):
+    """Ask/tell search over the unit cube, configured by a ``C`` (``Method[GDConfig]``).
+
+    Subclasses keep all state in ``self.state``, which :meth:`setup` starts; methods that
+    track their best point keep ``best_u`` and ``best_loss`` there (:meth:`record_best`).
+    """
 
     def __init__(
         self,
-        config: MethodConfig,
+        config: C,
         space: Space,
         seed: int,
         feasible: Feasible | None = None,
@@ -77,6 +82,12 @@ class Method(ABC):
         self.gradient_mask = np.broadcast_to(np.asarray(has_gradient, dtype=bool), (space.dim,))
         self.has_gradient = bool(self.gradient_mask.all())
         self.state: dict[str, Any] = {}
+        self.setup()
+
+    @abstractmethod
+    def setup(self) -> None:
+        """Check the config against the space (``ValueError`` naming the ``method.`` key)
+        and start ``self.state``; called once, by ``__init__``."""
 
     def feasible(self, u: np.ndarray) -> np.ndarray:
         """Mask ``(n,)`` of the unit-cube points ``u`` ``(n, d)`` that may be evaluated."""
@@ -113,6 +124,22 @@ class Method(ABC):
             return None
         return self.state["best_u"].copy(), float(self.state["best_loss"])
 
+    def start_best(self) -> dict[str, Any]:
+        """``best_u`` (NaN, shape ``(d,)``) and ``best_loss`` (inf), none found yet: for
+        :meth:`setup` to start the state with."""
+        return {"best_u": np.full(self.space.dim, np.nan), "best_loss": float("inf")}
+
+    def record_best(self, points: np.ndarray, losses: np.ndarray) -> tuple[np.ndarray, float]:
+        """Keep the lowest of ``losses`` ``(n,)`` (NaN: failed) and its point of ``points``
+        ``(n, d)`` as ``best_u`` and ``best_loss`` if it beats them; return that point and
+        loss (inf when every one failed)."""
+        candidates = np.where(np.isnan(losses), np.inf, losses)
+        i = int(np.argmin(candidates))
+        point, loss = points[i], float(candidates[i])
+        if loss < self.state["best_loss"]:
+            self.state["best_u"], self.state["best_loss"] = point.copy(), loss
+        return point, loss
+
     def gradients_used(self) -> np.ndarray | None:
         """The loss gradients ``(n, d)`` in unit coordinates that the last ``tell`` moved
         by, one row per point of its batch (NaN rows where none was used); None for
@@ -141,28 +168,3 @@ def _copy_plain(obj: Any) -> Any:
     if isinstance(obj, np.ndarray):
         return obj.copy()
     return obj
-
-
-METHODS: dict[str, str] = {
-    "gd": "hpcopt.methods.gd",
-    "gs": "hpcopt.methods.gs",
-    "ga": "hpcopt.methods.ga",
-    "bo": "hpcopt.methods.bo",
-}
-
-
-def build_method(
-    config: MethodConfig,
-    space: Space,
-    seed: int,
-    feasible: Feasible | None = None,
-    has_gradient: bool | np.ndarray = False,
-) -> Method:
-    """Instantiate the method a config section names; ``has_gradient`` is one flag or a
-    mask ``(d,)`` of the parameters the problem differentiates exactly."""
-    import importlib
-
-    module, _, cls = config.method_class.partition(":")
-    return getattr(importlib.import_module(module), cls)(
-        config, space, seed, feasible=feasible, has_gradient=has_gradient
-    )

@@ -29,8 +29,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from hpcopt.core.space import Space
-from hpcopt.methods.base import Batch, Feasible, Method, MethodConfig
+from hpcopt.methods.base import Batch, Method, MethodConfig
 
 if TYPE_CHECKING:
     from optuna import Study
@@ -63,8 +62,6 @@ class BOConfig(MethodConfig):
     draw before the run gives up.
     """
 
-    method_class = "hpcopt.methods.bo:BayesianOptimization"
-
     name: Literal["bo"]
     sampler: Sampler = "tpe"
     n_trials: int = Field(100, gt=0)
@@ -88,7 +85,7 @@ class BOConfig(MethodConfig):
         return self
 
 
-class BayesianOptimization(Method):
+class BayesianOptimization(Method[BOConfig]):
     """Ask/tell over an in-memory Optuna study, ``max_concurrent`` trials per batch.
 
     Infeasible proposals are told to Optuna as failed, never evaluated, and the slot is
@@ -100,21 +97,11 @@ class BayesianOptimization(Method):
     ``optuna_version``.
     """
 
-    config: BOConfig
-
-    def __init__(
-        self,
-        config: BOConfig,
-        space: Space,
-        seed: int,
-        feasible: Feasible | None = None,
-        has_gradient: bool = False,
-    ) -> None:
-        super().__init__(config, space, seed, feasible=feasible, has_gradient=has_gradient)
+    def setup(self) -> None:
         import optuna
 
         self._distributions = {
-            n: optuna.distributions.FloatDistribution(0.0, 1.0) for n in space.names
+            n: optuna.distributions.FloatDistribution(0.0, 1.0) for n in self.space.names
         }
         self._study = self._new_study(self._new_sampler(self.seed))
         self.state = {"batch": 0, "evaluated": 0, "pending": []}

@@ -27,8 +27,7 @@ import numpy as np
 from deap import algorithms, base, tools
 from pydantic import Field, PositiveFloat, model_validator
 
-from hpcopt.core.space import Space
-from hpcopt.methods.base import Batch, Feasible, Method, MethodConfig
+from hpcopt.methods.base import Batch, Method, MethodConfig
 
 
 class GAConfig(MethodConfig):
@@ -43,8 +42,6 @@ class GAConfig(MethodConfig):
     ``penalty`` is the loss of infeasible individuals and failed evaluations: it must be
     worse than any real loss.
     """
-
-    method_class = "hpcopt.methods.ga:GeneticAlgorithm"
 
     name: Literal["ga"]
     population: int = Field(50, ge=2)
@@ -95,7 +92,7 @@ def _clamped(operator: Callable[..., tuple[Individual, ...]]) -> Callable[..., t
     return wrapper
 
 
-class GeneticAlgorithm(Method):
+class GeneticAlgorithm(Method[GAConfig]):
     """``eaSimple`` with elitism over the unit cube, one generation per batch.
 
     ``state`` holds ``generation``; ``population`` ``(population, d)`` and its
@@ -104,17 +101,8 @@ class GeneticAlgorithm(Method):
     ``random``, the trial's own Python ``random`` state.
     """
 
-    config: GAConfig
-
-    def __init__(
-        self,
-        config: GAConfig,
-        space: Space,
-        seed: int,
-        feasible: Feasible | None = None,
-        has_gradient: bool = False,
-    ) -> None:
-        super().__init__(config, space, seed, feasible=feasible, has_gradient=has_gradient)
+    def setup(self) -> None:
+        config, space = self.config, self.space
         self._sigma = space.per_param(config.sigma, "method.sigma")
         self.toolbox = base.Toolbox()
         self.toolbox.register("gene", random.random)
@@ -125,7 +113,10 @@ class GeneticAlgorithm(Method):
         self.toolbox.register("mate", tools.cxBlend, alpha=config.blend_alpha)
         self.toolbox.decorate("mate", _clamped)
         self.toolbox.register("select", tools.selTournament, tournsize=config.tournament)
-        self.state = {"generation": 0, "random": _plain_random(random.Random(seed).getstate())}
+        self.state = {
+            "generation": 0,
+            "random": _plain_random(random.Random(self.seed).getstate()),
+        }
         with self._own_random():
             population = self.toolbox.population(n=config.population)
         self._settle(population, tools.HallOfFame(config.elite))

@@ -20,8 +20,7 @@ import numpy as np
 from pydantic import Field, ValidationInfo, field_validator
 from scipy.stats import qmc
 
-from hpcopt.core.space import Space
-from hpcopt.methods.base import Batch, Feasible, Method, MethodConfig
+from hpcopt.methods.base import Batch, Method, MethodConfig
 
 _START_DRAWS = 100  # Latin-hypercube draws of `starts` points tried before giving up
 
@@ -46,8 +45,6 @@ class GDConfig(MethodConfig):
     estimate every parameter, unless ``exact_gradients: true``: then only those the
     problem has no exact derivative for.
     """
-
-    method_class = "hpcopt.methods.gd:GradientDescent"
 
     name: Literal["gd"]
     starts: int = Field(8, ge=1)
@@ -118,7 +115,7 @@ class _Plan:
     rng: dict[str, Any] | None = None
 
 
-class GradientDescent(Method):
+class GradientDescent(Method[GDConfig]):
     """Multi-start Adam/AdamW descent; all starts step in lockstep, one batch per step.
 
     State: ``step``; per start the current points ``x`` (N, d), Adam moments ``m`` and
@@ -127,17 +124,8 @@ class GradientDescent(Method):
     directions.
     """
 
-    config: GDConfig
-
-    def __init__(
-        self,
-        config: GDConfig,
-        space: Space,
-        seed: int,
-        feasible: Feasible | None = None,
-        has_gradient: bool | np.ndarray = False,
-    ) -> None:
-        super().__init__(config, space, seed, feasible=feasible, has_gradient=has_gradient)
+    def setup(self) -> None:
+        config, space = self.config, self.space
         self._lr = space.per_param(config.lr, "method.lr")
         # The parameters whose derivative the problem gives; the rest are estimated.
         use_exact = config.exact_gradients
@@ -168,8 +156,7 @@ class GradientDescent(Method):
             "m": np.zeros((n, d)),
             "v": np.zeros((n, d)),
             "t": np.zeros(n, dtype=np.int64),
-            "best_u": np.full(d, np.nan),
-            "best_loss": float("inf"),
+            **self.start_best(),
             "rng": rng.bit_generator.state,
         }
 
@@ -211,7 +198,7 @@ class GradientDescent(Method):
                 f"tell: expected {len(plan.points)} losses for step {step}, got shape "
                 f"{losses.shape} for step {batch.iteration}"
             )
-        self._record_best(plan.points, losses)
+        self.record_best(plan.points, losses)
         valid = np.isfinite(losses[:n])
         grad = np.zeros((n, self.space.dim))
         if plan.directions is not None:
@@ -348,10 +335,3 @@ class GradientDescent(Method):
             bad = bad[~ok]
         out[bad] = x[bad]
         return out
-
-    def _record_best(self, points: np.ndarray, losses: np.ndarray) -> None:
-        candidates = np.where(np.isnan(losses), np.inf, losses)
-        i = int(np.argmin(candidates))
-        if candidates[i] < self.state["best_loss"]:
-            self.state["best_u"] = points[i].copy()
-            self.state["best_loss"] = float(candidates[i])

@@ -21,7 +21,7 @@ import numpy as np
 from pydantic import Field, ValidationInfo, field_validator
 
 from hpcopt.core.space import Space
-from hpcopt.methods.base import Batch, Feasible, Method, MethodConfig
+from hpcopt.methods.base import Batch, Method, MethodConfig
 
 _WINDOW = 65536  # most grid points built and checked for feasibility at a time
 _MAX_GRID = 2**62  # flat indices are int64
@@ -41,8 +41,6 @@ class GSConfig(MethodConfig):
     every point of every sweep, and the point keeps the best of them, as the original
     coverage study swept 8 orientations per AP position; every one is recorded.
     """
-
-    method_class = "hpcopt.methods.gs:GridSearch"
 
     name: Literal["gs"]
     resolution: int | dict[str, int] = 11
@@ -132,7 +130,7 @@ class GSConfig(MethodConfig):
         return per_point
 
 
-class GridSearch(Method):
+class GridSearch(Method[GSConfig]):
     """Grid search and coordinate-alternating sweeps, asked in chunks of ``batch_size``.
 
     A run stops early once a further sweep would ask the same points again: when every
@@ -147,17 +145,8 @@ class GridSearch(Method):
     everything ``best_u`` (d,) and ``best_loss``. Unknown losses are inf.
     """
 
-    config: GSConfig
-
-    def __init__(
-        self,
-        config: GSConfig,
-        space: Space,
-        seed: int,
-        feasible: Feasible | None = None,
-        has_gradient: bool = False,
-    ) -> None:
-        super().__init__(config, space, seed, feasible=feasible, has_gradient=has_gradient)
+    def setup(self) -> None:
+        config, space = self.config, self.space
         self._resolution = space.per_param(config.resolution, "method.resolution").astype(int)
         outer = config.outer or []
         per_point = config.per_point or []
@@ -184,13 +173,7 @@ class GridSearch(Method):
             for r, periodic in zip(self._resolution, space.periodic)
         ]
         self._start = self._encode_start()
-        d = space.dim
-        self.state = {
-            "outer_index": 0,
-            "sweep": 0,
-            "best_u": np.full(d, np.nan),
-            "best_loss": float("inf"),
-        }
+        self.state = {"outer_index": 0, "sweep": 0, **self.start_best()}
         self._start_run()
         self._settle()
 
@@ -224,12 +207,9 @@ class GridSearch(Method):
                 f"tell: expected {len(points)} losses for sweep {s['sweep']}, got shape "
                 f"{losses.shape} for sweep {batch.iteration}"
             )
-        candidates = np.where(np.isnan(losses), np.inf, losses)
-        i = int(np.argmin(candidates))
-        if candidates[i] < s["inc_loss"]:
-            s["inc_u"], s["inc_loss"] = points[i].copy(), float(candidates[i])
-        if candidates[i] < s["best_loss"]:
-            s["best_u"], s["best_loss"] = points[i].copy(), float(candidates[i])
+        point, loss = self.record_best(points, losses)
+        if loss < s["inc_loss"]:
+            s["inc_u"], s["inc_loss"] = point.copy(), loss
         s["position"] = end
         self._settle()
 

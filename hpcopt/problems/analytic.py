@@ -88,8 +88,6 @@ class AnalyticConfig(ProblemConfig):
     evaluation to mimic an expensive simulation.
     """
 
-    problem_class = "hpcopt.problems.analytic:AnalyticProblem"
-
     name: Literal["analytic"]
     function: Function
     dim: int = Field(2, ge=1, le=1000)

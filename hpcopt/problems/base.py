@@ -3,11 +3,12 @@
 A problem is split in two so that the driver never pays for the physics:
 
 - a :class:`ProblemConfig` (pydantic, cheap) is what the campaign config holds. It knows
-  the parameter space, the direction, the constraints, and how to build the problem;
+  the parameter space, the direction and the constraints;
 - a :class:`Problem` is built from it once per worker (``setup`` loads a scene or reads
   data) and evaluates batches of points, in natural units.
 
-Neither knows about Ray, Slurm or HDF5.
+Which Problem class implements which config is the registry's to say
+(:mod:`hpcopt.config.registry`). Neither knows about Ray, Slurm or HDF5.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import ClassVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
@@ -83,8 +83,6 @@ class ProblemConfig(BaseModel, ABC):
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    problem_class: ClassVar[str] = ""  # "module:Class", imported only when built
-
     name: str
 
     @abstractmethod
@@ -120,10 +118,3 @@ class ProblemConfig(BaseModel, ABC):
     def confirmation(self) -> Confirmation | None:
         """How to re-score the trial's best candidates when it ends; None: not at all."""
         return None
-
-    def build(self) -> Problem:
-        """Construct the problem (not yet set up); heavy imports happen here only."""
-        import importlib
-
-        module, _, cls = self.problem_class.partition(":")
-        return getattr(importlib.import_module(module), cls)(self)

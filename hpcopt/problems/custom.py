@@ -2,6 +2,7 @@
 
 ``target`` is a :class:`~hpcopt.problems.base.Problem` subclass, importable wherever the
 campaign runs; it receives this config (``config.options`` holds its own settings).
+:class:`CustomProblem` builds it where the campaign evaluates and hands every call on.
 """
 
 from __future__ import annotations
@@ -13,13 +14,14 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from hpcopt.core.constraints import Constraint, all_satisfied, check_names
-from hpcopt.core.evaluation import Direction
+from hpcopt.core.evaluation import Direction, Evaluation
 from hpcopt.core.space import Param, Space, bounds_error
 from hpcopt.problems.base import Problem, ProblemConfig
 
 
 class ParamSpec(BaseModel):
-    """One parameter: ``{name: x, low: 0.0, high: 1.0, log: false}``, finite bounds."""
+    """One parameter as a config writes it, ``{name: x, low: 0.0, high: 1.0, log: false}``:
+    what makes a valid :class:`~hpcopt.core.space.Param`."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
@@ -34,6 +36,10 @@ class ParamSpec(BaseModel):
         if error:
             raise ValueError(f"{self.name}: {error}")
         return self
+
+    def param(self) -> Param:
+        """This parameter of a space."""
+        return Param(self.name, self.low, self.high, self.log)
 
 
 class CustomConfig(ProblemConfig):
@@ -59,7 +65,7 @@ class CustomConfig(ProblemConfig):
         return self
 
     def space(self) -> Space:
-        return Space(Param(p.name, p.low, p.high, p.log) for p in self.parameters)
+        return Space(p.param() for p in self.parameters)
 
     @property
     def direction(self) -> Direction:
@@ -72,8 +78,27 @@ class CustomConfig(ProblemConfig):
     def feasible(self, points: np.ndarray) -> np.ndarray:
         return all_satisfied(self.constraints, self.space(), points)
 
-    def build(self) -> Problem:
-        return _resolve(self.target)(self)
+
+class CustomProblem(Problem):
+    """The user's problem: the class ``target`` names, built from the same config; every
+    call is handed on to it."""
+
+    config: CustomConfig
+
+    def __init__(self, config: CustomConfig) -> None:
+        super().__init__(config)
+        self.target = _resolve(config.target)(config)
+
+    def setup(self) -> None:
+        self.target.setup()
+
+    def evaluate(self, x: np.ndarray, gradient: bool = False) -> Evaluation:
+        return self.target.evaluate(x, gradient=gradient)
+
+    def evaluate_batch(
+        self, points: np.ndarray, gradient: bool | np.ndarray = False
+    ) -> list[Evaluation]:
+        return self.target.evaluate_batch(points, gradient)
 
 
 def _resolve(target: str) -> type[Problem]:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import yaml
 
+from hpcopt.config.registry import build_problem
 from hpcopt.core import plain
 from hpcopt.store.campaign_store import CampaignStore
 from tests.helpers import evaluations
@@ -119,7 +120,7 @@ def test_gd_records_the_mixed_gradients_it_moved_by(runs):
         stored = h.gradient[step0[:2]]
         assert np.isfinite(stored).all(), mode
         # the yaw part is the map's exact AD derivative at the start, recomputed here
-        problem = trial.problem.build()
+        problem = build_problem(trial.problem)
         problem.setup()
         ad = problem.evaluate(centres[0], gradient=True).gradient
         np.testing.assert_allclose(stored[0, exact], ad[exact], rtol=1e-12)

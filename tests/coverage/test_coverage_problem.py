@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from hpcopt import config as cfg
+from hpcopt.config.registry import build_problem
 from hpcopt.driver import campaign as drv
 from hpcopt.driver import reporters
 from hpcopt.problems.coverage.config import CoverageConfig
@@ -21,7 +22,7 @@ def office(mode: str, **kw) -> CoverageConfig:
 
 @pytest.fixture(scope="module")
 def two_aps():
-    problem = office("2ap").build()
+    problem = build_problem(office("2ap"))
     problem.setup()
     return problem
 
@@ -42,7 +43,7 @@ def test_the_objective_is_taken_on_the_per_cell_best_server(two_aps):
 
 
 def test_each_aps_map_is_the_map_it_makes_alone(two_aps):
-    alone = office("1ap").build()
+    alone = build_problem(office("1ap"))
     alone.setup()
     per_ap, _ = two_aps.radio_map(np.array([*A, *B]))
     (single,), _ = alone.radio_map(np.array(A))
@@ -61,7 +62,7 @@ def test_records_positions_time_and_coverage(two_aps):
 
 def test_turning_the_reflector_changes_the_map_in_its_room_and_towards_its_focus():
     # AP1 in the corridor sees the plate on room N2's north wall through N2's door.
-    problem = office("2ap_reflector", radio=dict(RADIO, samples_per_tx=300_000)).build()
+    problem = build_problem(office("2ap_reflector", radio=dict(RADIO, samples_per_tx=300_000)))
     problem.setup()
     base = dict(ap1_x=8.0, ap1_y=6.0, ap2_x=18.0, ap2_y=2.0, refl_u=0.5, refl_v=0.5, focus_y=9.0)
     maps = {}
@@ -131,7 +132,7 @@ def test_grid_search_finds_the_best_cell_of_an_exhaustive_evaluation(tmp_path):
     campaign = cfg.parse(doc)
     store = drv.create(campaign)
     (outcome,) = drv.run(campaign, store, reporter=reporters.SilentReporter())
-    problem = campaign.trials[0].problem.build()
+    problem = build_problem(campaign.trials[0].problem)
     problem.setup()
     (x0, y0), (x1, y1) = problem.space.low, problem.space.high
     grid = [(x, y) for x in np.linspace(x0, x1, 5) for y in np.linspace(y0, y1, 3)]
@@ -141,14 +142,15 @@ def test_grid_search_finds_the_best_cell_of_an_exhaustive_evaluation(tmp_path):
 
 @pytest.mark.ray
 def test_the_ray_engine_gives_the_serial_engines_radio_maps(ray_home):
-    from hpcopt.engine.local import LocalEngine
-    from hpcopt.engine.ray_pool import RayEngine, RayEngineConfig
+    from hpcopt.config.registry import build_engine
+    from hpcopt.engine.local import LocalEngineConfig
+    from hpcopt.engine.ray_pool import RayEngineConfig
 
     problem = office("2ap")
     points = np.array([[*A, *B], [*B, *A], [10.0, 6.0, 3.0, 3.0]])
-    with LocalEngine() as serial:
+    with build_engine(LocalEngineConfig()) as serial:
         expected = [ev.value for ev in serial.map(problem, points)]
-    with RayEngine(RayEngineConfig(kind="ray", num_workers=2, num_cpus=2)) as engine:
+    with build_engine(RayEngineConfig(kind="ray", num_workers=2, num_cpus=2)) as engine:
         got = engine.map(problem, points)
     assert [ev.value for ev in got] == expected
     assert len({ev.worker for ev in got}) == 2

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from hpcopt.config.registry import build_problem
 from hpcopt.problems.coverage.config import CoverageConfig
 from hpcopt.problems.coverage.floor import cell_centres, inside_boxes, inside_solids
 from hpcopt.problems.coverage.office import boxes
@@ -16,7 +17,7 @@ CORNER = np.array([16.7, 11.3])  # behind three walls from most of the floor
 
 
 def built(**kw):
-    problem = CoverageConfig(name="coverage", **kw).build()
+    problem = build_problem(CoverageConfig(name="coverage", **kw))
     problem.setup()
     return problem
 

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Literal
 
 import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from hpcopt.config import registry
+from hpcopt.config.registry import build_method
 from hpcopt.core import plain
 from hpcopt.core.constraints import LinearConstraint
 from hpcopt.core.evaluation import Evaluation
 from hpcopt.core.space import Param, Space
-from hpcopt.methods.base import build_method
 from hpcopt.methods.gd import GDConfig, GradientDescent
 from hpcopt.problems.analytic import KNOWN_MINIMUM, AnalyticConfig
 from hpcopt.problems.base import Problem, ProblemConfig
@@ -304,7 +305,6 @@ def test_gd_config_rejects_invalid_options_at_their_key(options, key, message):
 class HalfExactConfig(ProblemConfig):
     """A sphere whose problem knows the derivative by ``x0`` only (like an AP's yaw)."""
 
-    problem_class: ClassVar[str] = "tests.methods.test_gd:HalfExact"
     name: Literal["half"] = "half"
 
     def space(self) -> Space:
@@ -320,6 +320,13 @@ class HalfExact(Problem):
         return Evaluation(value=float((x**2).sum()), gradient=grad)
 
 
+@pytest.fixture
+def half_exact(monkeypatch: pytest.MonkeyPatch) -> None:
+    """:class:`HalfExact` registered, for the helpers that build problems by the registry."""
+    monkeypatch.setitem(registry.PROBLEMS, "half", registry.Plugin(HalfExactConfig, HalfExact))
+
+
+@pytest.mark.usefixtures("half_exact")
 def test_mixed_gradients_take_the_exact_part_and_probe_only_the_rest():
     problem = HalfExactConfig()
     space = problem.space()

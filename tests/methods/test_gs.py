@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from hpcopt.config.registry import build_method
 from hpcopt.core import plain
 from hpcopt.core.constraints import LinearConstraint
 from hpcopt.core.space import Param, Space
-from hpcopt.methods.base import build_method
 from hpcopt.methods.gs import GridSearch, GSConfig
 from hpcopt.problems.analytic import FUNCTIONS, AnalyticConfig
 from tests.helpers import drive, losses_of, roundtrip

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from scipy.optimize import minimize
 
 from hpcopt.cli import main
+from hpcopt.config.registry import build_problem
 from hpcopt.problems.pbe.config import PBEConfig
 from hpcopt.problems.pbe.data import load_psd, save_psd
 from hpcopt.problems.pbe.problem import simulate
@@ -80,7 +81,7 @@ def section(base: dict[str, Any] = SECTION, **changes: Any) -> dict[str, Any]:
 
 
 def problem(base: dict[str, Any] = SECTION, **changes: Any):
-    p = PBEConfig(**section(base, **changes)).build()
+    p = build_problem(PBEConfig(**section(base, **changes)))
     p.setup()
     return p
 

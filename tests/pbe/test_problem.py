@@ -13,6 +13,7 @@ import yaml
 from pydantic import ValidationError
 
 from hpcopt.cli import main
+from hpcopt.config.registry import build_problem
 from hpcopt.problems.pbe.config import PBEConfig
 from hpcopt.problems.pbe.data import PSDData, load_psd, save_psd
 from hpcopt.problems.pbe.problem import simulate
@@ -45,7 +46,7 @@ def section(**changes: Any) -> dict[str, Any]:
 
 
 def problem(**changes: Any):
-    p = PBEConfig(**section(**changes)).build()
+    p = build_problem(PBEConfig(**section(**changes)))
     p.setup()
     return p
 
@@ -127,7 +128,7 @@ def test_measured_data_from_a_file_are_fitted_on_the_solver_grid(
     path = tmp_path / f"psd{suffix}"
     save_psd(path, sim.psd("q3"))
     data_section = section(synthetic=None, data={"path": str(path)}, cost=[["qx", "MSE"]])
-    p = PBEConfig(**data_section).build()
+    p = build_problem(PBEConfig(**data_section))
     p.setup()
     names = p.space.names
     at_truth = p.evaluate_batch(point(TRUTH, names))[0].value
@@ -138,7 +139,7 @@ def test_measured_data_from_a_file_are_fitted_on_the_solver_grid(
     assert at_truth < off / 3
     exact = section(synthetic=None, data={"path": str(path)}, cost=[["Q3", "MSE"]])
     save_psd(path, sim.psd("Q3"))
-    p = PBEConfig(**exact).build()
+    p = build_problem(PBEConfig(**exact))
     p.setup()
     assert p.evaluate_batch(point(TRUTH, names))[0].value < 1e-12
 
@@ -150,7 +151,7 @@ def test_kde_smoothing_scores_on_the_data_grid(tmp_path: Path) -> None:
     kde_section = section(
         synthetic=None, data={"path": str(path)}, smoothing="kde", cost=[["q3", "MSE"]]
     )
-    p = PBEConfig(**kde_section).build()
+    p = build_problem(PBEConfig(**kde_section))
     p.setup()
     values = [
         p.evaluate_batch(point({**TRUTH, "corr_beta": c}, p.space.names))[0].value
@@ -164,14 +165,14 @@ def test_kde_refuses_another_basis_than_the_data(tmp_path: Path) -> None:
     save_psd(path, simulate(section(), TRUTH, [0, 600]).psd("q3"))
     bad = section(synthetic=None, data={"path": str(path)}, smoothing="kde", cost=[["q0", "MSE"]])
     with pytest.raises(ValueError, match="another basis"):
-        PBEConfig(**bad).build().setup()
+        build_problem(PBEConfig(**bad)).setup()
 
 
 def test_kde_refuses_another_basis_than_synthetic_data_too() -> None:
     bad = section(synthetic={**SECTION["synthetic"], "quantity": "q3"}, smoothing="kde",
                   cost=[["q0", "MSE"]])  # fmt: skip
     with pytest.raises(ValueError, match="another basis"):
-        PBEConfig(**bad).build().setup()
+        build_problem(PBEConfig(**bad)).setup()
 
 
 TRUTH_2D = {"corr_beta": 1.0, "alpha_12": 0.3, "pl_P1": 1e-4, "pl_P3": 3e-4}
@@ -399,7 +400,7 @@ def test_a_start_from_data_with_repeated_samples_starts_from_their_mean(tmp_path
         path = tmp_path / f"psd{len(rows)}-{rows[0][3]:.6g}.h5"
         save_psd(path, PSDData(t=t, x=Q.x, values=[*rows, Q.values[1]], quantity="Q3"))
         changes = {"synthetic": None, "data": {"path": str(path)}, "cost": [["Q3", "MSE"]]}
-        fit = PBEConfig(**section(initial={"kind": "data"}, **changes)).build()
+        fit = build_problem(PBEConfig(**section(initial={"kind": "data"}, **changes)))
         fit.setup()
         return fit.solver.y0 * fit.solver.n_ref
 

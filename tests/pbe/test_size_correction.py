@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from hpcopt.config.registry import build_problem
 from hpcopt.problems.pbe.config import PBEConfig
 from hpcopt.problems.pbe.grid import Grid
 from hpcopt.problems.pbe.kernels import SizeCorrection
@@ -194,7 +195,7 @@ def section(**changes: Any) -> dict[str, Any]:
 
 
 def test_the_config_section_reaches_the_solver_with_psd_opts_constants_by_default():
-    p = PBEConfig(**section()).build()
+    p = build_problem(PBEConfig(**section()))
     p.setup()
     assert p.experiments[0].solver.model.size_correction == SizeCorrection(X, Y, 2e-6)
     (outcome,) = p.evaluate_batch(np.array([[1.0, 1e-4]]))

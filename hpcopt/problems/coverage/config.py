@@ -121,8 +121,6 @@ class CoverageConfig(ProblemConfig):
     """``problem: {name: coverage, mode: 1ap}``: place Wi-Fi APs (and a reflector) to
     maximise coverage over a floor, with Sionna RT radio maps."""
 
-    problem_class = "hpcopt.problems.coverage.problem:CoverageProblem"
-
     name: Literal["coverage"]
     mode: Mode = "1ap"
     scene: str = "office"

@@ -40,7 +40,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
@@ -50,19 +50,14 @@ from hpcopt.problems.pbe.kernels import (
     BreakageRate,
     FragmentComposition,
     FragmentDistribution,
-    range_error,
 )
 from hpcopt.problems.pbe.psd import Quantity
 from hpcopt.problems.pbe.sections import (
-    MODEL_KEYS,
     DataFile,
     PBEModel,
     Section,
     Synthetic,
 )
-
-if TYPE_CHECKING:
-    from hpcopt.problems.pbe.config import PBEConfig
 
 
 class ExperimentSection(Section):
@@ -125,153 +120,6 @@ class Experiment:
         return self.data.quantity if self.data else None
 
 
-def check_synthetic(config: PBEConfig, syn: Synthetic, where: str) -> None:
-    """Refuse synthetic truths out of range or not exactly the searched parameters."""
-    for name, value in syn.parameters.items():
-        if error := range_error(name, value, value):
-            raise ValueError(f"{where}.parameters.{name}: {error}; got {value}")
-    searched = [p.name for p in config.parameters]
-    absent = sorted(set(searched) - set(syn.parameters))
-    extra = sorted(set(syn.parameters) - set(searched))
-    if absent or extra:
-        raise ValueError(
-            f"{where}.parameters must give exactly the searched parameters "
-            f"{searched}; missing {absent}, not searched {extra}"
-        )
-
-
-def check_experiments(config: PBEConfig, check_files: bool = True) -> None:
-    """Refuse repeated names, searched or known values no experiment uses, and data an
-    experiment cannot use (:func:`check_measured`)."""
-    names = [e.name for e in config.experiments]
-    repeated = sorted({n for n in names if names.count(n) > 1})
-    if repeated:
-        raise ValueError(
-            f"experiments: the names {repeated} repeat; each names its cost (cost_<name>)"
-        )
-    runs = config.resolved_experiments()
-    for where, run in zip(_wheres(runs), runs):
-        check_measured(run, where + ".", check_files)
-    used = {f for run in runs for f in (*run.searched.values(), *run.shared.values())}
-    for spec in config.parameters:
-        if spec.name not in used:
-            raise ValueError(
-                f"parameters.{spec.name}: used by no experiment (each takes the "
-                "parameters its mechanisms need, by name or through its rename)"
-            )
-    for name in config.known:
-        if name not in used:
-            raise ValueError(f"known.{name}: used by no experiment's mechanisms")
-    truths = [(w, r.synthetic.parameters) for w, r in zip(_wheres(runs), runs) if r.synthetic]
-    for where, truth in truths[1:]:
-        if truth != truths[0][1]:
-            raise ValueError(
-                f"{where}.synthetic.parameters: {truth} differ from {truths[0][0]}'s "
-                f"{truths[0][1]}: the experiments of one fit share the true parameters"
-            )
-
-
-def resolve(config: PBEConfig, i: int, e: ExperimentSection) -> Experiment:
-    """Experiment ``i`` of ``config`` with every inherited key resolved."""
-    where = f"experiments[{i}]"
-    base = config.model().model_dump()
-    raw = {
-        key: base[key] if getattr(e, key) is None else _override(base[key], getattr(e, key))
-        for key in MODEL_KEYS
-        if key != "known"
-    }
-    needed = _validated(PBEModel, raw, where).needed()
-    known, searched, shared = sources(config, where, e, needed)
-    model = _validated(PBEModel, {**raw, "known": known}, where)
-    if e.data is not None and e.synthetic is not None:
-        raise ValueError(f"{where}: give one of 'data' (a file) and 'synthetic', not both")
-    data, synthetic = config.data, config.synthetic
-    if e.data is not None:
-        data, synthetic = e.data, None
-    elif e.synthetic is not None:
-        top = config.synthetic.model_dump() if config.synthetic else {}
-        data = None
-        synthetic = _validated(Synthetic, _override(top, e.synthetic), f"{where}.synthetic")
-        check_synthetic(config, synthetic, f"{where}.synthetic")
-    if data is None and synthetic is None:
-        raise ValueError(
-            f"{where}: no data: give {where}.data (a file) or {where}.synthetic, or "
-            "a top-level 'data' or 'synthetic' every experiment shares"
-        )
-    cost = config.cost if e.cost is None else e.cost
-    try:
-        parse_cost(cost)
-    except ValueError as error:
-        raise ValueError(f"{where}.{error}") from None
-    return Experiment(
-        name=e.name,
-        weight=e.weight,
-        model=model,
-        searched=searched,
-        shared=shared,
-        data=data,
-        synthetic=synthetic,
-        cost=cost,
-        smoothing=config.smoothing if e.smoothing is None else e.smoothing,
-        kde_bandwidth=config.kde_bandwidth if e.kde_bandwidth is None else e.kde_bandwidth,
-    )
-
-
-def sources(
-    config: PBEConfig, where: str, e: ExperimentSection, needed: tuple[str, ...]
-) -> tuple[dict[str, float], dict[str, str], dict[str, str]]:
-    """Where each parameter of experiment ``e``'s model comes from: its fixed values,
-    the searched ones and the top-level known ones (module docstring)."""
-    searched_names = {p.name for p in config.parameters}
-    for name, target in e.rename.items():
-        if name not in needed:
-            raise ValueError(
-                f"{where}.rename.{name}: not a parameter of this experiment's model; it "
-                f"needs {list(needed)}"
-            )
-        if name in e.known:
-            raise ValueError(f"{where}.rename.{name}: also fixed in {where}.known; give one")
-        if target not in searched_names | set(config.known):
-            raise ValueError(
-                f"{where}.rename.{name}: {target!r} is neither searched (parameters) nor "
-                "in the top-level known"
-            )
-    unused = sorted(set(e.known) - set(needed))
-    if unused:
-        raise ValueError(
-            f"{where}.known: {unused} are not used by this experiment's mechanisms; it "
-            f"needs {list(needed)}"
-        )
-    known, searched, shared, missing = {}, {}, {}, []
-    for name in needed:
-        source = e.rename.get(name, name)
-        if name in e.known:
-            if name in searched_names:
-                raise ValueError(
-                    f"{where}.known.{name}: {name} is searched (parameters); an "
-                    "experiment cannot fix a searched parameter"
-                )
-            known[name] = e.known[name]
-        elif source in searched_names:
-            searched[name] = source
-        elif source in config.known:
-            known[name], shared[name] = config.known[source], source
-        else:
-            missing.append(f"{where}.known.{name}")
-    if missing:
-        raise ValueError(
-            f"{', '.join(missing)}: needed by this experiment's mechanisms; give it in "
-            f"{where}.known, in the top-level known or in parameters (searched), or map "
-            f"it to a fit parameter with {where}.rename (as a 1-D pure-component run of a "
-            "2-D fit maps alpha to alpha_11)"
-        )
-    return known, searched, shared
-
-
-def _wheres(runs: tuple[Experiment, ...]) -> list[str]:
-    return [f"experiments[{i}]" for i in range(len(runs))]
-
-
 def check_measured(run: Experiment, prefix: str, check_files: bool = True) -> None:
     """What the trial needs of the measured data, checked now: the data file as the trial
     reads it (when ``check_files``), KDE smoothing against the data's quantity and the
@@ -311,17 +159,17 @@ def check_kde(smoothing: str, terms: tuple[CostTerm, ...], quantity: str, prefix
             )
 
 
-def _override(base: Any, value: Any) -> Any:
+def override(base: Any, value: Any) -> Any:
     """``value`` over ``base``: mappings merge key by key (recursively), unless they name
     another ``kind`` (another initial state), which replaces; everything else replaces."""
     if not (isinstance(base, Mapping) and isinstance(value, Mapping)):
         return value
     if "kind" in value and base.get("kind") != value["kind"]:
         return dict(value)
-    return {**base, **{k: _override(base.get(k), v) for k, v in value.items()}}
+    return {**base, **{k: override(base.get(k), v) for k, v in value.items()}}
 
 
-def _validated(cls: type[BaseModel], raw: Mapping[str, Any], where: str) -> Any:
+def validated(cls: type[BaseModel], raw: Mapping[str, Any], where: str) -> Any:
     """``cls(**raw)``, its first error restated under the key path ``where``."""
     try:
         return cls(**raw)
