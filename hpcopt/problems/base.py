@@ -23,6 +23,16 @@ from pydantic import BaseModel, ConfigDict
 from hpcopt.core.evaluation import Direction, Evaluation, describe_exception
 from hpcopt.core.space import Space
 
+# A problem's author needs one import: the evaluation record is re-exported from here.
+__all__ = [
+    "Confirmation",
+    "Direction",
+    "Evaluation",
+    "Problem",
+    "ProblemConfig",
+    "describe_exception",
+]
+
 
 class Problem(ABC):
     """A simulation to optimise. Built on a worker from its config; ``setup`` runs once."""
