@@ -22,10 +22,12 @@ from hpcopt.cli import show
 from hpcopt.cli import slurm as cli_slurm
 from hpcopt.cli import store as cli_store
 from hpcopt.cli.show import console
+from hpcopt.core.outputs import cannot_write_file, cannot_write_folder
+from hpcopt.dashboard import watch
 from hpcopt.driver import campaign as drv
 from hpcopt.driver import reporters
 from hpcopt.engine.ray_node import ClusterError
-from hpcopt.store.campaign_store import CampaignStore, StoreError
+from hpcopt.store.campaign_store import CampaignStore, StoreError, write_summary
 
 EXIT_OK, EXIT_TRIAL_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 EXIT_FIGURE_FAILED = 1  # hpcopt plot: a figure that was asked for could not be made
@@ -238,7 +240,6 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _watch(args: argparse.Namespace) -> int:
-    from hpcopt.dashboard import watch
 
     if args.interval <= 0:
         print("hpcopt watch: --interval must be > 0 seconds", file=sys.stderr)
@@ -247,7 +248,6 @@ def _watch(args: argparse.Namespace) -> int:
 
 
 def _summary(args: argparse.Namespace) -> int:
-    from hpcopt.core.outputs import cannot_write_file
 
     store = CampaignStore.open(args.dir)
     if args.csv is None and args.json is None:
@@ -263,8 +263,6 @@ def _summary(args: argparse.Namespace) -> int:
     if args.csv is None and args.json is None:
         store.export_summary()
     else:
-        from hpcopt.store.campaign_store import write_summary
-
         write_summary(store.summary(), csv_path=args.csv, json_path=args.json)
     _show(argparse.Namespace(dir=args.dir, json=False))
     print(f"wrote {', '.join(str(p) for _, p in targets)}", file=sys.stderr)
@@ -272,8 +270,7 @@ def _summary(args: argparse.Namespace) -> int:
 
 
 def _plot(args: argparse.Namespace) -> int:
-    from hpcopt.core.outputs import cannot_write_folder
-    from hpcopt.plots import FiguresFailed, plot_campaign
+    from hpcopt.plots import FiguresFailed, plot_campaign  # matplotlib: only for this command
 
     out = args.out or CampaignStore.open(args.dir).folder.plots
     if reason := cannot_write_folder(out):

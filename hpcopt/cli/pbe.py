@@ -30,6 +30,7 @@ from hpcopt.problems.pbe.data import (
     add_noise,
     save_psd,
 )
+from hpcopt.problems.pbe.problem import simulate
 from hpcopt.problems.pbe.psd import QUANTITIES
 from hpcopt.problems.pbe.sections import PBEModel
 
@@ -62,7 +63,6 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from hpcopt.problems.pbe.problem import simulate
 
     try:
         _check_output(args.output)
