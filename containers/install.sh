@@ -28,7 +28,7 @@ mkdir -p /etc/slurm /run/munge
 python3 -m venv /opt/hpcopt/venv
 pip=(/opt/hpcopt/venv/bin/pip install --no-cache-dir --disable-pip-version-check)
 "${pip[@]}" "$torch"
-"${pip[@]}" "$src[ray,slurm,coverage,dev]"
+"${pip[@]}" "$src[ray,slurm,coverage,cmaes,dev]"
 
 install -D -m 0644 "$src/containers/environment" /opt/hpcopt/environment
 # ch-run --set-env reads /ch/environment: plain VAR=value lines, no comments
@@ -40,4 +40,4 @@ set -a
 # shellcheck disable=SC1091
 . /opt/hpcopt/environment
 set +a
-python -c "import hpcopt, h5py, ray, submitit, torch, sionna.rt; print('hpcopt', hpcopt.__version__)"
+python -c "import hpcopt, h5py, ray, submitit, torch, cmaes, matplotlib, sionna.rt; print('hpcopt', hpcopt.__version__)"

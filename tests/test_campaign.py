@@ -1,3 +1,6 @@
+import csv
+import json
+
 import numpy as np
 import pytest
 
@@ -88,9 +91,31 @@ def test_completed_trials_are_not_run_again(tmp_path):
 
 
 def test_summary_files_are_exported_at_the_end(tmp_path):
-    campaign, store = build(tmp_path, [{"name": "g", "method": {"name": "gs", "resolution": 3}}])
+    trials = [
+        {"name": "g", "method": {"name": "gs", "resolution": 3}},
+        {"name": "f", "problem": FLAKY, "method": {"name": "gs", "resolution": 4}},
+    ]
+    campaign, store = build(tmp_path, trials)
     drv.run(campaign, store, reporter=reporters.SilentReporter())
-    assert (store.root / "summary.csv").exists() and (store.root / "summary.json").exists()
+    rows = json.loads((store.root / "summary.json").read_text())
+    assert rows == store.summary()
+    for row in rows:  # against the histories themselves, not only the store's summary
+        h = store.read_trial(row["trial"]).history
+        ok = h.status != STATUS_FAILED
+        best = int(np.flatnonzero(ok)[np.argmin(h.value[ok])])
+        assert row["status"] == "completed" and row["evaluations"] == len(h)
+        assert row["failed"] == int((~ok).sum()) and row["best_evaluation"] == best
+        assert row["best_value"] == h.value[best]
+        assert [v for k, v in row.items() if k.startswith("best.")] == list(h.x[best])
+    assert [(r["trial"], r["evaluations"], r["failed"]) for r in rows] == [
+        ("g", 9, 0),
+        ("f", 16, 4),
+    ]
+    with open(store.root / "summary.csv", newline="") as f:
+        lines = list(csv.DictReader(f))
+    columns = list(dict.fromkeys(k for row in rows for k in row))  # the union, in order
+    assert list(lines[0]) == columns
+    assert lines == [{k: str(row.get(k, "")) for k in columns} for row in rows]
 
 
 def test_a_second_driver_on_a_live_campaign_is_refused(tmp_path):

@@ -5,8 +5,11 @@ Frames are rendered with rich's recording console and checked as text.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -52,6 +55,15 @@ def frame(root: Path) -> str:
     return console.export_text()
 
 
+def trial_cells(text: str, trial: str) -> dict[str, str]:
+    """The cells of ``trial``'s row in a frame's trials table, by column name."""
+    lines = text.splitlines()
+    header = next(line for line in lines if line.startswith("┃ trial "))
+    columns = [cell.strip() for cell in header.strip("┃").split("┃")]
+    row = next(line for line in lines if line.startswith(f"│ {trial} "))
+    return dict(zip(columns, (cell.strip() for cell in row.strip("│").split("│")), strict=True))
+
+
 def write_config(tmp_path: Path, trials: list, delay_s: float = 0.0) -> Path:
     doc = {
         "name": "dash",
@@ -81,10 +93,12 @@ def test_a_running_campaign_shows_progress_written_by_another_process(tmp_path):
     finally:
         writer.kill()
         writer.wait()
-    assert "dash" in text and "running" in text
+    assert "dash" in text and "running; created" in text
     assert f"pid {writer.pid} on" in text
-    assert "slow-gs" in text and "/900" in text
-    assert "later" in text and "pending" in text
+    running, later = trial_cells(text, "slow-gs"), trial_cells(text, "later")
+    assert running["status"] == "running" and running["evaluations"].endswith("/900")
+    assert int(running["evaluations"].split("/")[0]) >= 100
+    assert later["status"] == "pending" and later["evaluations"] in ("0/9", "0")
     assert "evaluations/s over the last minute" in text
     assert "the driver itself (local engine)" in text
 
@@ -94,8 +108,10 @@ def test_a_finished_campaign_shows_its_budget_spent_and_best_values(tmp_path):
     drv.run(campaign, drv.create(campaign), reporter=reporters.SilentReporter())
     text = frame(tmp_path / "dash")
     assert "finished; created" in text and "ran for" in text
-    assert "completed" in text and "9/9" in text
-    assert " 0 " in text  # the sphere's minimum is on the 3 x 3 grid
+    cells = trial_cells(text, "later")
+    assert cells["status"] == "completed" and cells["evaluations"] == "9/9"
+    assert cells["failed"] == "0"
+    assert cells["best"] == "0"  # the sphere's minimum is on the 3 x 3 grid
     assert "confirmed" not in text  # no trial confirms its winners: no such column
 
 
@@ -120,8 +136,8 @@ def test_a_failed_trial_and_failed_evaluations_are_listed(tmp_path):
     assert "FileNotFoundError: measurements.csv not found" in text  # the broken trial's
     store = CampaignStore.open(tmp_path / "dash")
     failed = int((store.read_trial("flaky").history.status == 1).sum())
-    row = next(line for line in text.splitlines() if line.startswith("│ flaky"))
-    assert failed > 0 and f" {failed} │" in row
+    assert failed > 0 and trial_cells(text, "flaky")["failed"] == str(failed)
+    assert trial_cells(text, "broken")["status"] == "failed"
 
 
 def test_a_confirmed_trial_shows_its_confirmed_value_and_standard_error(tmp_path):
@@ -129,10 +145,9 @@ def test_a_confirmed_trial_shows_its_confirmed_value_and_standard_error(tmp_path
     store = drv.create(campaign)
     drv.run(campaign, store, reporter=reporters.SilentReporter())
     text = frame(tmp_path / "dash")
-    rows = {line.split()[1]: line for line in text.splitlines() if line.startswith("│ ")}
     shown = format_confirmed(*store.read_trial("noisy").confirmation.confirmed())
-    assert "confirmed" in text and " ± " in shown and shown in rows["noisy"]
-    assert " ± " not in rows["later"]
+    assert " ± " in shown and trial_cells(text, "noisy")["confirmed"] == shown
+    assert trial_cells(text, "later")["confirmed"] == "-"
 
 
 def test_a_confirmation_under_way_shows_how_many_variants_are_done(tmp_path):
@@ -145,7 +160,7 @@ def test_a_confirmation_under_way_shows_how_many_variants_are_done(tmp_path):
     writer = store.writer("noisy", meta)
     writer.checkpoint(history, {"step": 1})
     writer.checkpoint(History.empty(1), None, confirmation=record.add_variant([Evaluation(1.2)]))
-    assert "1/3 variants" in frame(tmp_path / "dash")
+    assert trial_cells(frame(tmp_path / "dash"), "noisy")["confirmed"] == "1/3 variants"
 
 
 @pytest.mark.slow
@@ -199,12 +214,17 @@ def test_summary_writes_csv_and_json(tmp_path, capsys):
     csv_path, json_path = tmp_path / "out.csv", tmp_path / "out.json"
     assert main(["summary", str(root), "--csv", str(csv_path), "--json", str(json_path)]) == 0
     rows = json.loads(json_path.read_text())
+    assert rows == CampaignStore.open(root).summary()
     assert rows[0]["trial"] == "later" and rows[0]["evaluations"] == 9
-    assert csv_path.read_text().startswith("trial,method,problem")
-    assert "later" in capsys.readouterr().out
+    assert rows[0]["best_value"] == 0.0 and rows[0]["best.x0"] == rows[0]["best.x1"] == 0.0
+    (line,) = csv.DictReader(io.StringIO(csv_path.read_text()))
+    assert list(line) == list(rows[0]) and line == {k: str(v) for k, v in rows[0].items()}
+    shown = [line.split("│") for line in capsys.readouterr().out.splitlines() if "│" in line]
+    assert [cells[0].strip() for cells in shown] == ["later"]  # the show table follows
     (root / "summary.csv").unlink()
     assert main(["summary", str(root)]) == 0
-    assert (root / "summary.csv").exists() and (root / "summary.json").exists()
+    assert (root / "summary.csv").read_text() == csv_path.read_text()
+    assert json.loads((root / "summary.json").read_text()) == rows
 
 
 def test_run_progress_bars_show_each_trial_and_its_best(tmp_path):
@@ -215,7 +235,7 @@ def test_run_progress_bars_show_each_trial_and_its_best(tmp_path):
     reporter.close()
     text = console.export_text()
     assert "later completed" in text and "again completed" in text
-    assert "9/9" in text and "best 0" in text
+    assert "9/9" in text and re.search(r"best 0\s", text)
 
 
 def test_run_prints_plain_lines_when_its_output_is_not_a_terminal(tmp_path):

@@ -2,7 +2,9 @@
 
 What Ray's own recipes get wrong on a shared cluster, and this module does instead:
 
-- every port is chosen free for this node (two campaigns on one machine never collide);
+- no fixed port (two campaigns on one machine never collide): Ray binds its raylet,
+  object manager and agents to ports of its own choosing, and the two ports Ray would
+  otherwise fix are chosen free here (see :func:`start_node`);
 - the temp dir is short (AF_UNIX socket paths are limited to 107 bytes) and private;
 - CPUs and GPUs are declared explicitly (``--num-cpus``, ``--num-gpus``);
 - token authentication is on, with a fresh token in a file only the user can read;
@@ -26,15 +28,6 @@ import time
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
-
-_PORTS = (
-    "--node-manager-port",
-    "--object-manager-port",
-    "--dashboard-agent-listen-port",
-    "--dashboard-agent-grpc-port",
-    "--runtime-env-agent-port",
-    "--metrics-export-port",
-)
 
 
 class ClusterError(RuntimeError):
@@ -127,9 +120,15 @@ def start_node(
         "--num-cpus", str(num_cpus), "--num-gpus", str(num_gpus),
         "--temp-dir", str(temp_dir),
     ]  # fmt: skip
-    *ports, port = free_ports(len(_PORTS) + 1, node_ip)
-    for flag, free in zip(_PORTS, ports):
-        cmd += [flag, str(free)]
+    # Ray picks the node manager, object manager, agent gRPC, runtime-env agent and
+    # metrics ports itself (their defaults are 0 or "random"). Two it does not: the
+    # dashboard agent's HTTP port defaults to a fixed 52365, and the head's GCS port must
+    # be known before it starts, to tell the other nodes (`--port 0` lets Ray choose one
+    # but then only Ray's session files say which). Those two are chosen free here;
+    # between their choice and Ray's bind another process may take one (then the node
+    # fails to start, saying so in its log).
+    agent_port, port = free_ports(2, node_ip)
+    cmd += ["--dashboard-agent-listen-port", str(agent_port)]
     if resources:
         cmd += ["--resources", resources]
     if head_address is None:

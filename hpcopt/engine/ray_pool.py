@@ -377,6 +377,11 @@ def _set_auth_env(env: dict[str, str]) -> None:
     Ray caches the auth mode (RayConfig) and the token (its token loader) per process, so
     a process that talks to several clusters in turn, as the tests do, must refresh both.
     """
+    # Private Ray, on purpose: Ray (2.52 to 2.60, read in 2.60's source and docs) has no
+    # public call that re-reads RAY_AUTH_* in a running process; its own test helper
+    # (ray._private.authentication_test_utils.reset_auth_token_state) does these two
+    # calls, in this order: the config first, or a draining gRPC thread reloads the
+    # token under the old mode. Kept to this one function so a Ray upgrade breaks here.
     from ray._raylet import AuthenticationTokenLoader, Config
 
     for key in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):

@@ -77,6 +77,9 @@ class BOConfig(MethodConfig):
                 f"n_startup_trials: sampler {self.sampler!r} has no startup phase; "
                 f"it applies to {list(_WITH_STARTUP)}"
             )
+        if self.sampler == "cmaes" and importlib.util.find_spec("cmaes") is None:
+            # an extra: only this sampler uses it
+            raise ValueError("sampler 'cmaes' needs cmaes: pip install 'hpcopt[cmaes]'")
         owned = sorted(_OWNED_OPTIONS.keys() & self.sampler_options.keys())
         if owned:
             raise ValueError(

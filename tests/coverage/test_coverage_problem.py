@@ -88,19 +88,30 @@ def test_turning_the_reflector_changes_the_map_in_its_room_and_towards_its_focus
 
 
 def test_gd_improves_p5_from_its_starting_points(tmp_path):
+    starts, steps = 2, 6
+    method = {"name": "gd", "starts": starts, "steps": steps, "gradient": "fd", "fd_step": 0.1,
+              "lr": 0.05}  # fmt: skip
     doc = {
         "name": "gd",
         "output_dir": str(tmp_path / "gd"),
         "trials": [{"name": "gd", "problem": {"name": "coverage", "mode": "1ap", "radio": RADIO},
-                    "method": {"name": "gd", "starts": 2, "steps": 4, "gradient": "fd",
-                               "fd_step": 0.05, "lr": 0.08}}],
+                    "method": method}],
     }  # fmt: skip
     campaign = cfg.parse(doc)
     store = drv.create(campaign)
     drv.run(campaign, store, reporter=reporters.SilentReporter())
     h = store.read_trial("gd").history
-    starts = h.value[(h.iteration == 0)][:2]
-    assert h.value.max() > starts.max()
+
+    def starts_at(step: int) -> np.ndarray:
+        # a GD batch holds the starts' own points first, then their probes
+        return np.flatnonzero(h.iteration == step)[:starts]
+
+    first, last = starts_at(0), starts_at(steps - 1)
+    assert (h.x[first] != h.x[last]).any(axis=1).all()  # every start moved
+    gain = h.value[last] - h.value[first]
+    # P5's Monte Carlo noise at 1e5 rays is about 1 dB: no start may lose more than that,
+    # and the start that began far from the optimum (about -79 dBm) gains several dB
+    assert (gain > -1.0).all() and gain.max() > 5.0
 
 
 def test_infeasible_ap_pairs_are_never_evaluated(tmp_path):

@@ -16,6 +16,7 @@ map's fixed seed as common random numbers), so GD runs on mixed gradients.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from typing import Any
@@ -24,8 +25,10 @@ import numpy as np
 
 from hpcopt.core.evaluation import Evaluation
 from hpcopt.problems.base import Problem
+from hpcopt.problems.coverage import device
 from hpcopt.problems.coverage import objective as ob
 from hpcopt.problems.coverage.config import CoverageConfig
+from hpcopt.problems.coverage.device import Device
 from hpcopt.problems.coverage.floor import cell_centres, inside_boxes, inside_solids
 from hpcopt.problems.coverage.objective import to_dbm
 from hpcopt.problems.coverage.reflector import plate_mesh
@@ -33,30 +36,38 @@ from hpcopt.problems.coverage.scene import SceneError, resolve_scene
 
 LLVM = "/usr/lib/x86_64-linux-gnu/libLLVM.so.19.1"
 
+_log = logging.getLogger(__name__)
 
-def import_sionna():
-    """Import Mitsuba (CUDA variant when a GPU is there, else LLVM on the CPU) and Sionna RT."""
+
+def import_sionna() -> tuple[Any, Any]:
+    """Import Mitsuba, on the variant :mod:`~hpcopt.problems.coverage.device` chooses
+    (once per process; :func:`sionna_device` says which and why), and Sionna RT."""
     if os.path.exists(LLVM):
         # LLVM 15, which some distributions also install, crashes Dr.Jit: prefer 19.
         os.environ.setdefault("DRJIT_LIBLLVM_PATH", LLVM)
     import mitsuba as mi
 
-    if mi.variant() is None:
-        variants = mi.variants()
-        cuda = "cuda_ad_mono_polarized"
-        mi.set_variant(cuda if cuda in variants and _has_cuda() else "llvm_ad_mono_polarized")
+    if not _DEVICE:
+        if mi.variant() is None:
+            choice = device.choose(device.wanted(), mi.variants(), _cuda_started)
+            mi.set_variant(choice.variant)
+        else:
+            choice = Device(mi.variant(), "set before hpcopt imported Sionna RT")
+        _log.info("Sionna RT runs on %s: %s", choice.variant, choice.why)
+        _DEVICE.append(choice)
     import sionna.rt as rt
 
     return mi, rt
 
 
-def _has_cuda() -> bool:
-    try:
-        import drjit as dr
+def sionna_device() -> Device:
+    """The variant this process runs Sionna RT on, and why (after :func:`import_sionna`)."""
+    return _DEVICE[0]
 
-        return dr.has_backend(dr.JitBackend.CUDA)
-    except Exception:  # no driver, no device: the CPU variant is the answer either way
-        return False
+
+def _cuda_started() -> bool:
+    dr = _drjit()
+    return bool(dr.has_backend(dr.JitBackend.CUDA))
 
 
 class CoverageProblem(Problem):
@@ -66,6 +77,7 @@ class CoverageProblem(Problem):
 
     def setup(self) -> None:
         mi, rt = import_sionna()
+        self.device = sionna_device()
         c, radio = self.config, self.config.radio
         self._mi = mi
         try:
@@ -93,7 +105,7 @@ class CoverageProblem(Problem):
         self._center = [(x0 + x1) / 2, (y0 + y1) / 2, radio.plane_height_m]
         self._size = [x1 - x0, y1 - y0]
         self.solver = rt.RadioMapSolver()
-        self._llvm = mi.variant().startswith("llvm")
+        self._llvm = not self.device.gpu
         if not _THREADS:
             _THREADS.append(_drjit().thread_count())
         self.floor = self._floor_cells()
@@ -223,6 +235,7 @@ class CoverageProblem(Problem):
             if leaves is not None:
                 grad[self._gradient_mask] = self._angle_gradient(rm, watts, floor_rss, leaves)
         extras["radio_map_time_s"] = time.perf_counter() - start
+        extras["radio_map_on_gpu"] = float(self.device.gpu)
         warning = ""
         if lit < obj.min_lit_fraction:
             warning = (
@@ -254,6 +267,9 @@ class CoverageProblem(Problem):
         columns = np.flatnonzero(self._gradient_mask)
         return np.radians(1.0) * np.array([float(dr.grad(leaves[j])[0]) for j in columns])
 
+
+_DEVICE: list[Device] = []
+"""The variant this process chose (set on the first import; Mitsuba keeps one per process)."""
 
 _THREADS: list[int] = []
 """Dr.Jit's CPU thread count as this process found it (set on the first problem's setup)."""
