@@ -81,11 +81,11 @@ def run_coverage(asked: str) -> subprocess.CompletedProcess:
         import logging
         import numpy as np
         from hpcopt.problems.coverage.config import CoverageConfig
-        from hpcopt.problems.coverage.problem import sionna_device
+        from hpcopt.problems.coverage.problem import CoverageProblem, sionna_device
 
         logging.basicConfig(level=logging.INFO, format="%(message)s")
         radio = {"samples_per_tx": 10_000, "cell_size_m": 1.0}
-        problem = CoverageConfig(name="coverage", mode="1ap", radio=radio).build()
+        problem = CoverageProblem(CoverageConfig(name="coverage", mode="1ap", radio=radio))
         problem.setup()
         ev = problem.evaluate(np.array([4.0, 3.0]))
         print("variant", sionna_device().variant, "on_gpu", ev.extras["radio_map_on_gpu"])
