@@ -28,6 +28,7 @@ from hpcopt.config import TrialConfig
 from hpcopt.config.registry import build_problem
 from hpcopt.core.files import atomic_path
 from hpcopt.core.text import duration
+from hpcopt.problems.coverage.office import HEIGHT, boxes
 from hpcopt.store.campaign_store import STATUS_OK, CampaignStore, TrialRecord
 
 __all__ = ["FiguresFailed", "plot_campaign"]
@@ -350,8 +351,6 @@ def _coverage_figure(trace: _Trace) -> Figure:
 
 def _draw_office_walls(ax: Any) -> None:
     """The shipped office's walls (not its floor slab or ceiling) as dark rectangles."""
-    from hpcopt.problems.coverage.office import HEIGHT, boxes
-
     for mesh in boxes().values():
         for (bx0, by0, bz0), (bx1, by1, bz1) in mesh:
             if bz0 >= 0.0 and bz1 <= HEIGHT:

@@ -27,17 +27,17 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from hpcopt.core.evaluation import Evaluation
+from hpcopt.engine import private_ray
 from hpcopt.engine.base import Engine, ProblemClass, SetUpProblems
+from hpcopt.engine.private_ray import Watchdog
+from hpcopt.engine.ray_node import auth_env, new_token_file
 from hpcopt.problems.base import Problem, ProblemConfig
-
-if TYPE_CHECKING:
-    from hpcopt.engine.private_ray import Watchdog
 
 
 class EngineError(RuntimeError):
@@ -166,9 +166,6 @@ class RayEngine(Engine):
         A private Ray's folder is watched from before Ray starts (see
         :mod:`hpcopt.engine.private_ray`): whatever ends this process, its Ray ends too.
         """
-        from hpcopt.engine import private_ray
-        from hpcopt.engine.ray_node import auth_env, new_token_file
-
         c = self.config
         self._saved_env = dict(os.environ)
         if c.address == "auto":
@@ -358,8 +355,6 @@ class RayEngine(Engine):
 
     def _remove_private_dir(self) -> None:
         """Have the watchdog end what Ray's shutdown left and remove the folder and token."""
-        from hpcopt.engine import private_ray
-
         directory, watchdog = self._private_dir, self._watchdog
         self._private_dir = self._watchdog = None
         if directory is None:

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validat
 from hpcopt.core.evaluation import Direction
 from hpcopt.core.space import Param, Space
 from hpcopt.problems.base import Confirmation, ProblemConfig
+from hpcopt.problems.coverage.office import HEIGHT, REGION, WALLS_FOR_REFLECTORS, wall_face_normal
 from hpcopt.problems.coverage.reflector import WallFrame
 from hpcopt.problems.coverage.scene import SceneError, resolve_scene, scene_bounds
 
@@ -178,8 +179,6 @@ class CoverageConfig(ProblemConfig):
         except SceneError as exc:
             raise ValueError(f"scene: {exc}") from None
         if self.scene == "office":
-            from hpcopt.problems.coverage.office import HEIGHT, REGION
-
             lo, hi = np.array([*REGION[:2], 0.0]), np.array([*REGION[2:], HEIGHT])
         elif bounds is None:
             return
@@ -211,8 +210,6 @@ class CoverageConfig(ProblemConfig):
     def _check_reflector(self) -> None:
         wall = self.reflector.wall
         if isinstance(wall, str):
-            from hpcopt.problems.coverage.office import WALLS_FOR_REFLECTORS
-
             if self.scene != "office":
                 raise ValueError("reflector.wall by name needs scene: office; give two corners")
             if wall not in WALLS_FOR_REFLECTORS:
@@ -225,14 +222,11 @@ class CoverageConfig(ProblemConfig):
                 self.wall()
             except ValueError as exc:
                 raise ValueError(f"reflector.wall: {exc}") from None
-            if self.scene == "office":
-                from hpcopt.problems.coverage.office import wall_face_normal
-
-                if wall_face_normal(*wall) is None:
-                    raise ValueError(
-                        f"reflector.wall: the rectangle {wall} does not lie on a wall face "
-                        "of the office; name one of its walls or give corners on a face"
-                    )
+            if self.scene == "office" and wall_face_normal(*wall) is None:
+                raise ValueError(
+                    f"reflector.wall: the rectangle {wall} does not lie on a wall face "
+                    "of the office; name one of its walls or give corners on a face"
+                )
         x0, y0, x1, y1 = self.area()
         fx0, fy0, fx1, fy1 = self.focus_area()
         if not (x0 <= fx0 < fx1 <= x1 and y0 <= fy0 < fy1 <= y1):
@@ -246,13 +240,9 @@ class CoverageConfig(ProblemConfig):
         normal then points towards the region's centre)."""
         wall = self.reflector.wall
         if isinstance(wall, str):
-            from hpcopt.problems.coverage.office import WALLS_FOR_REFLECTORS
-
             a, b, normal = WALLS_FOR_REFLECTORS[wall]
             return WallFrame.from_corners(a, b, towards=np.add(a, normal))
         if self.scene == "office":
-            from hpcopt.problems.coverage.office import wall_face_normal
-
             normal = wall_face_normal(*wall)
             if normal is not None:  # the face's own side, not the region's centre
                 return WallFrame.from_corners(*wall, towards=np.add(wall[0], normal))
@@ -269,8 +259,6 @@ class CoverageConfig(ProblemConfig):
         if self.region is not None:
             return self.region
         if self.scene == "office":
-            from hpcopt.problems.coverage.office import REGION
-
             return REGION
         raise ValueError("region is required for a scene other than the shipped office")
 

@@ -31,6 +31,7 @@ from hpcopt.problems.coverage.config import CoverageConfig
 from hpcopt.problems.coverage.device import Device
 from hpcopt.problems.coverage.floor import cell_centres, inside_boxes, inside_solids
 from hpcopt.problems.coverage.objective import to_dbm
+from hpcopt.problems.coverage.office import boxes
 from hpcopt.problems.coverage.reflector import plate_mesh
 from hpcopt.problems.coverage.scene import SceneError, resolve_scene
 
@@ -116,8 +117,6 @@ class CoverageProblem(Problem):
         c = self.config
         centres = cell_centres(c.area(), c.radio.cell_size_m, c.radio.plane_height_m)
         if c.scene == "office":
-            from hpcopt.problems.coverage.office import boxes
-
             solid = inside_boxes(centres, [b for group in boxes().values() for b in group])
         else:
             solid = inside_solids(self._mi, self.scene.mi_scene, centres, c.wall_max_thickness_m)

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from hpcopt.problems.coverage.office import scene_path
+
 
 class SceneError(ValueError):
     """A scene that cannot be used: missing, unreadable, or not what the config says."""
@@ -32,8 +34,6 @@ def builtin_scenes() -> dict[str, Path]:
 def resolve_scene(scene: str) -> Path:
     """The XML file of ``scene``; :class:`SceneError` naming what was looked for."""
     if scene == "office":
-        from hpcopt.problems.coverage.office import scene_path
-
         return scene_path()
     builtin = builtin_scenes()
     if scene in builtin:
