@@ -77,15 +77,18 @@ class CampaignView:
             any(d.get("alive", True) for d in self.drivers) or live_job
         )
 
-    def throughput(self) -> tuple[float, float]:
-        """Evaluations per second: over the last minute, and since the first evaluation."""
+    def throughput(self) -> tuple[float | None, float | None]:
+        """Evaluations per second: over the last minute, and since the first evaluation;
+        None where no time has passed to measure over (every evaluation finished at one
+        instant, as the rows of one batch may have been)."""
         times = np.sort(np.concatenate([t.finished_at for t in self.trials] or [np.zeros(0)]))
-        if len(times) < 2:
-            return 0.0, 0.0
+        span = float(times[-1] - times[0]) if len(times) else 0.0
+        if span <= 0:
+            return None, None
         end = self.now if self.running else times[-1]
         window = min(RECENT_S, end - times[0])  # a young campaign has less than a minute
-        recent = float(np.sum(times > end - window)) / max(window, 1e-9)
-        return recent, len(times) / max(times[-1] - times[0], 1e-9)
+        recent = float(np.sum(times > end - window)) / window
+        return recent, len(times) / span
 
     def eta_s(self) -> float | None:
         """Seconds until every trial's budget is spent at the recent rate (when known)."""
@@ -95,7 +98,7 @@ class CampaignView:
             if t.status in ("running", "pending") and t.expected is not None
         ]
         recent, _ = self.throughput()
-        if not left or recent <= 0 or not self.running:
+        if not left or not recent or not self.running:
             return None
         return sum(left) / recent
 
@@ -266,12 +269,16 @@ def _confirmed(trial: TrialView) -> str:
     return "-" if confirmed is None else format_confirmed(*confirmed)
 
 
+def _rate(per_s: float | None) -> str:
+    return "-" if per_s is None else f"{per_s:.3g}"
+
+
 def _activity(view: CampaignView) -> Table:
     recent, overall = view.throughput()
     table = Table.grid(padding=(0, 2))
     table.add_row(
         Text("throughput", style="bold"),
-        f"{recent:.3g} evaluations/s over the last minute, {overall:.3g}/s overall",
+        f"{_rate(recent)} evaluations/s over the last minute, {_rate(overall)}/s overall",
     )
     gpu = float(view.engine.get("gpu_fraction", 0.0) or 0.0)
     if view.engine.get("kind") == "ray" and not view.running:

@@ -25,7 +25,7 @@ from rich.console import Console
 from hpcopt import config as cfg
 from hpcopt.cli import main
 from hpcopt.core.evaluation import Evaluation
-from hpcopt.dashboard import render, snapshot
+from hpcopt.dashboard import CampaignView, TrialView, render, snapshot
 from hpcopt.driver import campaign as drv
 from hpcopt.driver import reporters
 from hpcopt.driver.reporters import ProgressReporter
@@ -247,3 +247,18 @@ def test_run_prints_plain_lines_when_its_output_is_not_a_terminal(tmp_path):
     assert done.returncode == 0
     assert "later: completed after 9 evaluations" in done.stderr
     assert "\x1b[" not in done.stderr  # no terminal escapes in a log file
+
+
+def test_throughput_is_unknown_when_every_evaluation_finished_at_one_instant():
+    one_batch = TrialView(
+        name="t", method="gs", problem="analytic", status="completed", done=3, expected=3,
+        failed=0, best=0.0, best_at=5.0, finished_at=np.full(3, 5.0), failures=[],
+    )  # fmt: skip
+    view = CampaignView(
+        name="c", root=Path("."), created_at=0.0, now=10.0, trials=[one_batch], drivers=[],
+        jobs={}, engine={"kind": "local"}, workers={},
+    )  # fmt: skip
+    assert view.throughput() == (None, None)
+    console = Console(width=200, record=True, file=open(os.devnull, "w"))  # noqa: SIM115
+    console.print(render(view))
+    assert "- evaluations/s over the last minute, -/s overall" in console.export_text()
