@@ -9,7 +9,6 @@ node, and on a finished or interrupted campaign alike.
 
 from __future__ import annotations
 
-import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,13 +22,14 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from hpcopt.cluster.queue import LIVE, job_states
+from hpcopt.cluster.queue import LIVE, QueueError, job_states
 from hpcopt.core.events import read_events
+from hpcopt.core.files import StoreError
 from hpcopt.core.text import duration
 from hpcopt.store.campaign_store import CampaignStore
 from hpcopt.store.confirm import ConfirmationRecord, format_confirmed
 from hpcopt.store.history import STATUS_FAILED
-from hpcopt.store.jobs import jobs_of
+from hpcopt.store.jobs import job_ids
 from hpcopt.store.lock import read_drivers
 
 RECENT_S = 60.0  # the window of the "recent" throughput
@@ -69,6 +69,7 @@ class CampaignView:
     engine: dict[str, Any]
     workers: dict[str, dict[str, Any]]  # alive workers by name, from the event logs
     events: list[dict[str, Any]] = field(default_factory=list)  # retries and task failures
+    jobs_unknown: str = ""  # why Slurm could not be asked about the jobs, if it could not
 
     @property
     def running(self) -> bool:
@@ -130,6 +131,7 @@ def snapshot(root: str | Path, slurm: bool = True) -> CampaignView:
             )
         )
     events = _events(store.root)
+    jobs, jobs_unknown = _jobs(store.root) if slurm else ({}, "")
     return CampaignView(
         name=str(attrs.get("name", store.root.name)),
         root=store.root,
@@ -137,7 +139,8 @@ def snapshot(root: str | Path, slurm: bool = True) -> CampaignView:
         now=time.time(),
         trials=trials,
         drivers=read_drivers(store.root),
-        jobs=_jobs(store.root) if slurm else {},
+        jobs=jobs,
+        jobs_unknown=jobs_unknown,
         engine=dict(document.get("engine", {"kind": "local"})),
         workers=_alive_workers(events),
         events=[e for e in events if e["kind"] in ("task_retried", "task_failed", "worker_down")],
@@ -169,13 +172,18 @@ def _alive_workers(events: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return alive
 
 
-def _jobs(root: Path) -> dict[str, str]:
-    """Slurm states of the campaign's jobs, if it was submitted and Slurm answers."""
+def _jobs(root: Path) -> tuple[dict[str, str], str]:
+    """``(states, why_unknown)``: the Slurm states of the campaign's jobs, or why they are
+    not known (``slurm.json`` damaged; squeue missing, as on a laptop reading a copied
+    folder, failing or hung). Both empty when no job was submitted."""
     try:
-        ids = [i for submission in jobs_of(root) for i in submission["job_ids"]]
-        return job_states(ids) if ids else {}
-    except (OSError, ValueError, KeyError, subprocess.SubprocessError):
-        return {}  # no Slurm client here (a laptop reading a copied folder), or no answer
+        ids = job_ids(root)
+    except StoreError as exc:
+        return {}, str(exc)
+    try:
+        return job_states(ids), ""
+    except QueueError as exc:
+        return {}, f"cannot ask about job {', '.join(ids)}: {exc}"
 
 
 # -- drawing ------------------------------------------------------------------------------
@@ -207,6 +215,8 @@ def _header(view: CampaignView) -> Panel:
         lines.append(Text(f"driver: {where}"))
     if view.jobs:
         lines.append(Text("slurm: " + "; ".join(f"job {j}: {s}" for j, s in view.jobs.items())))
+    if view.jobs_unknown:
+        lines.append(Text(f"slurm: {view.jobs_unknown}", style="yellow"))
     eta = view.eta_s()
     if eta is not None:
         lines.append(Text(f"eta: {duration(eta)} at the recent rate"))

@@ -11,11 +11,11 @@ from pydantic import ValidationError
 
 from hpcopt import config as cfg
 from hpcopt.cli.show import show
-from hpcopt.cluster.queue import LIVE, job_states
+from hpcopt.cluster.queue import LIVE, QueueError, job_states
 from hpcopt.cluster.slurm import check_submittable, render_sbatch, submit
 from hpcopt.config.cluster import TIME_FORMS, SlurmConfig
 from hpcopt.driver import campaign as drv
-from hpcopt.store.jobs import jobs_of
+from hpcopt.store.jobs import job_ids
 
 FLAGS = {  # flag -> (SlurmConfig field, type, help)
     "--nodes": ("nodes", int, "nodes, one Ray node each (rank 0 also runs the driver)"),
@@ -148,17 +148,24 @@ def resubmit(root: str) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    submissions = jobs_of(Path(args.dir))
-    if not submissions:
+    ids = job_ids(Path(args.dir))
+    if not ids:
         print(f"{args.dir}: no Slurm job was submitted for this campaign")
-    ids = [i for s in submissions for i in s["job_ids"]]
-    for job, state in job_states(ids).items():
+    try:
+        states = job_states(ids)
+    except QueueError as exc:
+        show(args.dir)
+        print(f"hpcopt: cannot tell the state of job {', '.join(ids)}: {exc}", file=sys.stderr)
+        return 2
+    for job, state in states.items():
         print(f"slurm job {job}: {state}")
     return show(args.dir)
 
 
 def _cancel(args: argparse.Namespace) -> int:
-    ids = [i for s in jobs_of(Path(args.dir)) for i in s["job_ids"]]
+    ids = job_ids(Path(args.dir))
+    # a QueueError (squeue could not be asked) ends this with status 2: never "nothing to
+    # cancel" when the queue was not read
     live = [j for j, state in job_states(ids).items() if state.split()[0] in LIVE]
     if not live:
         print(f"{args.dir}: no queued or running job to cancel")

@@ -39,7 +39,7 @@ from hpcopt.driver import campaign as drv
 from hpcopt.driver import reporters
 from hpcopt.engine.ray_node import ClusterError, new_token_file, short_temp_dir, start_node
 from hpcopt.engine.ray_pool import RayEngine
-from hpcopt.store.jobs import record_jobs
+from hpcopt.store.jobs import jobs_of, record_jobs
 
 # Seconds a stopping Ray node gives its processes before SIGKILL: well inside Slurm's
 # KillWait (30 s by default; 5 s in the tests' cluster) after a cancel's SIGTERM.
@@ -119,6 +119,7 @@ class CampaignJob:
 
 def submit(root: Path, slurm: SlurmConfig, name: str, trials: list[str]) -> list[str]:
     """Submit the campaign in ``root``; return the job ids (one per trial with arrays)."""
+    jobs_of(root)  # a damaged slurm.json refuses the submission before sbatch, not after it
     ex = executor(root, slurm, name)
     if slurm.array_per_trial:
         with ex.batch():
