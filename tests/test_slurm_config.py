@@ -8,13 +8,13 @@ import re
 import subprocess
 
 import pytest
-import yaml
 
 from hpcopt import config as cfg
 from hpcopt.cli import main
 from hpcopt.cli.main import _parser
 from hpcopt.cli.slurm import _slurm_for, submit_flags
 from hpcopt.config.cluster import TIME_FORMS, ContainerConfig, SlurmConfig, time_seconds
+from tests.test_slurm_submit import config_file
 
 ACCEPTED = {
     "90": 90 * 60,  # MM
@@ -61,19 +61,6 @@ def test_a_zero_limit_is_refused_since_slurm_reads_it_as_none(value):
         time_seconds(value)
 
 
-def config_file(tmp_path):
-    doc = {
-        "name": "s",
-        "output_dir": str(tmp_path / "s"),
-        "engine": {"kind": "ray", "num_workers": 2},
-        "trials": [{"name": "g", "problem": {"name": "analytic", "function": "sphere"},
-                    "method": {"name": "gs", "resolution": 3}}],
-    }  # fmt: skip
-    path = tmp_path / "s.yaml"
-    path.write_text(yaml.safe_dump(doc))
-    return path
-
-
 @pytest.mark.parametrize(
     ("value", "minutes"), [("1-02", 1560), ("1-02:30", 1590), ("2-00:00:01", 2881), ("45:30", 46)]
 )
@@ -83,9 +70,7 @@ def test_submit_time_flag_reaches_the_script_in_minutes(tmp_path, capsys, value,
 
 
 def test_a_time_in_no_form_in_the_config_names_its_key(tmp_path, capsys):
-    path = config_file(tmp_path)
-    doc = yaml.safe_load(path.read_text())
-    path.write_text(yaml.safe_dump({**doc, "slurm": {"time": "1-24"}}))
+    path = config_file(tmp_path, slurm={"time": "1-24"})
     assert main(["submit", str(path), "--dry-run"]) == 2
     assert "slurm.time: hours must be below 24, got 24" in capsys.readouterr().err
 
