@@ -79,6 +79,9 @@ def test_sacct_rows_skip_job_steps_and_keep_the_last_row_of_a_requeued_job():
 
 # -- the commands, replaced by scripts on PATH ------------------------------------------------
 
+DOWN = "slurm_load_jobs error: Unable to contact slurm controller (connect failure)"
+SQUEUE_DOWN = f"echo '{DOWN}' >&2; exit 1"
+
 
 @pytest.fixture
 def slurm_bin(tmp_path, monkeypatch):
@@ -106,18 +109,11 @@ def test_states_come_from_squeue_then_sacct_for_jobs_squeue_no_longer_knows(slur
 
 
 def test_a_failing_squeue_is_an_error_naming_command_status_and_message(slurm_bin):
-    slurm_bin(
-        "squeue",
-        "echo 'slurm_load_jobs error: Unable to contact slurm controller (connect failure)' >&2"
-        "\nexit 1",
-    )
+    slurm_bin("squeue", SQUEUE_DOWN)
     slurm_bin("sacct", "echo 'sacct must not be asked' >&2; exit 9")
     with pytest.raises(QueueError) as err:
         job_states(["40", "41"])
-    assert str(err.value) == (
-        "`squeue -h -j 40,41 -o '%i|%T|%M|%R'` exited with status 1: "
-        "slurm_load_jobs error: Unable to contact slurm controller (connect failure)"
-    )
+    assert str(err.value) == (f"`squeue -h -j 40,41 -o '%i|%T|%M|%R'` exited with status 1: {DOWN}")
 
 
 def test_squeue_that_knows_none_of_the_ids_means_they_ended(slurm_bin):
@@ -202,12 +198,6 @@ def campaign(tmp_path):
     root = tmp_path / "q"
     record_jobs(root, ["40"])
     return root
-
-
-SQUEUE_DOWN = (
-    "echo 'slurm_load_jobs error: Unable to contact slurm controller (connect failure)' >&2\n"
-    "exit 1"
-)
 
 
 def test_cancel_when_squeue_fails_exits_2_and_never_says_nothing_to_cancel(
