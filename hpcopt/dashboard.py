@@ -9,8 +9,8 @@ node, and on a finished or interrupted campaign alike.
 
 from __future__ import annotations
 
-import subprocess
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,13 +23,15 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from hpcopt.cluster.queue import LIVE, job_states
-from hpcopt.core.events import read_events
+from hpcopt.cluster.queue import LIVE, QueueError, job_states
+from hpcopt.core.events import GarbledEvents, read_events
+from hpcopt.core.files import StoreError
 from hpcopt.core.text import duration
 from hpcopt.store.campaign_store import CampaignStore
 from hpcopt.store.confirm import ConfirmationRecord, format_confirmed
+from hpcopt.store.folder import CampaignFolder
 from hpcopt.store.history import STATUS_FAILED
-from hpcopt.store.jobs import jobs_of
+from hpcopt.store.jobs import job_ids
 from hpcopt.store.lock import read_drivers
 
 RECENT_S = 60.0  # the window of the "recent" throughput
@@ -69,6 +71,8 @@ class CampaignView:
     engine: dict[str, Any]
     workers: dict[str, dict[str, Any]]  # alive workers by name, from the event logs
     events: list[dict[str, Any]] = field(default_factory=list)  # retries and task failures
+    jobs_unknown: str = ""  # why Slurm could not be asked about the jobs, if it could not
+    garbled_events: list[str] = field(default_factory=list)  # event-log lines skipped
 
     @property
     def running(self) -> bool:
@@ -132,7 +136,8 @@ def snapshot(root: str | Path, slurm: bool = True) -> CampaignView:
                 confirmation=rec.confirmation,
             )
         )
-    events = _events(store.root)
+    events, garbled = _events(store.root)
+    jobs, jobs_unknown = _jobs(store.root) if slurm else ({}, "")
     return CampaignView(
         name=str(attrs.get("name", store.root.name)),
         root=store.root,
@@ -140,7 +145,9 @@ def snapshot(root: str | Path, slurm: bool = True) -> CampaignView:
         now=time.time(),
         trials=trials,
         drivers=read_drivers(store.root),
-        jobs=_jobs(store.root) if slurm else {},
+        jobs=jobs,
+        jobs_unknown=jobs_unknown,
+        garbled_events=garbled,
         engine=dict(document.get("engine", {"kind": "local"})),
         workers=_alive_workers(events),
         events=[e for e in events if e["kind"] in ("task_retried", "task_failed", "worker_down")],
@@ -155,11 +162,18 @@ def _configured(store: CampaignStore, trial: str, what: str) -> str:
     return ""
 
 
-def _events(root: Path) -> list[dict[str, Any]]:
+def _events(root: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """Every event of the campaign's event logs in time order, and what was garbled in
+    them (lines that were skipped, one message per log): shown, not printed as warnings
+    under the live view."""
     events: list[dict[str, Any]] = []
-    for path in sorted(root.glob("events*.jsonl")):
-        events += read_events(path)
-    return sorted(events, key=lambda e: e.get("time", 0.0))
+    garbled: list[str] = []
+    for path in CampaignFolder(root).event_logs():
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", GarbledEvents)
+            events += read_events(path)
+        garbled += [str(w.message) for w in caught if issubclass(w.category, GarbledEvents)]
+    return sorted(events, key=lambda e: e.get("time", 0.0)), garbled
 
 
 def _alive_workers(events: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -172,13 +186,18 @@ def _alive_workers(events: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return alive
 
 
-def _jobs(root: Path) -> dict[str, str]:
-    """Slurm states of the campaign's jobs, if it was submitted and Slurm answers."""
+def _jobs(root: Path) -> tuple[dict[str, str], str]:
+    """``(states, why_unknown)``: the Slurm states of the campaign's jobs, or why they are
+    not known (``slurm.json`` damaged; squeue missing, as on a laptop reading a copied
+    folder, failing or hung). Both empty when no job was submitted."""
     try:
-        ids = [i for submission in jobs_of(root) for i in submission["job_ids"]]
-        return job_states(ids) if ids else {}
-    except (OSError, ValueError, KeyError, subprocess.SubprocessError):
-        return {}  # no Slurm client here (a laptop reading a copied folder), or no answer
+        ids = job_ids(root)
+    except StoreError as exc:
+        return {}, str(exc)
+    try:
+        return job_states(ids), ""
+    except QueueError as exc:
+        return {}, f"cannot ask about job {', '.join(ids)}: {exc}"
 
 
 # -- drawing ------------------------------------------------------------------------------
@@ -210,6 +229,10 @@ def _header(view: CampaignView) -> Panel:
         lines.append(Text(f"driver: {where}"))
     if view.jobs:
         lines.append(Text("slurm: " + "; ".join(f"job {j}: {s}" for j, s in view.jobs.items())))
+    if view.jobs_unknown:
+        lines.append(Text(f"slurm: {view.jobs_unknown}", style="yellow"))
+    for message in view.garbled_events:
+        lines.append(Text(f"event log: {message}", style="yellow"))
     eta = view.eta_s()
     if eta is not None:
         lines.append(Text(f"eta: {duration(eta)} at the recent rate"))

@@ -24,6 +24,11 @@ Emulation and its limits:
   and backfill both run every second: ``sched_interval=1``, ``bf_interval=1``). A requeued
   job is held for ``cred_expire`` + 1 s, so ``cred_expire=10`` makes it start again after
   about 12 s (with Slurm's defaults, 2-3 minutes).
+- Time limits: slurmctld checks them every 30 s (its own period; no slurm.conf key sets it), so a
+  1-minute job (the shortest limit) is ended about 60-90 s after its start (SIGTERM,
+  SIGKILL ``KillWait=5`` s later; ``OverTimeLimit`` is 0), and ``--signal=USR2@N`` comes
+  at the first check at or after ``end - N - 30 s``: with N=10, 20-50 s after the start.
+  That signal goes to the job's steps (``srun``), not to the batch shell (``B:`` for that).
 - A node's slurmd may take up to ~10 s to exit if slurmctld is gone while it still has
   messages for it: stop the nodes first (:meth:`SlurmCluster.stop` does).
 - Everything runs as root (``SlurmUser=root``), as on the CI machine.

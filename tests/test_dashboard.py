@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -113,6 +114,21 @@ def test_a_finished_campaign_shows_its_budget_spent_and_best_values(tmp_path):
     assert cells["failed"] == "0"
     assert cells["best"] == "0"  # the sphere's minimum is on the 3 x 3 grid
     assert "confirmed" not in text  # no trial confirms its winners: no such column
+
+
+def test_a_garbled_event_log_line_is_shown_and_later_events_still_count(tmp_path):
+    campaign = cfg.load(write_config(tmp_path, [LATER]))
+    drv.run(campaign, drv.create(campaign), reporter=reporters.SilentReporter())
+    log = tmp_path / "dash" / "events.jsonl"
+    later = '{"kind": "worker_up", "worker": "w9", "node": "n1", "time": 1.0}\n'
+    log.write_text(log.read_text() + "not an event\n" + later)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the live view must not print Python warnings
+        view = snapshot(tmp_path / "dash", slurm=False)
+    (message,) = view.garbled_events
+    assert "events.jsonl: 1 line(s) are not events" in message
+    assert "w9" in view.workers  # the event after the garbled line is read
+    assert "event log: " in frame(tmp_path / "dash")
 
 
 def test_a_failed_trial_and_failed_evaluations_are_listed(tmp_path):

@@ -17,7 +17,7 @@ from hpcopt.cli import main
 from hpcopt.core import plain
 from hpcopt.engine.ray_node import processes_using
 from hpcopt.store.campaign_store import STATUS_OK, CampaignStore
-from hpcopt.store.jobs import jobs_of
+from hpcopt.store.jobs import job_ids, jobs_of
 from tests.helpers import evaluations, wait_until
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
@@ -66,8 +66,15 @@ def job_log(root: Path) -> str:
     return "\n".join(p.read_text() for p in sorted((root / "slurm").rglob("*_log.out")))
 
 
-def ray_dirs(root: Path) -> list[str]:
-    return [json.loads(p.read_text())["temp_dir"] for p in (root / "cluster").rglob("rank-*.json")]
+def ray_dirs(root: Path, start: str = "*") -> list[str]:
+    """The Ray temp dirs of every rank of the job starts matching ``start`` (``JOB.RESTART``)."""
+    ranks = (root / "cluster").glob(f"{start}/rank-*.json")
+    return [json.loads(p.read_text())["temp_dir"] for p in ranks]
+
+
+def ray_left(dirs: list[str]) -> dict[str, list[int]]:
+    """The processes still using each of these Ray temp dirs (none once its node stopped)."""
+    return {d: pids for d in dirs if (pids := processes_using(d))}
 
 
 def test_a_submitted_campaign_runs_on_both_nodes_with_half_gpu_workers(tmp_path, slurm_env, capsys):
@@ -92,8 +99,11 @@ def test_a_submitted_campaign_runs_on_both_nodes_with_half_gpu_workers(tmp_path,
 
 
 def run_locally(tmp_path, path):
+    """The same campaign run here, uninterrupted, with the local engine and without the
+    evaluations' sleep (which changes no value)."""
     doc = yaml.safe_load(path.read_text())
     doc["engine"] = {"kind": "local"}
+    doc["shared"]["problem"]["delay_s"] = 0.0
     doc["output_dir"] = str(tmp_path / "local")
     local = tmp_path / "local.yaml"
     local.write_text(yaml.safe_dump(doc))
@@ -109,15 +119,51 @@ def test_a_requeued_job_resumes_and_ends_with_the_uninterrupted_result(tmp_path,
     wait_until(lambda: evaluations(root) >= 40, 180, "some evaluations")
     subprocess.run(["scontrol", "requeue", job], check=True)
     wait_until(lambda: (root / "cluster" / f"{job}.1").exists(), 180, "the requeued job to start")
+    first_start = ray_dirs(root, f"{job}.0")
+    assert len(first_start) == 2 and not ray_left(first_start), "Ray of the first start lives on"
     wait_until(lambda: finished(root), 300, "the requeued campaign to finish")
-    reference = run_locally(tmp_path, path)
-    store = CampaignStore.open(root)
-    for name in ("ga", "gs"):
+    assert_same_histories(run_locally(tmp_path, path), CampaignStore.open(root), ("ga", "gs"))
+
+
+def assert_same_histories(reference: CampaignStore, store: CampaignStore, trials) -> None:
+    for name in trials:
         a, b = reference.read_trial(name), store.read_trial(name)
-        assert a.history.x.tobytes() == b.history.x.tobytes(), name
-        assert a.history.value.tobytes() == b.history.value.tobytes(), name
+        for column in ("x", "value", "status", "iteration"):
+            assert getattr(a.history, column).tobytes() == getattr(b.history, column).tobytes(), (
+                f"{name}: {column}"
+            )
         assert plain.dumps(a.method_state) == plain.dumps(b.method_state), name
-    assert "Stopped" in job_log(root) or "ray head stopped" in job_log(root)
+
+
+def test_a_job_at_its_time_limit_checkpoints_through_submitit_and_finishes_when_requeued(
+    tmp_path, slurm_env, capsys
+):
+    """Slurm's own time limit, not scontrol: a 1-minute job gets USR2 ``signal_delay_s``
+    before its end (slurmctld checks limits every 30 s, so USR2 comes 20-50 s after the
+    start), submitit calls CampaignJob.checkpoint and requeues it, and the requeued job
+    resumes from the store. The campaign (about 50 s of evaluations on four workers)
+    outlasts the first start."""
+    ga = {"name": "ga", "seed": 4, "method": {"name": "ga", "population": 16, "generations": 25}}
+    path = write_config(tmp_path, [ga], slurm={"time": "1", "signal_delay_s": 10}, delay_s=0.5)
+    root = tmp_path / "s"
+    start = time.monotonic()
+    assert main(["submit", str(path)]) == 0
+    (job,) = job_ids(root)
+    wait_until(lambda: (root / "cluster" / f"{job}.1").exists(), 150, "the job to be requeued")
+    requeued = time.monotonic() - start
+    first_start = ray_dirs(root, f"{job}.0")
+    assert len(first_start) == 2 and not ray_left(first_start), "Ray of the first start lives on"
+    log = job_log(root)
+    # submitit's handler: USR2 read as the time limit, CampaignJob.checkpoint called, then
+    # its scontrol requeue, whose SIGTERM may end rank 0 before it logs "Requeued job"
+    assert "Caught signal SIGUSR2" in log and "this job is timed-out" in log, log
+    assert "Calling checkpoint method" in log and "DUE TO JOB REQUEUE" in log, log
+    wait_until(lambda: finished(root), 240, "the requeued campaign to finish")
+    starts = len(list((root / "cluster").glob(f"{job}.*")))
+    with capsys.disabled():
+        print(f"\n[slurm] time limit: requeued after {requeued:.0f} s, finished after "
+              f"{time.monotonic() - start:.0f} s in {starts} starts")  # fmt: skip
+    assert_same_histories(run_locally(tmp_path, path), CampaignStore.open(root), ["ga"])
 
 
 def test_cancel_leaves_no_ray_process_behind(tmp_path, slurm_env):

@@ -251,7 +251,7 @@ def _summary(args: argparse.Namespace) -> int:
 
     store = CampaignStore.open(args.dir)
     if args.csv is None and args.json is None:
-        targets = [("", store.root / "summary.csv"), ("", store.root / "summary.json")]
+        targets = [("", store.folder.summary_csv), ("", store.folder.summary_json)]
     else:
         targets = [
             (f"--{k} ", p) for k, p in (("csv", args.csv), ("json", args.json)) if p is not None

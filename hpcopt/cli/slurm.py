@@ -5,38 +5,67 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from hpcopt import config as cfg
 from hpcopt.cli.show import show
-from hpcopt.cluster.queue import LIVE, job_states
+from hpcopt.cluster.queue import LIVE, QueueError, job_states
 from hpcopt.cluster.slurm import check_submittable, render_sbatch, submit
-from hpcopt.config.cluster import TIME_FORMS, SlurmConfig
+from hpcopt.config.cluster import ContainerConfig, SlurmConfig
 from hpcopt.driver import campaign as drv
-from hpcopt.store.jobs import jobs_of
+from hpcopt.store.folder import CampaignFolder
+from hpcopt.store.jobs import job_ids
 
-FLAGS = {  # flag -> (SlurmConfig field, type, help)
-    "--nodes": ("nodes", int, "nodes, one Ray node each (rank 0 also runs the driver)"),
-    "--gpus-per-node": ("gpus_per_node", int, "GPUs per node"),
-    "--cpus-per-task": ("cpus_per_task", int, "CPUs per node (one task per node)"),
-    "--partition": ("partition", str, "Slurm partition"),
-    "--time": ("time", str, f"time limit: {TIME_FORMS}"),
-    "--account": ("account", str, "Slurm account"),
-    "--qos": ("qos", str, "Slurm quality of service"),
-    "--constraint": ("constraint", str, "node features, e.g. a100"),
-    "--mem": ("mem", str, "memory per node, e.g. 64G"),
-    "--max-num-timeout": ("max_num_timeout", int, "requeues allowed after the time limit"),
-    "--join-timeout-s": ("join_timeout_s", float, "how long nodes may take to join Ray"),
-}
-CONTAINER_FLAGS = {  # flag -> (ContainerConfig field, help)
-    "--container-runtime": (
-        "runtime",
-        "run the job's processes in an image: apptainer, charliecloud or none",
-    ),
-    "--image": ("image", "the image: a .sif file (apptainer) or an image folder/squashfs"),
-}
+# The config keys that ``hpcopt submit`` takes as flags, and each flag's name: the rest
+# (type, help) comes from the models, so a flag says what its key says.
+SLURM_FLAGS = {
+    key: "--" + key.replace("_", "-")
+    for key in ("nodes", "gpus_per_node", "cpus_per_task", "partition", "time", "account",
+                "qos", "constraint", "mem", "max_num_timeout", "join_timeout_s",
+                "array_per_trial")
+}  # fmt: skip
+CONTAINER_FLAGS = {"runtime": "--container-runtime", "image": "--image"}
+
+
+@dataclass(frozen=True)
+class Flag:
+    """One ``hpcopt submit`` flag: its name, the ``slurm:`` key it sets (``container.image``
+    inside the container section), the type of its value and its help."""
+
+    flag: str
+    key: str
+    kind: type
+    help: str
+
+    @property
+    def dest(self) -> str:
+        return self.flag[2:].replace("-", "_")
+
+
+def submit_flags() -> list[Flag]:
+    """The flags of ``hpcopt submit`` that override the config's ``slurm:`` section."""
+    sections: list[tuple[type[BaseModel], dict[str, str], str]] = [
+        (SlurmConfig, SLURM_FLAGS, ""),
+        (ContainerConfig, CONTAINER_FLAGS, "container."),
+    ]
+    return [
+        Flag(flag, prefix + key, _value_type(model.model_fields[key].annotation),
+             model.model_fields[key].description or "")
+        for model, flags, prefix in sections
+        for key, flag in flags.items()
+    ]  # fmt: skip
+
+
+def _value_type(annotation: Any) -> type:
+    """``int`` of ``int | None``, ``bool`` of ``bool``; ``str`` for strings and literals."""
+    if get_origin(annotation) is Literal:
+        return str
+    kinds = [a for a in get_args(annotation) if a is not type(None)] or [annotation]
+    return kinds[0] if kinds[0] in (int, float, bool) else str
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -51,16 +80,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("config", help="campaign config file (its engine must be kind: ray)")
     p.add_argument("-o", "--output-dir", help="campaign folder (overrides output_dir)")
-    for flag, (_, kind, text) in FLAGS.items():
-        p.add_argument(flag, type=kind, help=text)
-    for flag, (_, text) in CONTAINER_FLAGS.items():
-        p.add_argument(flag, help=text)
-    p.add_argument(
-        "--array-per-trial",
-        action="store_true",
-        default=None,
-        help="one array task (and one Ray cluster) per trial",
-    )
+    for f in submit_flags():
+        if f.kind is bool:
+            p.add_argument(f.flag, action="store_true", default=None, help=f.help)
+        else:
+            p.add_argument(f.flag, type=f.kind, help=f.help)
     p.add_argument("--dry-run", action="store_true", help="print the sbatch script; write nothing")
     p.set_defaults(func=_submit)
 
@@ -85,31 +109,21 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def _slurm_for(campaign: cfg.Campaign, args: argparse.Namespace) -> SlurmConfig:
-    overrides = {
-        field: getattr(args, flag[2:].replace("-", "_"))
-        for flag, (field, _, _) in FLAGS.items()
-        if getattr(args, flag[2:].replace("-", "_")) is not None
-    }
-    if args.array_per_trial:
-        overrides["array_per_trial"] = True
-    container = {
-        field: getattr(args, flag[2:].replace("-", "_"))
-        for flag, (field, _) in CONTAINER_FLAGS.items()
-        if getattr(args, flag[2:].replace("-", "_")) is not None
-    }
-    base = campaign.slurm.model_dump()
-    if container:
-        overrides["container"] = {**base["container"], **container}
+    merged = campaign.slurm.model_dump()
+    for f in submit_flags():
+        value = getattr(args, f.dest)
+        if value is not None:
+            *section, key = f.key.split(".")
+            (merged[section[0]] if section else merged)[key] = value
     try:
-        return SlurmConfig.model_validate({**base, **overrides})
+        return SlurmConfig.model_validate(merged)
     except ValidationError as exc:
         raise cfg.ConfigError("(submit flags)", _flag_messages(exc)) from None
 
 
 def _flag_messages(exc: ValidationError) -> list[str]:
     """One line per problem, named by its flag where it has one, else its ``slurm.`` key."""
-    flags = {field: flag for flag, (field, _, _) in FLAGS.items()}
-    flags |= {f"container.{field}": flag for flag, (field, _) in CONTAINER_FLAGS.items()}
+    flags = {f.key: f.flag for f in submit_flags()}
     out = []
     for e in exc.errors():
         key = ".".join(map(str, e["loc"]))
@@ -132,7 +146,7 @@ def _submit(args: argparse.Namespace) -> int:
     drv.create(campaign)
     ids = submit(root, slurm, campaign.name, [t.name for t in campaign.trials])
     print(f"submitted job {', '.join(ids)} for campaign {root}")
-    print(f"follow it with: hpcopt status {root}   (logs in {root / 'slurm'})")
+    print(f"follow it with: hpcopt status {root}   (logs in {CampaignFolder(root).job_logs})")
     return 0
 
 
@@ -148,17 +162,24 @@ def resubmit(root: str) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    submissions = jobs_of(Path(args.dir))
-    if not submissions:
+    ids = job_ids(Path(args.dir))
+    if not ids:
         print(f"{args.dir}: no Slurm job was submitted for this campaign")
-    ids = [i for s in submissions for i in s["job_ids"]]
-    for job, state in job_states(ids).items():
+    try:
+        states = job_states(ids)
+    except QueueError as exc:
+        show(args.dir)
+        print(f"hpcopt: cannot tell the state of job {', '.join(ids)}: {exc}", file=sys.stderr)
+        return 2
+    for job, state in states.items():
         print(f"slurm job {job}: {state}")
     return show(args.dir)
 
 
 def _cancel(args: argparse.Namespace) -> int:
-    ids = [i for s in jobs_of(Path(args.dir)) for i in s["job_ids"]]
+    ids = job_ids(Path(args.dir))
+    # a QueueError (squeue could not be asked) ends this with status 2: never "nothing to
+    # cancel" when the queue was not read
     live = [j for j, state in job_states(ids).items() if state.split()[0] in LIVE]
     if not live:
         print(f"{args.dir}: no queued or running job to cancel")

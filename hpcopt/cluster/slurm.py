@@ -41,7 +41,7 @@ from hpcopt.driver import campaign as drv
 from hpcopt.driver import reporters
 from hpcopt.engine.ray_node import ClusterError, new_token_file, short_temp_dir, start_node
 from hpcopt.store.folder import CampaignFolder, Rendezvous
-from hpcopt.store.jobs import record_jobs
+from hpcopt.store.jobs import jobs_of, record_jobs
 
 # Seconds a stopping Ray node gives its processes before SIGKILL: well inside Slurm's
 # KillWait (30 s by default; 5 s in the tests' cluster) after a cancel's SIGTERM.
@@ -121,6 +121,7 @@ class CampaignJob:
 
 def submit(root: Path, slurm: SlurmConfig, name: str, trials: list[str]) -> list[str]:
     """Submit the campaign in ``root``; return the job ids (one per trial with arrays)."""
+    jobs_of(root)  # a damaged slurm.json refuses the submission before sbatch, not after it
     ex = executor(root, slurm, name)
     if slurm.array_per_trial:
         with ex.batch():
@@ -136,7 +137,7 @@ def submit(root: Path, slurm: SlurmConfig, name: str, trials: list[str]) -> list
 class Allocation:
     """What Slurm tells a task about itself."""
 
-    job_key: str
+    job_key: str  # the job id; ``123_4`` for task 4 of array job 123
     rank: int
     nodes: int
     node_name: str
@@ -145,22 +146,39 @@ class Allocation:
     restart: int
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> Allocation:
-        e = os.environ if env is None else env
+    def from_env(cls) -> Allocation:
+        """This task's allocation. Job id, rank and node count come from submitit's
+        ``JobEnvironment``; what it does not hold is read from Slurm's variables here: the
+        node's Slurm name (``SLURMD_NODENAME``: emulated nodes share one hostname), its
+        CPUs, its GPUs (``CUDA_VISIBLE_DEVICES``) and the requeue count."""
+        e = os.environ
         if "SLURM_JOB_ID" not in e:
             raise ClusterError("not inside a Slurm job (SLURM_JOB_ID is not set)")
-        array = e.get("SLURM_ARRAY_JOB_ID")
-        key = f"{array}_{e['SLURM_ARRAY_TASK_ID']}" if array else e["SLURM_JOB_ID"]
+        job = job_environment()
         visible = [d for d in e.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
         return cls(
-            job_key=key,
-            rank=int(e.get("SLURM_PROCID", "0")),
-            nodes=int(e.get("SLURM_JOB_NUM_NODES", e.get("SLURM_NNODES", "1"))),
+            job_key=job.job_id,
+            rank=job.global_rank,
+            nodes=job.num_nodes,
             node_name=e.get("SLURMD_NODENAME", ""),
             cpus=int(e.get("SLURM_CPUS_ON_NODE", os.cpu_count() or 1)),
             gpus=len(visible),
             restart=int(e.get("SLURM_RESTART_COUNT", "0")),
         )
+
+
+def job_environment():  # -> submitit.JobEnvironment
+    """submitit's view of this Slurm task. Under submitit's launcher ``JobEnvironment()``
+    finds it (the launcher sets ``SUBMITIT_EXECUTOR=slurm``); under plain ``srun``
+    (``slurm/hpcopt.sbatch``) nothing sets that, so its Slurm class is named directly:
+    the same class, reading the same ``SLURM_*`` variables."""
+    import submitit
+
+    if os.environ.get("SUBMITIT_EXECUTOR"):
+        return submitit.JobEnvironment()
+    from submitit.slurm.slurm import SlurmJobEnvironment
+
+    return SlurmJobEnvironment()
 
 
 def node_address(node_name: str) -> str:
@@ -357,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _requeue_on_usr2(signum: int, frame: Any) -> None:
     """Time limit or preemption without submitit: requeue this job, then stop."""
-    job = os.environ["SLURM_JOB_ID"]
+    job = Allocation.from_env().job_key
     subprocess.run(["scontrol", "requeue", job], check=False, timeout=60)
     raise Stopped(128 + signum)
 

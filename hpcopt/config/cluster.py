@@ -19,12 +19,20 @@ class ContainerConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    runtime: Literal["none", "apptainer", "charliecloud"] = "none"
-    image: str | None = None
-    binds: list[str] = Field(default_factory=list)
-    gpu: bool = True
-    python: str = IMAGE_PYTHON
-    options: list[str] = Field(default_factory=list)
+    runtime: Literal["none", "apptainer", "charliecloud"] = Field(
+        "none", description="run the job's processes in an image: apptainer, charliecloud or none"
+    )
+    image: str | None = Field(
+        None, description="the image: a .sif file (apptainer) or an image folder/squashfs"
+    )
+    binds: list[str] = Field(
+        default_factory=list, description="folders bound into the image: SRC or SRC:DST[:OPTIONS]"
+    )
+    gpu: bool = Field(True, description="bring the host's NVIDIA driver in (apptainer --nv)")
+    python: str = Field(IMAGE_PYTHON, description="the image's Python interpreter")
+    options: list[str] = Field(
+        default_factory=list, description="more words for apptainer exec or ch-run"
+    )
 
     @model_validator(mode="after")
     def _image(self) -> ContainerConfig:
@@ -62,22 +70,32 @@ class SlurmConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    nodes: int = Field(1, ge=1)
-    gpus_per_node: int = Field(0, ge=0)
-    cpus_per_task: int | None = Field(None, ge=1)
-    partition: str | None = None
-    time: str = "01:00:00"
-    account: str | None = None
-    qos: str | None = None
-    constraint: str | None = None
-    mem: str | None = None
-    job_name: str | None = None
-    max_num_timeout: int = Field(3, ge=0)
-    signal_delay_s: int = Field(120, ge=10)
-    join_timeout_s: float = Field(300.0, gt=0)
-    array_per_trial: bool = False
-    setup: list[str] = Field(default_factory=list)
-    container: ContainerConfig = ContainerConfig()
+    nodes: int = Field(
+        1, ge=1, description="nodes, one Ray node each (rank 0 also runs the driver)"
+    )
+    gpus_per_node: int = Field(0, ge=0, description="GPUs per node")
+    cpus_per_task: int | None = Field(None, ge=1, description="CPUs per node (one task per node)")
+    partition: str | None = Field(None, description="Slurm partition")
+    time: str = Field("01:00:00", description=f"time limit: {TIME_FORMS}")
+    account: str | None = Field(None, description="Slurm account")
+    qos: str | None = Field(None, description="Slurm quality of service")
+    constraint: str | None = Field(None, description="node features, e.g. a100")
+    mem: str | None = Field(None, description="memory per node, e.g. 64G")
+    job_name: str | None = Field(None, description="job name, one word (default hpcopt-NAME)")
+    max_num_timeout: int = Field(3, ge=0, description="requeues allowed after the time limit")
+    signal_delay_s: int = Field(
+        120, ge=10, description="seconds before the time limit that Slurm sends USR2"
+    )
+    join_timeout_s: float = Field(300.0, gt=0, description="how long nodes may take to join Ray")
+    array_per_trial: bool = Field(
+        False, description="one array task (and one Ray cluster) per trial"
+    )
+    setup: list[str] = Field(
+        default_factory=list, description="shell lines run before the tasks start"
+    )
+    container: ContainerConfig = Field(
+        ContainerConfig(), description="where the job's processes run"
+    )
 
     @field_validator("time")
     @classmethod

@@ -171,6 +171,11 @@ class CampaignFolder:
         """The event log of the campaign's driver, or of the driver of ``trial`` alone."""
         return self.root / ("events.jsonl" if trial is None else f"events-{trial}.jsonl")
 
+    def event_logs(self) -> list[Path]:
+        """Every event log there is (the campaign's and those of job-array tasks), in name
+        order."""
+        return sorted(self.root.glob("events*.jsonl"))
+
     @property
     def summary_csv(self) -> Path:
         return self.root / "summary.csv"
@@ -199,7 +204,12 @@ class CampaignFolder:
     @property
     def submitit(self) -> Path:
         """submitit's folder for each job (``%j``: submitit puts in the job id)."""
-        return self.root / "slurm" / "%j"
+        return self.job_logs / "%j"
+
+    @property
+    def job_logs(self) -> Path:
+        """The folder of submitit's job folders: scripts, pickles and logs, one per job."""
+        return self.root / "slurm"
 
     def rendezvous(self, job: str, restart: int) -> Rendezvous:
         """The rendezvous of Slurm job ``job`` (``<array job>_<task>`` in an array) at its

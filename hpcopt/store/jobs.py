@@ -8,8 +8,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hpcopt.core.files import write_text
+from hpcopt.core.files import DamagedFile, os_reason, write_text
 from hpcopt.store.folder import CampaignFolder
+
+_SHAPE = 'it must be a list of {"submitted_at": seconds, "job_ids": ["123", ...]}'
 
 
 def record_jobs(root: Path, ids: list[str]) -> None:
@@ -20,8 +22,37 @@ def record_jobs(root: Path, ids: list[str]) -> None:
 
 
 def jobs_of(root: Path) -> list[dict[str, Any]]:
-    """Every submission recorded for the campaign, oldest first."""
+    """Every submission recorded for the campaign, oldest first (``[]`` if none was).
+
+    Raises :class:`DamagedFile` naming ``slurm.json`` and what is wrong when it cannot be
+    read, is not JSON, or is not a list of ``{submitted_at: number, job_ids: [str]}``.
+    """
+    path = CampaignFolder(root).slurm_jobs
     try:
-        return json.loads((root / "slurm.json").read_text())
+        text = path.read_text()
     except FileNotFoundError:
         return []
+    except OSError as exc:
+        raise DamagedFile(path, f"cannot be read: {os_reason(exc)}") from None
+    try:
+        submissions = json.loads(text)
+    except ValueError as exc:
+        raise DamagedFile(path, f"not JSON ({exc}); {_SHAPE}") from None
+    if not isinstance(submissions, list):
+        raise DamagedFile(path, f"holds a {type(submissions).__name__}; {_SHAPE}")
+    for n, s in enumerate(submissions):
+        ok = (
+            isinstance(s, dict)
+            and isinstance(s.get("submitted_at"), int | float)
+            and isinstance(s.get("job_ids"), list)
+            and all(isinstance(i, str) and i for i in s["job_ids"])
+        )
+        if not ok:
+            raise DamagedFile(path, f"submission {n} is {json.dumps(s)[:200]}; {_SHAPE}")
+    return submissions
+
+
+def job_ids(root: Path) -> list[str]:
+    """The ids of every job submitted for the campaign, oldest first (array tasks as
+    ``123_4``); :class:`DamagedFile` as :func:`jobs_of`."""
+    return [job for submission in jobs_of(root) for job in submission["job_ids"]]
