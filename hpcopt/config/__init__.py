@@ -3,9 +3,9 @@
 A campaign config (YAML or JSON) names the campaign, where it writes, the engine, and its
 trials. ``shared`` is deep-merged under every trial; ``trials`` lists trials explicitly;
 each of ``sweep_groups`` expands a ``grid`` of dotted keys and a list of ``seeds`` by
-Cartesian product into named trials (reading the file: :mod:`hpcopt.config.document`).
-Everything is validated before anything is written:
-errors name the key path and what is allowed.
+Cartesian product into named trials (the file is read by :mod:`hpcopt.config.document`).
+Everything is validated before anything is written: errors name the key path and what is
+allowed.
 
 The ``method``, ``problem`` and ``engine`` sections accept what the registry
 (:mod:`hpcopt.config.registry`) lists.
