@@ -12,6 +12,7 @@ from collections.abc import Callable
 from types import TracebackType
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from hpcopt.core.evaluation import Evaluation
 from hpcopt.core.events import EventSink, ignore
@@ -25,8 +26,6 @@ def limit_threads(threads: int) -> None:
     """Cap the BLAS and OpenMP thread pools of the libraries this process has loaded at
     ``threads`` (at least 1): a worker that asked for N CPUs uses N, not every core of a
     shared node, where oversubscribed numpy/SciPy solves were measured 10x slower."""
-    from threadpoolctl import threadpool_limits
-
     threadpool_limits(limits=max(1, int(threads)))
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.stats import norm
 
 from hpcopt.problems.pbe.data import PSDData, load_psd
 from hpcopt.problems.pbe.grid import Grid, cell_edges, total_volume_grid
@@ -109,8 +110,6 @@ def initial_numbers(config: PBEModel, grid: Grid, sizes: Sizes, data: PSDData | 
         e = grid.edges[0][1:] / v_mean
         sized = np.exp(-e[:-1]) - np.exp(-e[1:])
     elif init.kind == "lognormal":
-        from scipy.stats import norm
-
         x_m = volume_to_size(grid.edges[0][1:])
         z = np.log(x_m / (init.x50_um * 1e-6)) / np.log(init.sigma_g)
         sized = np.diff(norm.cdf(z))

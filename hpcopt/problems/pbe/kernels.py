@@ -55,6 +55,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+from scipy.special import beta, betainc
 
 AgglomerationKernel = Literal["constant", "sum", "product", "shear", "brownian"]
 BreakageRate = Literal[
@@ -328,8 +329,6 @@ def fragment_moments(
             [k * (x ** (nu + m) / (nu + m) - x ** (nu + m + 1) / (nu + m + 1)) for m in range(3)]
         )
     if fragments == "product_power_law":
-        from scipy.special import beta, betainc
-
         shape = (-1,) + (1,) * (x.ndim - 1)
         nu = np.asarray(params["pl_v"], dtype=float).reshape(shape)
         q = np.asarray(params["pl_q"], dtype=float).reshape(shape)
