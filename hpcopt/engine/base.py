@@ -7,8 +7,9 @@ builds it: the registry (:mod:`hpcopt.config.registry`) sits above the engines.
 from __future__ import annotations
 
 import os
-from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from types import TracebackType
 
 import numpy as np
@@ -60,16 +61,33 @@ class SetUpProblems:
         self._problems.clear()
 
 
-class Engine(ABC):
+@dataclass
+class Finished:
+    """A batch an engine finished: its evaluations in the order of its points, or the
+    error that stopped it (its problem could not be built or set up; its trial fails)."""
+
+    batch: int
+    evaluations: list[Evaluation] = field(default_factory=list)
+    error: BaseException | None = None
+
+
+class Engine:
     """Runs evaluations. Each worker builds and sets up a problem once, then reuses it.
 
     ``problem_class`` says which class implements a problem config; engines are built as
     ``Engine(config, problem_class)``.
 
-    ``map`` returns one :class:`Evaluation` per point, in the order of ``points``, with
-    ``wall_time_s`` and ``worker`` filled in. A point whose evaluation raised comes back as
-    a failed evaluation carrying the error text; it never aborts the batch. A problem that
-    cannot be built or set up raises from ``map`` (its trial fails).
+    Batches are submitted (:meth:`submit`, one id each) and collected as they finish
+    (:meth:`wait`), so several trials may have batches in flight at once; :meth:`map` is
+    one batch, submitted and waited for. A batch's evaluations come back in the order of
+    its points, with ``wall_time_s`` and ``worker`` filled in. A point whose evaluation
+    raised comes back as a failed evaluation carrying the error text; it never aborts the
+    batch. A problem that cannot be built or set up finishes its batch with an error
+    (``map`` raises it: its trial fails).
+
+    This base runs batches one at a time, in submission order, in :meth:`wait`, through
+    :meth:`evaluate`; an engine with a pool of workers overrides :meth:`submit`,
+    :meth:`wait` and :attr:`workers`.
 
     ``on_event(kind, **fields)`` receives progress events; the driver points it at the
     campaign's event log.
@@ -79,14 +97,76 @@ class Engine(ABC):
 
     def __init__(self, problem_class: ProblemClass) -> None:
         self.problem_class = problem_class
+        self._next_batch = 0
+        self._queued: deque[tuple[int, ProblemConfig, np.ndarray, np.ndarray, str]] = deque()
+        self._finished: dict[int, Finished] = {}  # finished, not yet collected by wait()
 
-    @abstractmethod
+    @property
+    def workers(self) -> int:
+        """How many batches' tasks can run at once (1: one after another)."""
+        return 1
+
+    def idle_workers(self) -> int:
+        """Workers that would sit idle now: neither running a task nor with one queued."""
+        return 0 if self._queued else self.workers
+
+    def submit(
+        self,
+        problem: ProblemConfig,
+        points: np.ndarray,
+        gradient: bool | np.ndarray = False,
+        trial: str = "",
+    ) -> int:
+        """Queue ``points`` (natural units, shape ``(n, d)``) of ``problem``; return the
+        batch's id. ``trial`` names whose batch it is, in the events."""
+        points = np.atleast_2d(np.asarray(points, dtype=float))
+        wanted = np.broadcast_to(np.asarray(gradient, dtype=bool), (len(points),)).copy()
+        batch, self._next_batch = self._next_batch, self._next_batch + 1
+        self._queued.append((batch, problem, points, wanted, trial))
+        return batch
+
+    def wait(self, timeout_s: float | None = None) -> list[Finished]:
+        """The batches finished since the last call: at least one, unless none is pending
+        or ``timeout_s`` passed first. This base runs the oldest queued batch now."""
+        if not self._finished and self._queued:
+            batch, problem, points, wanted, _ = self._queued.popleft()
+            try:
+                self._finished[batch] = Finished(batch, self.evaluate(problem, points, wanted))
+            except Exception as exc:  # the problem could not be built or set up
+                self._finished[batch] = Finished(batch, error=exc)
+        done, self._finished = list(self._finished.values()), {}
+        return done
+
+    def pending(self) -> int:
+        """Batches submitted and not yet returned by :meth:`wait`."""
+        return len(self._queued) + len(self._finished)
+
+    def evaluate(
+        self, problem: ProblemConfig, points: np.ndarray, gradient: np.ndarray
+    ) -> list[Evaluation]:
+        """Evaluate one batch now, here (what this base's :meth:`wait` runs)."""
+        raise NotImplementedError(f"{type(self).__name__} runs batches through submit/wait")
+
     def map(
         self, problem: ProblemConfig, points: np.ndarray, gradient: bool | np.ndarray = False
     ) -> list[Evaluation]:
-        """Evaluate ``points`` (natural units, shape ``(n, d)``) of ``problem``."""
+        """Evaluate ``points`` (natural units, shape ``(n, d)``) of ``problem`` and wait for
+        them; batches of others that finish meanwhile are kept for their :meth:`wait`."""
+        batch = self.submit(problem, points, gradient)
+        others: list[Finished] = []
+        try:
+            while True:
+                for done in self.wait():
+                    if done.batch != batch:
+                        others.append(done)
+                    elif done.error is not None:
+                        raise done.error
+                    else:
+                        return done.evaluations
+        finally:
+            self._finished.update((f.batch, f) for f in others)
 
-    def close(self) -> None:  # noqa: B027 - engines without resources need nothing here
+    def close(self) -> None:
         """Release workers and other resources."""
 
     def __enter__(self) -> Engine:

@@ -30,11 +30,11 @@ class LocalEngine(Engine):
         self._problems = SetUpProblems(available_cpus())
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
 
-    def map(
-        self, problem: ProblemConfig, points: np.ndarray, gradient: bool | np.ndarray = False
+    def evaluate(
+        self, problem: ProblemConfig, points: np.ndarray, gradient: np.ndarray
     ) -> list[Evaluation]:
         built = self._problems.get(self.problem_class(problem), problem)
-        evaluations = built.evaluate_batch(np.atleast_2d(points), gradient)
+        evaluations = built.evaluate_batch(points, gradient)
         for ev in evaluations:
             ev.worker = self.worker
         return evaluations
