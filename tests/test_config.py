@@ -33,8 +33,8 @@ def problem(**kv):
 
 BAD = [
     ("unknown top-level key", lambda d: d.update(trails=[]),
-     "trails: unknown key; allowed keys: engine, name, output_dir, shared, slurm, sweep_groups, "
-     "trials"),
+     "trails: unknown key; allowed keys: engine, max_concurrent_trials, name, output_dir, "
+     "shared, slurm, sweep_groups, trials"),
     ("missing name", lambda d: d.pop("name"), "name: required key is missing"),
     ("unknown method", method0(name="annealing"),
      "trials[0].method: Input tag 'annealing' found using 'name' does not match any of the "

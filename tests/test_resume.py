@@ -54,14 +54,31 @@ def test_sigkilled_campaign_resumes_to_the_uninterrupted_result(tmp_path):
     config.write_text(yaml.safe_dump(CONFIG))
     whole, cut = tmp_path / "whole", tmp_path / "cut"
     subprocess.run(hpcopt("run", str(config), "-o", str(whole), "-q"), env=env(), check=True)
-    total = evaluations(whole)
+    kill_and_resume(config, cut, evaluations(whole))
+    assert_same_campaign(whole, cut)
 
+
+def test_interleaved_trials_sigkilled_resume_to_the_sequential_result(tmp_path):
+    sequential, interleaved = tmp_path / "sequential.yaml", tmp_path / "interleaved.yaml"
+    sequential.write_text(yaml.safe_dump({**CONFIG, "max_concurrent_trials": 1}))
+    interleaved.write_text(yaml.safe_dump({**CONFIG, "max_concurrent_trials": 4}))
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    subprocess.run(hpcopt("run", str(sequential), "-o", str(whole), "-q"), env=env(), check=True)
+    kill_and_resume(interleaved, cut, evaluations(whole))
+    assert_same_campaign(whole, cut)
+
+
+def kill_and_resume(config, cut, total):
+    """Run ``config`` into ``cut``, SIGKILLed at 10 % of ``total`` evaluations and resumed
+    and killed again at 30, 55 and 80 %, then resumed to the end."""
     run_and_kill_at(hpcopt("run", str(config), "-o", str(cut), "-q"), cut, 0.1 * total)
     for fraction in (0.3, 0.55, 0.8):
         run_and_kill_at(hpcopt("resume", str(cut), "-q"), cut, fraction * total)
     assert evaluations(cut) < total, "the kills came too late to interrupt anything"
     subprocess.run(hpcopt("resume", str(cut), "-q"), env=env(), check=True)
 
+
+def assert_same_campaign(whole, cut):
     a, b = CampaignStore.open(whole), CampaignStore.open(cut)
     for name in a.trial_names():
         ra, rb = a.read_trial(name), b.read_trial(name)

@@ -66,6 +66,7 @@ class _Document(_Strict):
     name: str = Field(pattern=TRIAL_NAME.pattern)
     output_dir: str | None = None
     engine: EngineSection = LocalEngineConfig()
+    max_concurrent_trials: int | None = Field(None, ge=1)
     slurm: SlurmConfig = SlurmConfig()
     shared: dict[str, Any] = Field(default_factory=dict)
     trials: list[dict[str, Any]] = Field(default_factory=list)
@@ -78,6 +79,7 @@ class Campaign(_Strict):
     name: str
     output_dir: str
     engine: EngineSection
+    max_concurrent_trials: int | None = None  # None: as many as keep the engine busy
     slurm: SlurmConfig
     trials: tuple[TrialConfig, ...]
     document: dict[str, Any]
@@ -136,6 +138,7 @@ def parse(
         name=top.name,
         output_dir=output_dir or top.output_dir or f"runs/{top.name}",
         engine=top.engine,
+        max_concurrent_trials=top.max_concurrent_trials,
         slurm=top.slurm,
         trials=tuple(trials),
         document=json.loads(json.dumps(dict(doc))),

@@ -11,14 +11,15 @@ its last checkpoint, so a plain ``resume`` continues once there is room.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from hpcopt import config as cfg
 from hpcopt.config.registry import build_engine
 from hpcopt.core.events import EventLog
 from hpcopt.driver.reporters import LineReporter, Reporter, TrialOutcome
-from hpcopt.driver.trial import run_trial
+from hpcopt.driver.trial import TrialRun, open_trial
 from hpcopt.engine import Engine
 from hpcopt.store.campaign_store import CampaignStore
 from hpcopt.store.lock import driver_lock
@@ -71,10 +72,66 @@ def run(
         _engine_for(campaign, engine, store.folder.events(only)) as eng,
     ):
         store.remove_stale_temporaries()
-        for trial in trials:
-            outcomes.append(run_trial(trial, store, eng, reporter, retry_failed))
+        cap = campaign.max_concurrent_trials
+        outcomes = run_trials(trials, store, eng, reporter, retry_failed, cap)
         store.export_summary()
     return outcomes
+
+
+def run_trials(
+    trials: Sequence[cfg.TrialConfig],
+    store: CampaignStore,
+    engine: Engine,
+    reporter: Reporter,
+    retry_failed: bool = False,
+    max_concurrent: int | None = None,
+) -> list[TrialOutcome]:
+    """Run ``trials`` over one engine, several at once; their outcomes in ``trials`` order.
+
+    Trials start in order: with ``max_concurrent`` given, while fewer than that many are
+    running; without it, whenever the engine has idle workers (so the serial engine runs
+    one trial after another, and a pool is kept busy). Each running trial has one batch in
+    flight; whichever batch finishes first is told to its method and checkpointed, and the
+    trial submits its next. A trial that fails ends alone; a store that cannot be written
+    stops them all, each at its last checkpoint.
+    """
+    waiting = deque(trials)
+    in_flight: dict[int, TrialRun] = {}
+    outcomes: dict[str, TrialOutcome] = {}
+
+    def advance(run: TrialRun) -> None:
+        with run.guard():
+            if run.finished:
+                run.finish()
+            else:
+                in_flight[run.submit()] = run
+        if run.outcome is not None:
+            outcomes[run.trial.name] = run.outcome
+
+    def wants_another() -> bool:
+        if not waiting:
+            return False
+        if max_concurrent is not None:
+            return len(in_flight) < max_concurrent
+        return not in_flight or engine.idle_workers() > 0
+
+    while waiting or in_flight:
+        while wants_another():
+            trial = waiting.popleft()
+            opened = open_trial(trial, store, engine, reporter, retry_failed)
+            if isinstance(opened, TrialOutcome):
+                outcomes[trial.name] = opened
+            else:
+                advance(opened)
+        for finished in engine.wait() if in_flight else []:
+            run = in_flight.pop(finished.batch)
+            with run.guard():
+                run.complete(finished)
+            if run.outcome is not None:
+                outcomes[run.trial.name] = run.outcome
+            else:
+                advance(run)
+    return [outcomes[t.name] for t in trials]
 
 
 @contextlib.contextmanager

@@ -1,12 +1,14 @@
 """One trial, in small steps: its metadata, its method resumed from the last checkpoint,
-its budget, and one ask → evaluate → tell → checkpoint step at a time.
+its budget, and one batch at a time, in two halves so that the driver can keep several
+trials' batches in flight on one engine::
 
-A step::
+    submit:    batch = method.ask()                      # unit-cube points
+               engine.submit(problem, x)                 # natural units
+    complete:  method.tell(batch, losses, gradients)     # losses: minimised, NaN if failed
+               writer.checkpoint(rows, method.state_dict())
 
-    batch = method.ask()                       # unit-cube points
-    evaluations = engine.map(problem, x)       # natural units, in order
-    method.tell(batch, losses, gradients)      # losses: minimised, NaN if failed
-    writer.checkpoint(rows, method.state_dict())
+A trial's own asks, tells and checkpoints happen in the same order whatever else runs
+beside it, so its history does not depend on what it shared the engine with.
 
 When the budget is spent, a problem with a confirmation has its best points re-scored
 (an interrupted confirmation continues). A trial that raises is recorded as failed; a
@@ -16,7 +18,9 @@ checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -26,22 +30,22 @@ from hpcopt.config.registry import build_method
 from hpcopt.core.evaluation import Evaluation, describe_exception
 from hpcopt.core.space import Space
 from hpcopt.driver.reporters import Reporter, TrialOutcome
-from hpcopt.engine import Engine
-from hpcopt.methods.base import Method
+from hpcopt.engine.base import Engine, Finished
+from hpcopt.methods.base import Batch, Method
 from hpcopt.problems.base import ProblemConfig
 from hpcopt.store.campaign_store import CampaignStore, History, StoreError, TrialRecord, TrialWriter
 from hpcopt.store.confirm import ConfirmationRecord, confirm
 
 
-def run_trial(
+def open_trial(
     trial: cfg.TrialConfig,
     store: CampaignStore,
     engine: Engine,
     reporter: Reporter,
     retry_failed: bool = False,
-) -> TrialOutcome:
-    """Run one trial from its last checkpoint to the end of its budget, then, if its problem
-    has a confirmation, re-score its best points (continuing an interrupted confirmation)."""
+) -> TrialRun | TrialOutcome:
+    """The trial resumed from its last checkpoint, ready for its next batch; or, for a
+    trial that ended before this run (completed, or failed and not retried), its outcome."""
     record, set_aside = store.recover(trial.name)
     for message in set_aside:
         engine.on_event("trial_warning", trial=trial.name, message=message)
@@ -50,24 +54,7 @@ def run_trial(
         return _outcome(record, trial.problem.direction)
     run = TrialRun(trial, store, record, engine, reporter)
     reporter.trial_started(trial.name, run.done, run.expected)
-    try:
-        while not run.finished:
-            run.step()
-        confirmed = _confirm(trial.problem, run.writer, engine)
-    except StoreError as exc:  # the store cannot be written: stop, the trial stays resumable
-        raise StoreError(
-            f"{exc}. Every checkpoint before it is kept: make room and continue with "
-            f"'hpcopt resume {store.root}'"
-        ) from exc
-    except Exception as exc:
-        error = describe_exception(exc)
-        _finish(run.writer, "failed", error)
-        outcome = TrialOutcome(trial.name, "failed", run.done, run.best, error)
-    else:
-        _finish(run.writer, "completed", "")
-        outcome = TrialOutcome(trial.name, "completed", run.done, run.best, **_confirmed(confirmed))
-    reporter.trial_finished(outcome)
-    return outcome
+    return run
 
 
 def trial_meta(trial: cfg.TrialConfig, space: Space) -> dict[str, Any]:
@@ -119,6 +106,7 @@ class TrialRun:
         reporter: Reporter,
     ) -> None:
         self.trial = trial
+        self.root = store.root
         self.engine = engine
         self.reporter = reporter
         self.space = trial.problem.space()
@@ -132,6 +120,8 @@ class TrialRun:
         self.writer = store.writer(
             trial.name, {**meta, "expected_evaluations": self.expected, "warnings": self.warnings}
         )
+        self._asked: tuple[Batch, np.ndarray] | None = None  # submitted, not yet complete
+        self.outcome: TrialOutcome | None = None  # set when the trial has ended
 
     @property
     def finished(self) -> bool:
@@ -139,12 +129,21 @@ class TrialRun:
         cap = self.trial.max_evaluations
         return self.method.done or (cap is not None and self.done >= cap)
 
-    def step(self) -> None:
-        """Ask one batch, evaluate it on the engine, tell the method and checkpoint."""
-        trial, space, problem = self.trial, self.space, self.trial.problem
+    def submit(self) -> int:
+        """Ask the method for its next batch and submit it to the engine; its id."""
         batch = self.method.ask()
-        x = space.decode(batch.points)
-        evaluations = self.engine.map(problem, x, gradient=batch.gradient)
+        x = self.space.decode(batch.points)
+        self._asked = (batch, x)
+        return self.engine.submit(self.trial.problem, x, batch.gradient, trial=self.trial.name)
+
+    def complete(self, finished: Finished) -> None:
+        """Tell the method the submitted batch's results and checkpoint them (raises what
+        stopped the batch: a problem that could not be set up fails the trial)."""
+        if finished.error is not None:
+            raise finished.error
+        trial, space, problem = self.trial, self.space, self.trial.problem
+        (batch, x), self._asked = self._asked, None
+        evaluations = finished.evaluations
         losses, gradients = _losses(evaluations, x, space, self.sign, batch.gradient)
         self.method.tell(batch, losses, gradients)
         rows = History.from_evaluations(x, evaluations, batch.iteration, self.writer.seq + 1)
@@ -154,6 +153,37 @@ class TrialRun:
         self.done += len(rows)
         self.best = _better(self.best, rows, problem.direction)
         self.reporter.batch_done(trial.name, self.done, self.expected, self.best)
+
+    def finish(self) -> TrialOutcome:
+        """Confirm the best points if the problem asks for it, record the trial completed
+        and report it."""
+        confirmed = _confirm(self.trial.problem, self.writer, self.engine)
+        _finish(self.writer, "completed", "")
+        confirmed_fields = _confirmed(confirmed)
+        return self._ended(TrialOutcome(self.trial.name, "completed", self.done, self.best,
+                                        **confirmed_fields))  # fmt: skip
+
+    @contextlib.contextmanager
+    def guard(self) -> Iterator[None]:
+        """Run a step of the trial: an exception fails the trial (``outcome`` is then set)
+        and the campaign goes on, except a store that cannot be written, which stops it
+        with every trial at its last checkpoint."""
+        try:
+            yield
+        except StoreError as exc:
+            raise StoreError(
+                f"{exc}. Every checkpoint before it is kept: make room and continue with "
+                f"'hpcopt resume {self.root}'"
+            ) from exc
+        except Exception as exc:
+            error = describe_exception(exc)
+            _finish(self.writer, "failed", error)
+            self._ended(TrialOutcome(self.trial.name, "failed", self.done, self.best, error))
+
+    def _ended(self, outcome: TrialOutcome) -> TrialOutcome:
+        self.outcome = outcome
+        self.reporter.trial_finished(outcome)
+        return outcome
 
 
 def _confirm(

@@ -240,6 +240,12 @@ class RayEngine(Engine):
         self._slots[self._slots.index(slot)] = fresh
         return fresh
 
+    def evaluate(
+        self, problem: ProblemConfig, points: np.ndarray, gradient: np.ndarray
+    ) -> list[Evaluation]:
+        """One batch over the whole pool (the base's submit/wait run batches one at a time)."""
+        return self.map(problem, points, gradient)
+
     def map(
         self, problem: ProblemConfig, points: np.ndarray, gradient: bool | np.ndarray = False
     ) -> list[Evaluation]:
