@@ -120,7 +120,8 @@ def test_a_requeued_job_resumes_and_ends_with_the_uninterrupted_result(tmp_path,
     subprocess.run(["scontrol", "requeue", job], check=True)
     wait_until(lambda: (root / "cluster" / f"{job}.1").exists(), 180, "the requeued job to start")
     first_start = ray_dirs(root, f"{job}.0")
-    assert len(first_start) == 2 and not ray_left(first_start), "Ray of the first start lives on"
+    assert len(first_start) == 2
+    wait_until(lambda: not ray_left(first_start), 15, "Ray of the first start to end")
     wait_until(lambda: finished(root), 300, "the requeued campaign to finish")
     assert_same_histories(run_locally(tmp_path, path), CampaignStore.open(root), ("ga", "gs"))
 
@@ -152,7 +153,8 @@ def test_a_job_at_its_time_limit_checkpoints_through_submitit_and_finishes_when_
     wait_until(lambda: (root / "cluster" / f"{job}.1").exists(), 150, "the job to be requeued")
     requeued = time.monotonic() - start
     first_start = ray_dirs(root, f"{job}.0")
-    assert len(first_start) == 2 and not ray_left(first_start), "Ray of the first start lives on"
+    assert len(first_start) == 2
+    wait_until(lambda: not ray_left(first_start), 15, "Ray of the first start to end")
     log = job_log(root)
     # submitit's handler: USR2 read as the time limit, CampaignJob.checkpoint called, then
     # its scontrol requeue, whose SIGTERM may end rank 0 before it logs "Requeued job"

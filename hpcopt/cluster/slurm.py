@@ -39,6 +39,7 @@ from hpcopt.config.registry import build_engine
 from hpcopt.core.files import StoreError, write_text
 from hpcopt.driver import campaign as drv
 from hpcopt.driver import reporters
+from hpcopt.engine import private_ray
 from hpcopt.engine.ray_node import ClusterError, new_token_file, short_temp_dir, start_node
 from hpcopt.store.folder import CampaignFolder, Rendezvous
 from hpcopt.store.jobs import jobs_of, record_jobs
@@ -253,10 +254,19 @@ def run_on_allocation(root: Path, join_timeout_s: float, trial: str | None = Non
             "python": sys.executable,
         },
     )
-    if alloc.rank == 0:
-        return _head(store_root, rendezvous, node_ip, temp, alloc, join_timeout_s, trial, log)
-    _worker(rendezvous, node_ip, temp, alloc, join_timeout_s, log)
-    return 0
+    # Ray's daemons leave this task's process tree (Slurm's linuxproc tracking loses them),
+    # and a rank can end without its finally (Ray's driver aborting under a requeue's
+    # SIGTERM was seen): the watchdog ends whatever uses this rank's folder once the rank
+    # is gone, however it went.
+    private_ray.claim(temp)
+    watchdog = private_ray.Watchdog(temp)
+    try:
+        if alloc.rank == 0:
+            return _head(store_root, rendezvous, node_ip, temp, alloc, join_timeout_s, trial, log)
+        _worker(rendezvous, node_ip, temp, alloc, join_timeout_s, log)
+        return 0
+    finally:
+        watchdog.stop()
 
 
 class _Log:

@@ -24,6 +24,7 @@ import json
 import os
 import select
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Collection
@@ -149,6 +150,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("driver_start", type=int, help="the driver's start (process_start)")
     parser.add_argument("directory", type=Path, help="the private Ray's folder")
     args = parser.parse_args(argv)
+    # A group or tree kill meant for the driver (Slurm's SIGTERM to a job's processes) must
+    # not end the watchdog before it has ended what the driver leaves: it ends by itself
+    # once the driver is gone.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     watch(args.driver_pid, args.driver_start, args.directory)
 
 
