@@ -6,7 +6,10 @@ one run, side by side:
 - tasks that burn 0.2 s of CPU each, on 1 and on 2 workers: parallel efficiency
   ``T1 / (2 * T2)`` (ideal 1.0; target >= 0.9 on a 2-core machine);
 - 1,000 no-op evaluations, one task each, on 1 and 2 workers: overhead per task in ms
-  (target < 5 ms), compared with the serial engine.
+  (target < 5 ms), compared with the serial engine;
+- the same 1,000 one-point tasks on the same 2 actors through Ray's own
+  ``ray.util.ActorPool`` (``map`` and ``map_unordered``), in the same run: the engine's
+  overhead against Ray's (target: engine / ``ActorPool.map`` <= 1.1).
 
     python benchmarks/engine_scaling.py [--tasks 20] [--noop 1000]
 """
@@ -37,10 +40,40 @@ def timed_map(engine, problem, points) -> float:
     return time.perf_counter() - start
 
 
+def overhead_rounds(engine, problem, points, repeat: int) -> dict[str, float]:
+    """Median seconds for ``points``, one task each, through the engine's ``map`` and Ray's
+    ``ActorPool.map`` and ``map_unordered`` over the engine's own actors (same processes,
+    same problem set up, same call), taken in turns ``repeat`` times so that a load
+    beside the benchmark hits all three alike."""
+    import ray
+    from ray.util import ActorPool
+
+    engine.map(problem, points[:2])  # workers up and problem set up: not what is measured
+    pool = ActorPool([slot.actor for slot in engine._slots])
+    implementation, config = engine.problem_class(problem), ray.put(problem)
+
+    def task(actor, x):
+        return actor.evaluate.remote(implementation, config, x[None], False)
+
+    runs = {
+        "hpcopt engine": lambda: engine.map(problem, points),
+        "ActorPool.map": lambda: list(pool.map(task, list(points))),
+        "ActorPool.map_unordered": lambda: list(pool.map_unordered(task, list(points))),
+    }
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(repeat):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            assert len(run()) == len(points)
+            times[name].append(time.perf_counter() - start)
+    return {name: float(np.median(t)) for name, t in times.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=20, help="CPU-burning tasks per run")
     parser.add_argument("--noop", type=int, default=1000, help="no-op tasks per run")
+    parser.add_argument("--repeat", type=int, default=5, help="rounds of the overhead comparison")
     args = parser.parse_args()
     # Ray workers start from this environment: they must import the Burn problem.
     os.environ["PYTHONPATH"] = os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])
@@ -62,6 +95,9 @@ def main() -> None:
         config = RayEngineConfig(kind="ray", num_workers=workers, num_cpus=2)
         with build_engine(config) as engine:
             times[workers] = (timed_map(engine, burn, work), timed_map(engine, noop, empty))
+    config = RayEngineConfig(kind="ray", num_workers=2, num_cpus=2, points_per_task=1)
+    with build_engine(config) as engine:
+        overhead = overhead_rounds(engine, noop, empty, args.repeat)
 
     t1, t2 = times[1][0], times[2][0]
     ideal = args.tasks * 0.2
@@ -75,6 +111,11 @@ def main() -> None:
         per_task = 1e3 * times[workers][1] / args.noop
         print(f"  ray, {workers} worker{'s' if workers > 1 else ' '}: {per_task:6.3f} ms per task"
               f"   (target < 5 ms)")  # fmt: skip
+    print(f"the same {args.noop} one-point tasks on the same 2 actors, median of {args.repeat}")
+    for name, seconds in overhead.items():
+        print(f"  {name:<24}: {1e3 * seconds / args.noop:6.3f} ms per task")
+    ratio = overhead["hpcopt engine"] / overhead["ActorPool.map"]
+    print(f"  engine / ActorPool.map = {ratio:.2f}   (target <= 1.1)")
 
 
 if __name__ == "__main__":
