@@ -188,7 +188,7 @@ def test_workers_that_cannot_fit_fail_with_a_clear_error(ray_cluster):
 
 def test_address_auto_starts_a_private_ray_and_removes_it(ray_home):
     engine = build_engine(RayEngineConfig(kind="ray", num_workers=2, num_cpus=2))
-    private = engine._private_dir
+    private = engine._session.private_dir
     try:
         results = engine.map(AnalyticConfig(name="analytic", function="sphere"), np.ones((4, 2)))
         assert [ev.value for ev in results] == [2.0] * 4

@@ -30,22 +30,24 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import math
-import os
 import time
 from collections import deque
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Annotated, Any, Literal, cast
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from hpcopt.core.evaluation import Evaluation
-from hpcopt.engine import private_ray
-from hpcopt.engine.base import Engine, Finished, ProblemClass, SetUpProblems
-from hpcopt.engine.private_ray import Watchdog
-from hpcopt.engine.ray_node import auth_env, new_token_file
-from hpcopt.problems.base import Problem, ProblemConfig
+from hpcopt.engine.base import Engine, Finished, ProblemClass
+from hpcopt.engine.ray_session import RaySession
+from hpcopt.engine.ray_worker import RayWorker
+from hpcopt.problems.base import ProblemConfig
+
+TASK_S = 0.05
+"""How long a task of ``points_per_task: auto`` should take, in seconds, once its problem's
+evaluation time is known: some 40 times the per-task overhead (about 1.3 ms on two cores,
+``benchmarks/engine_scaling.py``), short enough that the pool stays balanced."""
 
 
 class EngineError(RuntimeError):
@@ -92,53 +94,6 @@ class RayEngineConfig(BaseModel):
         return self
 
 
-class RayWorker:
-    """The actor: holds set-up problems by config, evaluates chunks of points."""
-
-    def __init__(
-        self, threads: int = 1, max_problems: int | None = None, memory_mb: float | None = None
-    ) -> None:
-        import ray
-
-        ctx = ray.get_runtime_context()
-        self.actor_id = ctx.get_actor_id()
-        node_id = ctx.get_node_id()
-        self.node = next(
-            (n["NodeManagerAddress"] for n in ray.nodes() if n["NodeID"] == node_id), "?"
-        )
-        self.gpu_ids = ",".join(str(g) for g in ray.get_gpu_ids())
-        self.name = f"{self.actor_id[:8]}:{os.getpid()}"
-        self._evicted: list[str] = []
-        self._problems = SetUpProblems(threads, max_problems, memory_mb, self._evicted.append)
-
-    def info(self) -> dict[str, str]:
-        """Who and where this worker is (also its readiness check)."""
-        return {
-            "worker": self.name,
-            "node": self.node,
-            "gpu_ids": self.gpu_ids,
-            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
-            "pid": str(os.getpid()),
-        }
-
-    def evaluate(
-        self,
-        problem: tuple[type[Problem], ProblemConfig],
-        points: np.ndarray,
-        gradient: bool | np.ndarray,
-    ) -> tuple[list[Evaluation], list[str]]:
-        """Evaluate ``points`` ``(k, d)`` of ``problem``, an ``(implementation, config)``
-        pair: built as ``implementation(config)`` and set up on first use. Also returns the
-        labels of the problems this worker dropped from its cache meanwhile."""
-        built = self._problems.get(*problem)
-        evaluations = built.evaluate_batch(points, gradient)
-        for ev in evaluations:
-            ev.worker, ev.node, ev.gpu_ids = self.name, self.node, self.gpu_ids
-        evicted = self._evicted[:]
-        self._evicted.clear()
-        return evaluations, evicted
-
-
 @dataclass
 class _Slot:
     actor: Any
@@ -152,6 +107,7 @@ class _Batch:
     id: int
     trial: str
     problem: Any  # ray.put((implementation, config)): sent once, shared by its tasks
+    key: str  # the problem config's JSON
     points: np.ndarray
     gradient: np.ndarray | bool  # False where no point wants one (cheaper to send)
     results: list[Evaluation | None]
@@ -175,9 +131,7 @@ class RayEngine(Engine):
         super().__init__(problem_class)
         self.config = config
         self._ray = ray
-        self._private_dir: Path | None = None
-        self._watchdog: Watchdog | None = None
-        self._saved_env: dict[str, str] = {}
+        self._session: RaySession | None = None  # when this engine started or joined Ray
         self._slots: list[_Slot] = []
         self._starting: dict[Any, _Slot] = {}  # info() calls not yet back
         self._idle: deque[_Slot] = deque()
@@ -185,40 +139,11 @@ class RayEngine(Engine):
         self._batches: dict[int, _Batch] = {}  # submitted, not yet finished
         self._queues: dict[str, deque[_Task]] = {}  # tasks waiting, per trial
         self._turns: deque[str] = deque()  # trials with tasks waiting, next first
-        self._owns_ray = not ray.is_initialized()
-        if self._owns_ray:
-            try:
-                self._connect()
-            except BaseException:
-                self.close()
-                raise
+        self._evaluation_s: dict[str, tuple[float, int]] = {}  # per problem: seconds, count
+        if not ray.is_initialized():
+            c = config
+            self._session = RaySession(c.address, c.token_file, c.num_cpus, c.num_gpus)
         self._remote = ray.remote(RayWorker)
-
-    def _connect(self) -> None:
-        """``ray.init`` for this campaign, with token authentication set up for it.
-
-        A private Ray's folder is watched from before Ray starts (see
-        :mod:`hpcopt.engine.private_ray`): whatever ends this process, its Ray ends too.
-        """
-        c = self.config
-        self._saved_env = dict(os.environ)
-        if c.address == "auto":
-            self._private_dir = private_ray.make()
-            self._watchdog = private_ray.Watchdog(self._private_dir)
-            _set_auth_env(auth_env(new_token_file(self._private_dir)))
-            self._ray.init(
-                address="local",
-                num_cpus=c.num_cpus or os.cpu_count(),
-                num_gpus=c.num_gpus or 0,
-                include_dashboard=False,
-                _temp_dir=str(self._private_dir / "r"),
-                log_to_driver=False,
-                configure_logging=False,
-            )
-        else:
-            if c.token_file:
-                _set_auth_env(auth_env(c.token_file))
-            self._ray.init(address=c.address, log_to_driver=False, configure_logging=False)
 
     @property
     def workers(self) -> int:
@@ -257,6 +182,7 @@ class RayEngine(Engine):
             number,
             trial,
             self._ray.put((implementation, problem)),
+            problem.model_dump_json(),
             points,
             wanted.copy() if wanted.any() else False,
             [None] * len(points),
@@ -266,7 +192,7 @@ class RayEngine(Engine):
             self._finished[number] = Finished(number, [])
             return number
         self._batches[number] = batch
-        step = self._points_per_task(len(points))
+        step = self._points_per_task(len(points), problem)
         for i in range(0, len(points), step):
             self._enqueue(_Task(batch, np.arange(i, min(i + step, len(points)))))
         self._dispatch()
@@ -285,15 +211,21 @@ class RayEngine(Engine):
         done, self._finished = list(self._finished.values()), {}
         return done
 
-    def _points_per_task(self, points: int) -> int:
-        """``points_per_task``; ``auto``: about four tasks per worker per batch, or one
-        point per task where ``task_timeout_s`` is set (a hang fails its whole task)."""
+    def _points_per_task(self, points: int, problem: ProblemConfig) -> int:
+        """``points_per_task``; ``auto``: one point per task where ``task_timeout_s`` is set
+        (a hang fails its whole task), else about four tasks per worker per batch, fewer
+        points where the problem's evaluations were seen to take long (a task of about
+        :data:`TASK_S`: grouping saves nothing there and would balance the pool worse)."""
         c = self.config
         if c.points_per_task != "auto":
             return c.points_per_task
         if c.task_timeout_s is not None:
             return 1
-        return max(1, math.ceil(points / (4 * c.num_workers)))
+        step = math.ceil(points / (4 * c.num_workers))
+        seconds, count = self._evaluation_s.get(problem.model_dump_json(), (0.0, 0))
+        if seconds > 0:
+            step = min(step, math.floor(TASK_S * count / seconds))
+        return max(1, step)
 
     def _enqueue(self, task: _Task) -> None:
         queue = self._queues.get(task.batch.trial)
@@ -463,6 +395,9 @@ class RayEngine(Engine):
         slot.name = evaluations[0].worker if evaluations else slot.name
         for label in evicted:
             self.on_event("problem_evicted", worker=slot.name, problem=label)
+        seconds, count = self._evaluation_s.get(batch.key, (0.0, 0))
+        seconds += sum(ev.wall_time_s for ev in evaluations)
+        self._evaluation_s[batch.key] = (seconds, count + len(evaluations))
         if not batch.failed:
             retry = []
             for i, ev in zip(task.indices, evaluations):
@@ -527,7 +462,8 @@ class RayEngine(Engine):
             self._turns.remove(batch.trial)
 
     def close(self) -> None:
-        """Kill the actors; shut down and remove a private Ray."""
+        """Kill the actors; leave the Ray this engine started or joined (a private one is
+        shut down and removed)."""
         for slot in self._slots:
             with contextlib.suppress(Exception):
                 self._ray.kill(slot.actor, no_restart=True)
@@ -538,43 +474,5 @@ class RayEngine(Engine):
         self._batches.clear()
         self._queues.clear()
         self._turns.clear()
-        if self._owns_ray and self._ray.is_initialized():
-            self._ray.shutdown()
-        if self._saved_env:
-            _set_auth_env(self._saved_env)
-            self._saved_env = {}
-        self._remove_private_dir()
-
-    def _remove_private_dir(self) -> None:
-        """Have the watchdog end what Ray's shutdown left and remove the folder and token."""
-        directory, watchdog = self._private_dir, self._watchdog
-        self._private_dir = self._watchdog = None
-        if directory is None:
-            return
-        try:
-            if watchdog is not None:
-                watchdog.stop()
-        finally:
-            private_ray.end(directory)  # nothing is left to end unless the watchdog failed
-
-
-def _set_auth_env(env: dict[str, str]) -> None:
-    """Make ``env``'s Ray auth settings this process's, and have Ray read them again.
-
-    Ray caches the auth mode (RayConfig) and the token (its token loader) per process, so
-    a process that talks to several clusters in turn, as the tests do, must refresh both.
-    """
-    # Private Ray, on purpose: Ray (2.52 to 2.60, read in 2.60's source and docs) has no
-    # public call that re-reads RAY_AUTH_* in a running process; its own test helper
-    # (ray._private.authentication_test_utils.reset_auth_token_state) does these two
-    # calls, in this order: the config first, or a draining gRPC thread reloads the
-    # token under the old mode. Kept to this one function so a Ray upgrade breaks here.
-    from ray._raylet import AuthenticationTokenLoader, Config
-
-    for key in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
-        if key in env:
-            os.environ[key] = env[key]
-        else:
-            os.environ.pop(key, None)
-    Config.initialize("")
-    AuthenticationTokenLoader.instance().reset_cache()
+        if self._session is not None:
+            self._session.close()
