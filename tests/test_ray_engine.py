@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections import Counter
 
 import numpy as np
@@ -332,3 +333,34 @@ def test_a_worker_drops_its_least_recently_used_problem_and_sets_it_up_again(ray
     assert [run[0].extras["setups"] for run in runs] == [1.0, 2.0, 3.0, 4.0]
     evicted = [f for kind, f in events if kind == "problem_evicted"]
     assert len(evicted) == 3 and all(f["problem"] == "custom" and f["worker"] for f in evicted)
+
+
+def test_auto_grouping_packs_fast_evaluations_and_sends_slow_ones_one_a_task(ray_cluster):
+    config = RayEngineConfig(**engine_config(ray_cluster, num_workers=2))
+    fast = AnalyticConfig(name="analytic", function="sphere")
+    slow = AnalyticConfig(name="analytic", function="sphere", delay_s=0.1)
+    events = []
+    with build_engine(config) as engine:
+        engine.on_event = lambda kind, **f: events.append((kind, f))
+        engine.map(fast, np.ones((40, 2)))
+        engine.map(slow, np.ones((2, 2)))  # its evaluation time is now known
+        engine.map(slow, np.ones((16, 2)))
+    sizes = Counter(
+        (f["batch"], f["points"]) for kind, f in events if kind == "task_started"
+    )  # fmt: skip
+    assert sizes == {(0, 5): 8, (1, 1): 2, (2, 1): 16}
+
+
+def test_idle_workers_counts_those_whose_task_came_back_before_wait(ray_cluster):
+    config = RayEngineConfig(**engine_config(ray_cluster, num_workers=2))
+    slow = AnalyticConfig(name="analytic", function="sphere", delay_s=0.3)
+    with build_engine(config) as engine:
+        assert engine.idle_workers() == 2  # not started yet: all would be idle
+        batch = engine.submit(slow, np.ones((1, 2)), trial="t")
+        assert engine.idle_workers() == 1 and engine.pending() == 1
+        more = engine.submit(slow, np.ones((3, 2)), trial="u")
+        assert engine.idle_workers() == 0
+        finished = engine.wait() + engine.wait()
+        assert {f.batch for f in finished} == {batch, more}
+        time.sleep(0.6)  # the last task is back, though nobody called wait()
+        assert engine.idle_workers() == 2 and engine.pending() == 0
