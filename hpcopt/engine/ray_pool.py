@@ -178,6 +178,9 @@ class RayEngine(Engine):
         except Exception as exc:  # an unknown custom target: this batch's problem alone
             self._finished[number] = Finished(number, error=exc)
             return number
+        if not len(points):
+            self._finished[number] = Finished(number, [])
+            return number
         batch = _Batch(
             number,
             trial,
@@ -188,11 +191,8 @@ class RayEngine(Engine):
             [None] * len(points),
             len(points),
         )
-        if not len(points):
-            self._finished[number] = Finished(number, [])
-            return number
         self._batches[number] = batch
-        step = self._points_per_task(len(points), problem)
+        step = self._points_per_task(len(points), batch.key)
         for i in range(0, len(points), step):
             self._enqueue(_Task(batch, np.arange(i, min(i + step, len(points)))))
         self._dispatch()
@@ -211,8 +211,9 @@ class RayEngine(Engine):
         done, self._finished = list(self._finished.values()), {}
         return done
 
-    def _points_per_task(self, points: int, problem: ProblemConfig) -> int:
-        """``points_per_task``; ``auto``: one point per task where ``task_timeout_s`` is set
+    def _points_per_task(self, points: int, problem: str) -> int:
+        """``points_per_task`` for a batch of ``points`` of ``problem`` (its config's JSON);
+        ``auto``: one point per task where ``task_timeout_s`` is set
         (a hang fails its whole task), else about four tasks per worker per batch, fewer
         points where the problem's evaluations were seen to take long (a task of about
         :data:`TASK_S`: grouping saves nothing there and would balance the pool worse)."""
@@ -222,7 +223,7 @@ class RayEngine(Engine):
         if c.task_timeout_s is not None:
             return 1
         step = math.ceil(points / (4 * c.num_workers))
-        seconds, count = self._evaluation_s.get(problem.model_dump_json(), (0.0, 0))
+        seconds, count = self._evaluation_s.get(problem, (0.0, 0))
         if seconds > 0:
             step = min(step, math.floor(TASK_S * count / seconds))
         return max(1, step)
@@ -385,8 +386,12 @@ class RayEngine(Engine):
                 error = f"worker died {task.attempt + 1} times while evaluating this point"
                 self._fail(task, error, slot)
             return fresh
-        except ray.exceptions.RayTaskError as exc:
-            error = f"worker {slot.name} could not run the problem: {exc.cause!r}"
+        except ray.exceptions.RayError as exc:
+            # A RayTaskError: the problem could not be built or set up (evaluations that
+            # raise come back as failed ones). Anything else (a result lost): the batch
+            # cannot finish either. Its batch fails, the others go on.
+            cause = exc.cause if isinstance(exc, ray.exceptions.RayTaskError) else exc
+            error = f"worker {slot.name} could not run the problem: {cause!r}"
             self.on_event("task_failed", worker=slot.name, error=error, **where)
             self._fail_batch(batch, EngineError(error))
             return self._done_with(slot)
