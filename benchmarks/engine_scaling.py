@@ -6,7 +6,12 @@ one run, side by side:
 - tasks that burn 0.2 s of CPU each, on 1 and on 2 workers: parallel efficiency
   ``T1 / (2 * T2)`` (ideal 1.0; target >= 0.9 on a 2-core machine);
 - 1,000 no-op evaluations, one task each, on 1 and 2 workers: overhead per task in ms
-  (target < 5 ms), compared with the serial engine.
+  (target < 5 ms), compared with the serial engine;
+- both again on 2 workers with ``points_per_task: auto`` (the default): no-op evaluations
+  grouped into a few tasks per worker, the 0.2 s ones still one a task;
+- the same 1,000 one-point tasks on the same 2 actors through Ray's own
+  ``ray.util.ActorPool`` (``map`` and ``map_unordered``), in the same run: the engine's
+  overhead against Ray's (target: engine / ``ActorPool.map`` <= 1.1).
 
     python benchmarks/engine_scaling.py [--tasks 20] [--noop 1000]
 """
@@ -37,10 +42,40 @@ def timed_map(engine, problem, points) -> float:
     return time.perf_counter() - start
 
 
+def overhead_rounds(engine, problem, points, repeat: int) -> dict[str, float]:
+    """Median seconds for ``points``, one task each, through the engine's ``map`` and Ray's
+    ``ActorPool.map`` and ``map_unordered`` over the engine's own actors (same processes,
+    same problem set up, same call), taken in turns ``repeat`` times so that a load
+    beside the benchmark hits all three alike."""
+    import ray
+    from ray.util import ActorPool
+
+    engine.map(problem, points[:2])  # workers up and problem set up: not what is measured
+    pool = ActorPool([slot.actor for slot in engine._slots])
+    sent = ray.put((engine.problem_class(problem), problem))  # as the engine sends it
+
+    def task(actor, x):
+        return actor.evaluate.remote(sent, x[None], False)
+
+    runs = {
+        "hpcopt engine": lambda: engine.map(problem, points),
+        "ActorPool.map": lambda: list(pool.map(task, list(points))),
+        "ActorPool.map_unordered": lambda: list(pool.map_unordered(task, list(points))),
+    }
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(repeat):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            assert len(run()) == len(points)
+            times[name].append(time.perf_counter() - start)
+    return {name: float(np.median(t)) for name, t in times.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=20, help="CPU-burning tasks per run")
     parser.add_argument("--noop", type=int, default=1000, help="no-op tasks per run")
+    parser.add_argument("--repeat", type=int, default=5, help="rounds of the overhead comparison")
     args = parser.parse_args()
     # Ray workers start from this environment: they must import the Burn problem.
     os.environ["PYTHONPATH"] = os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])
@@ -58,23 +93,38 @@ def main() -> None:
     with build_engine(LocalEngineConfig()) as serial:
         t_serial_noop = timed_map(serial, noop, empty)
     times = {}
-    for workers in (1, 2):
-        config = RayEngineConfig(kind="ray", num_workers=workers, num_cpus=2)
+    for workers, grouping in ((1, 1), (2, 1), (2, "auto")):
+        config = RayEngineConfig(
+            kind="ray", num_workers=workers, num_cpus=2, points_per_task=grouping
+        )
         with build_engine(config) as engine:
-            times[workers] = (timed_map(engine, burn, work), timed_map(engine, noop, empty))
+            times[workers, grouping] = (
+                timed_map(engine, burn, work),
+                timed_map(engine, noop, empty),
+            )
+            if (workers, grouping) == (2, 1):
+                overhead = overhead_rounds(engine, noop, empty, args.repeat)
 
-    t1, t2 = times[1][0], times[2][0]
+    t1, t2, t2_auto = times[1, 1][0], times[2, 1][0], times[2, "auto"][0]
     ideal = args.tasks * 0.2
     print(f"{args.tasks} tasks x 0.2 s CPU (ideal serial {ideal:.1f} s)")
     print(f"  1 worker : {t1:6.2f} s   ({ideal / t1:.2f} of ideal)")
     print(f"  2 workers: {t2:6.2f} s   speed-up {t1 / t2:.2f}")
     print(f"  parallel efficiency T1/(2*T2) = {t1 / (2 * t2):.2f}   (target >= 0.9)")
+    print(f"  2 workers, points_per_task auto: {t2_auto:6.2f} s")
     print(f"{args.noop} no-op evaluations, one task each")
     print(f"  serial engine : {1e3 * t_serial_noop / args.noop:6.3f} ms per evaluation")
     for workers in (1, 2):
-        per_task = 1e3 * times[workers][1] / args.noop
+        per_task = 1e3 * times[workers, 1][1] / args.noop
         print(f"  ray, {workers} worker{'s' if workers > 1 else ' '}: {per_task:6.3f} ms per task"
               f"   (target < 5 ms)")  # fmt: skip
+    per_evaluation = 1e3 * times[2, "auto"][1] / args.noop
+    print(f"  ray, 2 workers, points_per_task auto: {per_evaluation:6.3f} ms per evaluation")
+    print(f"the same {args.noop} one-point tasks on the same 2 actors, median of {args.repeat}")
+    for name, seconds in overhead.items():
+        print(f"  {name:<24}: {1e3 * seconds / args.noop:6.3f} ms per task")
+    ratio = overhead["hpcopt engine"] / overhead["ActorPool.map"]
+    print(f"  engine / ActorPool.map = {ratio:.2f}   (target <= 1.1)")
 
 
 if __name__ == "__main__":

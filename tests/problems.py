@@ -159,3 +159,21 @@ class BlasThreads(Problem):
 
         blas = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
         return Evaluation(value=float(x @ x), extras={"blas_threads": float(max(blas))})
+
+
+SETUPS: list[float] = []
+"""Every :class:`CountedSetup` set up in this process, in order (its ``options.tag``)."""
+
+
+class CountedSetup(Problem):
+    """The sphere; its setup is recorded in :data:`SETUPS` and holds ``options.hold_mb``
+    megabytes (written, so resident), and every evaluation says how many setups this
+    process has done so far (``extras.setups``) and whose problem it was (``extras.tag``)."""
+
+    def setup(self) -> None:
+        SETUPS.append(float(self.config.options.get("tag", 0)))
+        self.held = np.ones(int(self.config.options.get("hold_mb", 0) * 2**20) // 8)
+
+    def evaluate(self, x: np.ndarray, gradient: bool = False) -> Evaluation:
+        tag = float(self.config.options.get("tag", 0))
+        return Evaluation(value=float(x @ x), extras={"setups": float(len(SETUPS)), "tag": tag})

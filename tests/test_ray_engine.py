@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections import Counter
 
 import numpy as np
@@ -12,12 +13,13 @@ import pytest
 
 from hpcopt import config as cfg
 from hpcopt.config.registry import build_engine
-from hpcopt.core.events import read_events
+from hpcopt.core.events import EventLog, read_events
 from hpcopt.driver import campaign as drv
 from hpcopt.driver import reporters
 from hpcopt.engine.ray_node import new_token_file, processes_using, short_temp_dir, start_node
 from hpcopt.engine.ray_pool import EngineError, RayEngineConfig
 from hpcopt.problems.analytic import AnalyticConfig
+from hpcopt.problems.custom import CustomConfig
 from hpcopt.store.campaign_store import STATUS_FAILED, STATUS_OK
 from tests.conftest import node_env
 
@@ -116,7 +118,8 @@ def test_the_worker_that_replaces_a_dead_one_is_logged_up(tmp_path, ray_cluster)
 
 def test_every_recycled_workers_successor_is_logged_up(tmp_path, ray_cluster):
     store, _ = run_campaign(
-        tmp_path, engine_config(ray_cluster, num_workers=2, max_tasks_per_worker=2),
+        tmp_path, engine_config(ray_cluster, num_workers=2, max_tasks_per_worker=2,
+                                points_per_task=1),
         [{"name": "g", "method": {"name": "gs", "resolution": 4}}],
     )  # fmt: skip
     up = {e["worker"]: e for e in read_events(store.root / "events.jsonl")
@@ -129,7 +132,7 @@ def test_every_recycled_workers_successor_is_logged_up(tmp_path, ray_cluster):
 def test_raising_points_are_retried_then_recorded_as_failed(tmp_path, ray_cluster):
     problem = custom("Flaky", fail_above=0.5)
     store, (outcome,) = run_campaign(
-        tmp_path, engine_config(ray_cluster, num_workers=2, max_retries=2),
+        tmp_path, engine_config(ray_cluster, num_workers=2, max_retries=2, points_per_task=1),
         [{"name": "g", "problem": problem, "method": {"name": "gs", "resolution": 5}}],
     )  # fmt: skip
     h = store.read_trial("g").history
@@ -155,7 +158,8 @@ def test_a_hanging_task_times_out_and_the_campaign_completes(tmp_path, ray_clust
 
 def test_workers_are_replaced_after_max_tasks_per_worker(tmp_path, ray_cluster):
     store, _ = run_campaign(
-        tmp_path, engine_config(ray_cluster, num_workers=2, max_tasks_per_worker=2),
+        tmp_path, engine_config(ray_cluster, num_workers=2, max_tasks_per_worker=2,
+                                points_per_task=1),
         [{"name": "g", "method": {"name": "gs", "resolution": 4}}],
     )  # fmt: skip
     per_worker = Counter(store.read_trial("g").history.worker)
@@ -185,7 +189,7 @@ def test_workers_that_cannot_fit_fail_with_a_clear_error(ray_cluster):
 
 def test_address_auto_starts_a_private_ray_and_removes_it(ray_home):
     engine = build_engine(RayEngineConfig(kind="ray", num_workers=2, num_cpus=2))
-    private = engine._private_dir
+    private = engine._session.private_dir
     try:
         results = engine.map(AnalyticConfig(name="analytic", function="sphere"), np.ones((4, 2)))
         assert [ev.value for ev in results] == [2.0] * 4
@@ -234,7 +238,6 @@ def test_each_worker_limits_blas_to_its_cpus_and_the_serial_engine_to_the_machin
 ):
     from hpcopt.engine.base import available_cpus
     from hpcopt.engine.local import LocalEngineConfig
-    from hpcopt.problems.custom import CustomConfig
 
     problem = CustomConfig(**custom("BlasThreads"))
     config = RayEngineConfig(**engine_config(ray_cluster, num_workers=1, cpus_per_worker=1))
@@ -248,3 +251,117 @@ def test_each_worker_limits_blas_to_its_cpus_and_the_serial_engine_to_the_machin
     with build_engine(LocalEngineConfig()) as serial:
         (ev,) = serial.map(problem, np.zeros((1, 2)))
     assert ev.extras["blas_threads"] == available_cpus() > 1
+
+
+def task_spans(path):
+    """``(trial, batch, start, end)`` of every task in the event log at ``path``, from its
+    ``task_started`` and ``task_finished`` events (a worker runs one task at a time)."""
+    started, spans = {}, []
+    for e in read_events(path):
+        if e["kind"] == "task_started":
+            started[e["worker"]] = e
+        elif e["kind"] == "task_finished":
+            s = started.pop(e["worker"])
+            assert (s["trial"], s["batch"]) == (e["trial"], e["batch"])
+            spans.append((e["trial"], e["batch"], s["time"], e["time"]))
+    return spans
+
+
+def run_two_trials(ray_cluster, path, sizes):
+    """Submit a batch of trial ``a`` and one of ``b`` (``sizes`` points, each sleeping 0.3 s)
+    to a pool of two workers, one point per task; their results and task spans."""
+    config = RayEngineConfig(**engine_config(ray_cluster, num_workers=2, points_per_task=1))
+    problem = AnalyticConfig(name="analytic", function="sphere", delay_s=0.3)
+    log = EventLog(path)
+    with build_engine(config) as engine:
+        engine.on_event = log
+        batches = {engine.submit(problem, np.full((n, 2), i + 1.0), trial=name): name
+                   for i, (name, n) in enumerate(zip("ab", sizes))}  # fmt: skip
+        finished = []
+        while engine.pending():
+            finished += engine.wait()
+    log.close()
+    results = {batches[f.batch]: [ev.value for ev in f.evaluations] for f in finished}
+    return results, task_spans(path)
+
+
+def test_two_trials_batches_are_in_flight_at_once(tmp_path, ray_cluster):
+    results, spans = run_two_trials(ray_cluster, tmp_path / "events.jsonl", (2, 2))
+    assert results == {"a": [2.0, 2.0], "b": [8.0, 8.0]}
+    a = [(start, end) for trial, _, start, end in spans if trial == "a"]
+    b = [(start, end) for trial, _, start, end in spans if trial == "b"]
+    assert len(a) == len(b) == 2
+    assert any(sa < eb and sb < ea for sa, ea in a for sb, eb in b)
+
+
+def test_trials_take_turns_so_a_large_batch_does_not_hold_up_a_small_one(tmp_path, ray_cluster):
+    path = tmp_path / "events.jsonl"
+    results, _ = run_two_trials(ray_cluster, path, (6, 2))
+    assert results == {"a": [2.0] * 6, "b": [8.0] * 2}
+    starts = [e["trial"] for e in read_events(path) if e["kind"] == "task_started"]
+    # a's first two went out at its submission; then a and b take turns: a b a b a a
+    assert starts == ["a", "a", "a", "b", "a", "b", "a", "a"]
+
+
+def test_a_batch_whose_problem_cannot_be_set_up_fails_alone(ray_cluster):
+    config = RayEngineConfig(**engine_config(ray_cluster, num_workers=2, points_per_task=1))
+    fine = AnalyticConfig(name="analytic", function="sphere", delay_s=0.1)
+    with build_engine(config) as engine:
+        ok = engine.submit(fine, np.ones((6, 2)), trial="ok")
+        broken = engine.submit(CustomConfig(**custom("BrokenSetup")), np.zeros((4, 2)),
+                               trial="broken")  # fmt: skip
+        finished = {}
+        while engine.pending():
+            finished.update((f.batch, f) for f in engine.wait())
+        assert isinstance(finished[broken].error, EngineError)
+        assert "measurements.csv not found" in str(finished[broken].error)
+        assert finished[ok].error is None
+        assert [ev.value for ev in finished[ok].evaluations] == [2.0] * 6
+        assert [ev.value for ev in engine.map(fine, np.ones((2, 2)))] == [2.0, 2.0]
+
+
+def test_a_worker_drops_its_least_recently_used_problem_and_sets_it_up_again(ray_cluster):
+    config = RayEngineConfig(**engine_config(ray_cluster, num_workers=1,
+                                             max_problems_per_worker=1))  # fmt: skip
+    problems = [CustomConfig(**custom("CountedSetup", tag=tag)) for tag in (1, 2)]
+    events = []
+    with build_engine(config) as engine:
+        engine.on_event = lambda kind, **f: events.append((kind, f))
+        runs = [engine.map(problems[i % 2], np.full((2, 2), i)) for i in range(4)]
+    assert [[ev.value for ev in run] for run in runs] == [[2.0 * i * i] * 2 for i in range(4)]
+    assert [run[0].extras["tag"] for run in runs] == [1.0, 2.0, 1.0, 2.0]
+    assert [run[0].extras["setups"] for run in runs] == [1.0, 2.0, 3.0, 4.0]
+    evicted = [f for kind, f in events if kind == "problem_evicted"]
+    assert len(evicted) == 3 and all(f["problem"] == "custom" and f["worker"] for f in evicted)
+
+
+def test_auto_grouping_packs_fast_evaluations_and_sends_slow_ones_one_a_task(ray_cluster):
+    config = RayEngineConfig(**engine_config(ray_cluster, num_workers=2))
+    fast = AnalyticConfig(name="analytic", function="sphere")
+    slow = AnalyticConfig(name="analytic", function="sphere", delay_s=0.1)
+    events = []
+    with build_engine(config) as engine:
+        engine.on_event = lambda kind, **f: events.append((kind, f))
+        engine.map(fast, np.ones((40, 2)))
+        engine.map(slow, np.ones((2, 2)))  # its evaluation time is now known
+        engine.map(slow, np.ones((16, 2)))
+    sizes = Counter(
+        (f["batch"], f["points"]) for kind, f in events if kind == "task_started"
+    )  # fmt: skip
+    assert sizes == {(0, 5): 8, (1, 1): 2, (2, 1): 16}
+
+
+def test_idle_workers_counts_those_whose_task_came_back_before_wait(ray_cluster):
+    config = RayEngineConfig(**engine_config(ray_cluster, num_workers=2))
+    slow = AnalyticConfig(name="analytic", function="sphere", delay_s=0.3)
+    with build_engine(config) as engine:
+        assert engine.idle_workers() == 2  # not started yet: all would be idle
+        first = engine.submit(slow, np.ones((1, 2)), trial="t")
+        assert engine.idle_workers() == 1 and engine.pending() == 1
+        second = engine.submit(slow, np.ones((1, 2)), trial="u")
+        assert engine.idle_workers() == 0
+        (done,) = engine.wait()  # one batch: wait returns as soon as one is complete
+        time.sleep(0.6)  # the other task is back too, though nobody called wait()
+        assert engine.idle_workers() == 2 and engine.pending() == 1
+        (later,) = engine.wait()
+        assert {done.batch, later.batch} == {first, second}

@@ -6,8 +6,9 @@ builds it: the registry (:mod:`hpcopt.config.registry`) sits above the engines.
 
 from __future__ import annotations
 
+import math
 import os
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -38,23 +39,79 @@ def available_cpus() -> int:
         return os.cpu_count() or 1
 
 
-class SetUpProblems:
-    """A worker's problems: each built from its config and set up on first use, then kept."""
+_PAGE_BYTES = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
-    def __init__(self, threads: int) -> None:
+
+def resident_bytes() -> int:
+    """This process's resident set size now, in bytes (``/proc/self/statm``; 0 where
+    there is no such file, which turns the memory budget of :class:`SetUpProblems` off)."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * _PAGE_BYTES
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+class SetUpProblems:
+    """A worker's problems: each built from its config and set up on first use, then kept,
+    the least recently used dropped first beyond ``max_problems`` of them or ``memory_mb``
+    megabytes (``None``: no bound); a dropped problem is built and set up again when it is
+    needed again, and ``on_evict(label)`` is told.
+
+    A problem's memory is the growth of the process's resident set across its build and
+    setup. That is an approximation, on purpose cheap: it misses what the problem
+    allocates later (caches filled while evaluating), counts what the allocator keeps
+    from earlier frees as nothing, counts anything else the process loaded meanwhile (a
+    library's first import goes to the first problem that needs it), and knows nothing
+    of GPU memory. Freed memory may also stay with the allocator after an eviction. The
+    problem being used is never dropped, even when it alone is over the budget.
+    """
+
+    def __init__(
+        self,
+        threads: int,
+        max_problems: int | None = None,
+        memory_mb: float | None = None,
+        on_evict: Callable[[str], None] | None = None,
+    ) -> None:
         self.threads = threads
-        self._problems: dict[str, Problem] = {}
+        self.max_problems = max_problems
+        self.memory_mb = memory_mb
+        self.on_evict = on_evict
+        self._problems: OrderedDict[str, tuple[Problem, int, str]] = OrderedDict()
 
     def get(self, implementation: type[Problem], config: ProblemConfig) -> Problem:
         """The set-up problem of ``config``, built as ``implementation(config)`` the first
-        time; the worker's BLAS and OpenMP pools are then capped at ``threads``."""
+        time (or the first time since it was dropped); the worker's BLAS and OpenMP pools
+        are then capped at ``threads``."""
         key = config.model_dump_json()
-        if key not in self._problems:
-            problem = implementation(config)
-            problem.setup()
-            limit_threads(self.threads)  # after setup, once the problem's libraries are loaded
-            self._problems[key] = problem
-        return self._problems[key]
+        if key in self._problems:
+            self._problems.move_to_end(key)
+            return self._problems[key][0]
+        before = resident_bytes()
+        problem = implementation(config)
+        problem.setup()
+        limit_threads(self.threads)  # after setup, once the problem's libraries are loaded
+        self._problems[key] = (problem, max(0, resident_bytes() - before), config.label)
+        self._evict()
+        return problem
+
+    def memory_bytes(self) -> int:
+        """The memory charged to the problems kept (see the class docstring)."""
+        return sum(grown for _, grown, _ in self._problems.values())
+
+    def __len__(self) -> int:
+        return len(self._problems)
+
+    def _evict(self) -> None:
+        budget = math.inf if self.memory_mb is None else self.memory_mb * 2**20
+        limit = math.inf if self.max_problems is None else self.max_problems
+        while len(self._problems) > 1 and (
+            len(self._problems) > limit or self.memory_bytes() > budget
+        ):
+            _, (_, _, label) = self._problems.popitem(last=False)
+            if self.on_evict is not None:
+                self.on_evict(label)
 
     def clear(self) -> None:
         """Drop every problem."""

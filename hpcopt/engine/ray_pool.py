@@ -2,19 +2,27 @@
 
 Each actor asks Ray for ``cpus_per_worker`` CPUs and ``gpu_fraction`` of a GPU, builds a
 problem the first time it sees its config (a scene loaded, a grid built) and reuses it for
-every later task. The pool is scheduled here rather than by Ray's ``ActorPool``, which
-keeps handing work to a dead actor: a batch is cut into tasks of ``points_per_task``
-points; every idle actor gets the next task as soon as it is free (no head-of-line
-blocking behind a slow task); results go back in the batch's order.
+every later task, keeping at most ``max_problems_per_worker`` problems and
+``problem_memory_mb`` of them (least recently used dropped first, set up again when
+needed again). The pool is scheduled here rather than by Ray's ``ActorPool``, which keeps
+handing work to a dead actor.
 
-Faults: an actor that dies mid-task (SIGKILL, out of memory, a lost node) is replaced and
-its task runs again elsewhere; a point whose evaluation raised is retried up to
-``max_retries`` times, then recorded as failed with its error; a task running longer than
-``task_timeout_s`` has its actor killed and replaced and its points recorded as failed
-(a hang is not retried: it would most likely hang again). After
+Scheduling: every submitted batch is cut into tasks of ``points_per_task`` points
+(``auto``: a few tasks per worker per batch). The tasks wait in one queue per trial, and
+the trials take turns: every idle actor gets the next task of the next trial as soon as it
+is free, so a trial's small batch never waits behind another trial's large one, and no
+slow task holds up any other. A batch is finished when each of its points has its final
+result; its results go back in the batch's order.
+
+Faults, per task: an actor that dies mid-task (SIGKILL, out of memory, a lost node) is
+replaced and its task runs again elsewhere; a point whose evaluation raised is retried up
+to ``max_retries`` times, then recorded as failed with its error; a task running longer
+than ``task_timeout_s`` has its actor killed and replaced and its points recorded as
+failed (a hang is not retried: it would most likely hang again). After
 ``max_tasks_per_worker`` tasks an actor is retired and a fresh one takes its place, which
-bounds what a leaking simulation library can accumulate. Completed results are never
-lost or run again.
+bounds what a leaking simulation library can accumulate. A problem that cannot be set up
+finishes its own batch with an :class:`EngineError`; other batches go on. Completed
+results are never lost or run again.
 """
 
 from __future__ import annotations
@@ -22,22 +30,24 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import math
-import os
 import time
 from collections import deque
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from hpcopt.core.evaluation import Evaluation
-from hpcopt.engine import private_ray
-from hpcopt.engine.base import Engine, ProblemClass, SetUpProblems
-from hpcopt.engine.private_ray import Watchdog
-from hpcopt.engine.ray_node import auth_env, new_token_file
-from hpcopt.problems.base import Problem, ProblemConfig
+from hpcopt.engine.base import Engine, Finished, ProblemClass
+from hpcopt.engine.ray_session import RaySession
+from hpcopt.engine.ray_worker import RayWorker
+from hpcopt.problems.base import ProblemConfig
+
+TASK_S = 0.05
+"""How long a task of ``points_per_task: auto`` should take, in seconds, once its problem's
+evaluation time is known: some 40 times the per-task overhead (about 1.3 ms on two cores,
+``benchmarks/engine_scaling.py``), short enough that the pool stays balanced."""
 
 
 class EngineError(RuntimeError):
@@ -60,7 +70,9 @@ class RayEngineConfig(BaseModel):
     num_workers: int = Field(2, ge=1)
     cpus_per_worker: float = Field(1.0, ge=0)
     gpu_fraction: float = Field(0.0, ge=0)
-    points_per_task: int = Field(1, ge=1)
+    points_per_task: Annotated[int, Field(ge=1)] | Literal["auto"] = "auto"
+    max_problems_per_worker: int | None = Field(64, ge=1)
+    problem_memory_mb: float | None = Field(None, gt=0)
     max_tasks_per_worker: int | None = Field(None, ge=1)
     task_timeout_s: float | None = Field(None, gt=0)
     max_retries: int = Field(2, ge=0)
@@ -82,48 +94,6 @@ class RayEngineConfig(BaseModel):
         return self
 
 
-class RayWorker:
-    """The actor: holds set-up problems by config, evaluates chunks of points."""
-
-    def __init__(self, threads: int = 1) -> None:
-        import ray
-
-        ctx = ray.get_runtime_context()
-        self.actor_id = ctx.get_actor_id()
-        node_id = ctx.get_node_id()
-        self.node = next(
-            (n["NodeManagerAddress"] for n in ray.nodes() if n["NodeID"] == node_id), "?"
-        )
-        self.gpu_ids = ",".join(str(g) for g in ray.get_gpu_ids())
-        self.name = f"{self.actor_id[:8]}:{os.getpid()}"
-        self._problems = SetUpProblems(threads)
-
-    def info(self) -> dict[str, str]:
-        """Who and where this worker is (also its readiness check)."""
-        return {
-            "worker": self.name,
-            "node": self.node,
-            "gpu_ids": self.gpu_ids,
-            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
-            "pid": str(os.getpid()),
-        }
-
-    def evaluate(
-        self,
-        implementation: type[Problem],
-        config: ProblemConfig,
-        points: np.ndarray,
-        gradient: bool | np.ndarray,
-    ) -> list[Evaluation]:
-        """Evaluate ``points`` ``(k, d)`` of ``config``'s problem, built as
-        ``implementation(config)`` and set up on first use."""
-        problem = self._problems.get(implementation, config)
-        evaluations = problem.evaluate_batch(points, gradient)
-        for ev in evaluations:
-            ev.worker, ev.node, ev.gpu_ids = self.name, self.node, self.gpu_ids
-        return evaluations
-
-
 @dataclass
 class _Slot:
     actor: Any
@@ -133,13 +103,27 @@ class _Slot:
 
 
 @dataclass
+class _Batch:
+    id: int
+    trial: str
+    problem: Any  # ray.put((implementation, config)): sent once, shared by its tasks
+    key: str  # the problem config's JSON
+    points: np.ndarray
+    gradient: np.ndarray | bool  # False where no point wants one (cheaper to send)
+    results: list[Evaluation | None]
+    missing: int  # points without their final result yet
+    failed: bool = False
+
+
+@dataclass
 class _Task:
+    batch: _Batch
     indices: np.ndarray
     attempt: int = 0
 
 
 class RayEngine(Engine):
-    """Maps batches over a pool of persistent Ray actors (see the module docstring)."""
+    """Runs batches over a pool of persistent Ray actors (see the module docstring)."""
 
     def __init__(self, config: RayEngineConfig, problem_class: ProblemClass) -> None:
         import ray
@@ -147,44 +131,179 @@ class RayEngine(Engine):
         super().__init__(problem_class)
         self.config = config
         self._ray = ray
-        self._private_dir: Path | None = None
-        self._watchdog: Watchdog | None = None
-        self._saved_env: dict[str, str] = {}
+        self._session: RaySession | None = None  # when this engine started or joined Ray
         self._slots: list[_Slot] = []
-        self._owns_ray = not ray.is_initialized()
-        if self._owns_ray:
-            try:
-                self._connect()
-            except BaseException:
-                self.close()
-                raise
+        self._starting: dict[Any, _Slot] = {}  # info() calls not yet back
+        self._idle: deque[_Slot] = deque()
+        self._inflight: dict[Any, tuple[_Task, _Slot, float]] = {}  # in start order
+        self._batches: dict[int, _Batch] = {}  # submitted, not yet finished
+        self._queues: dict[str, deque[_Task]] = {}  # tasks waiting, per trial
+        self._turns: deque[str] = deque()  # trials with tasks waiting, next first
+        self._evaluation_s: dict[str, tuple[float, int]] = {}  # per problem: seconds, count
+        if not ray.is_initialized():
+            c = config
+            self._session = RaySession(c.address, c.token_file, c.num_cpus, c.num_gpus)
         self._remote = ray.remote(RayWorker)
 
-    def _connect(self) -> None:
-        """``ray.init`` for this campaign, with token authentication set up for it.
+    @property
+    def workers(self) -> int:
+        return self.config.num_workers
 
-        A private Ray's folder is watched from before Ray starts (see
-        :mod:`hpcopt.engine.private_ray`): whatever ends this process, its Ray ends too.
-        """
+    def idle_workers(self) -> int:
+        """Workers with nothing to do now (results already back are taken in first)."""
+        if not self._slots:
+            return self.config.num_workers
+        self._step(0.0, everything=True)
+        return 0 if self._turns else len(self._idle)
+
+    def pending(self) -> int:
+        return len(self._batches) + len(self._finished)
+
+    def submit(
+        self,
+        problem: ProblemConfig,
+        points: np.ndarray,
+        gradient: bool | np.ndarray = False,
+        trial: str = "",
+    ) -> int:
+        """Queue ``points`` (natural units, shape ``(n, d)``) of ``problem`` and hand its
+        first tasks to idle workers at once; return the batch's id. The pool starts on the
+        first call (:class:`EngineError` if it cannot)."""
+        points = np.atleast_2d(np.asarray(points, dtype=float))
+        wanted = np.broadcast_to(np.asarray(gradient, dtype=bool), (len(points),))
+        number, self._next_batch = self._next_batch, self._next_batch + 1
+        self._ensure_workers()
+        try:
+            implementation = self.problem_class(problem)  # pickled by reference: its module
+        except Exception as exc:  # an unknown custom target: this batch's problem alone
+            self._finished[number] = Finished(number, error=exc)
+            return number
+        if not len(points):
+            self._finished[number] = Finished(number, [])
+            return number
+        batch = _Batch(
+            number,
+            trial,
+            self._ray.put((implementation, problem)),
+            problem.model_dump_json(),
+            points,
+            wanted.copy() if wanted.any() else False,
+            [None] * len(points),
+            len(points),
+        )
+        self._batches[number] = batch
+        step = self._points_per_task(len(points), batch.key)
+        for i in range(0, len(points), step):
+            self._enqueue(_Task(batch, np.arange(i, min(i + step, len(points)))))
+        self._dispatch()
+        return number
+
+    def wait(self, timeout_s: float | None = None) -> list[Finished]:
+        """The batches finished since the last call, in the order they finished: at least
+        one, unless none is pending or ``timeout_s`` passed first. Runs the pool meanwhile:
+        results in, retries and replacements, timeouts, the next tasks out."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while not self._finished and self._batches:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            self._step(left)
+            if left == 0.0:
+                break
+        done, self._finished = list(self._finished.values()), {}
+        return done
+
+    def _points_per_task(self, points: int, problem: str) -> int:
+        """``points_per_task`` for a batch of ``points`` of ``problem`` (its config's JSON);
+        ``auto``: one point per task where ``task_timeout_s`` is set
+        (a hang fails its whole task), else about four tasks per worker per batch, fewer
+        points where the problem's evaluations were seen to take long (a task of about
+        :data:`TASK_S`: grouping saves nothing there and would balance the pool worse)."""
         c = self.config
-        self._saved_env = dict(os.environ)
-        if c.address == "auto":
-            self._private_dir = private_ray.make()
-            self._watchdog = private_ray.Watchdog(self._private_dir)
-            _set_auth_env(auth_env(new_token_file(self._private_dir)))
-            self._ray.init(
-                address="local",
-                num_cpus=c.num_cpus or os.cpu_count(),
-                num_gpus=c.num_gpus or 0,
-                include_dashboard=False,
-                _temp_dir=str(self._private_dir / "r"),
-                log_to_driver=False,
-                configure_logging=False,
-            )
+        if c.points_per_task != "auto":
+            return c.points_per_task
+        if c.task_timeout_s is not None:
+            return 1
+        step = math.ceil(points / (4 * c.num_workers))
+        seconds, count = self._evaluation_s.get(problem, (0.0, 0))
+        if seconds > 0:
+            step = min(step, math.floor(TASK_S * count / seconds))
+        return max(1, step)
+
+    def _enqueue(self, task: _Task) -> None:
+        queue = self._queues.get(task.batch.trial)
+        if queue is None:
+            queue = self._queues[task.batch.trial] = deque()
+            self._turns.append(task.batch.trial)
+        queue.append(task)
+
+    def _next_task(self) -> _Task:
+        """The first waiting task of the trial whose turn it is; its turn passes on."""
+        trial = self._turns.popleft()
+        queue = self._queues[trial]
+        task = queue.popleft()
+        if queue:
+            self._turns.append(trial)
         else:
-            if c.token_file:
-                _set_auth_env(auth_env(c.token_file))
-            self._ray.init(address=c.address, log_to_driver=False, configure_logging=False)
+            del self._queues[trial]
+        return task
+
+    def _dispatch(self) -> None:
+        """Hand waiting tasks to idle workers until one or the other runs out."""
+        while self._turns and self._idle:
+            task, slot = self._next_task(), self._idle.popleft()
+            batch = task.batch
+            gradient = batch.gradient
+            if gradient is not False:
+                gradient = gradient[task.indices]
+            ref = slot.actor.evaluate.remote(batch.problem, batch.points[task.indices], gradient)
+            self._inflight[ref] = (task, slot, time.monotonic())
+            self.on_event(
+                "task_started", worker=slot.name, trial=batch.trial, batch=batch.id,
+                points=len(task.indices),
+            )  # fmt: skip
+
+    def _step(self, wait_s: float | None, everything: bool = False) -> None:
+        """Wait up to ``wait_s`` for a result (every result already back, ``everything``),
+        take in what came, time out overdue tasks and hand out the next tasks."""
+        ray = self._ray
+        refs = [*self._inflight, *self._starting]
+        if not refs:
+            return
+        ready, _ = ray.wait(
+            refs,
+            num_returns=len(refs) if everything else 1,
+            timeout=self._until_deadline(wait_s),
+        )
+        for ref in ready:
+            if ref in self._starting:
+                self._report_up(self._starting[ref])
+            else:
+                task, slot, _ = self._inflight.pop(ref)
+                self._idle.append(self._collect(ref, task, slot))
+        self._time_out()
+        self._dispatch()
+
+    def _until_deadline(self, wait_s: float | None) -> float | None:
+        """``wait_s``, cut short to the oldest task's deadline (a little after it)."""
+        timeout = self.config.task_timeout_s
+        if timeout is None or not self._inflight:
+            return wait_s
+        _, _, oldest = next(iter(self._inflight.values()))
+        due = max(0.0, oldest + timeout - time.monotonic()) + 0.01
+        return due if wait_s is None else min(wait_s, due)
+
+    def _time_out(self) -> None:
+        """Fail the tasks running past ``task_timeout_s`` and replace their workers."""
+        timeout = self.config.task_timeout_s
+        if timeout is None:
+            return
+        now = time.monotonic()
+        for ref, (task, slot, started) in list(self._inflight.items()):
+            if now - started <= timeout:
+                break  # the others started later
+            del self._inflight[ref]
+            error = f"timed out after {timeout:g} s on worker {slot.name}"
+            self._fail(task, error, slot)
+            self._idle.append(self._replace(slot, "task timed out"))
 
     def _start(self, count: int) -> list[_Slot]:
         c = self.config
@@ -192,14 +311,17 @@ class RayEngine(Engine):
             num_cpus=c.cpus_per_worker, num_gpus=c.gpu_fraction, max_restarts=0
         )
         threads = max(1, math.floor(c.cpus_per_worker))
-        slots = [_Slot(actor.remote(threads), name="starting") for _ in range(count)]
+        bounds = (c.max_problems_per_worker, c.problem_memory_mb)
+        slots = [_Slot(actor.remote(threads, *bounds), name="starting") for _ in range(count)]
         for slot in slots:
             slot.starting = slot.actor.info.remote()
+            self._starting[slot.starting] = slot
         return slots
 
     def _report_up(self, slot: _Slot) -> None:
         """Emit ``worker_up`` for ``slot``'s actor once its ``info()`` call is back."""
         ref, slot.starting = slot.starting, None
+        del self._starting[ref]
         try:
             info = self._ray.get(ref)
         except self._ray.exceptions.RayActorError:
@@ -218,6 +340,7 @@ class RayEngine(Engine):
         if len(ready) < len(refs):
             for s in slots:
                 ray.kill(s.actor)
+            self._starting.clear()
             raise EngineError(
                 f"only {len(ready)} of {c.num_workers} Ray workers started within "
                 f"{c.start_timeout_s:g} s; each asks for {c.cpus_per_worker:g} CPU and "
@@ -226,12 +349,17 @@ class RayEngine(Engine):
         for slot in slots:
             self._report_up(slot)
         self._slots = slots
+        self._idle.extend(slots)
 
     def _replace(self, slot: _Slot, reason: str) -> _Slot:
         """Kill ``slot``'s actor (if alive) and put a fresh one in its place; the fresh one's
-        ``worker_up`` follows when it has started (see :meth:`map`)."""
-        if slot.starting is not None and self._ray.wait([slot.starting], timeout=0)[0]:
-            self._report_up(slot)  # up but not yet reported: its worker_down needs its name
+        ``worker_up`` follows when it has started (see :meth:`_step`)."""
+        if slot.starting is not None:
+            if self._ray.wait([slot.starting], timeout=0)[0]:
+                self._report_up(slot)  # up but not yet reported: its worker_down needs its name
+            else:
+                del self._starting[slot.starting]
+                slot.starting = None
         with contextlib.suppress(Exception):
             self._ray.kill(slot.actor, no_restart=True)
         self.on_event("worker_down", worker=slot.name, reason=reason)
@@ -240,155 +368,116 @@ class RayEngine(Engine):
         self._slots[self._slots.index(slot)] = fresh
         return fresh
 
-    def evaluate(
-        self, problem: ProblemConfig, points: np.ndarray, gradient: np.ndarray
-    ) -> list[Evaluation]:
-        """One batch over the whole pool (the base's submit/wait run batches one at a time)."""
-        return self.map(problem, points, gradient)
-
-    def map(
-        self, problem: ProblemConfig, points: np.ndarray, gradient: bool | np.ndarray = False
-    ) -> list[Evaluation]:
-        ray, c = self._ray, self.config
-        points = np.atleast_2d(np.asarray(points, dtype=float))
-        wanted = np.broadcast_to(np.asarray(gradient, dtype=bool), (len(points),))
-        self._ensure_workers()
-        results: list[Evaluation | None] = [None] * len(points)
-        step = c.points_per_task
-        queue = deque(
-            _Task(np.arange(i, min(i + step, len(points)))) for i in range(0, len(points), step)
-        )
-        idle = deque(self._slots)
-        inflight: dict[Any, tuple[_Task, _Slot, float]] = {}
-        implementation = self.problem_class(problem)  # pickled by reference: its module's name
-        config_ref = ray.put(problem)
-        while queue or inflight:
-            while queue and idle:
-                task, slot = queue.popleft(), idle.popleft()
-                ref = slot.actor.evaluate.remote(
-                    implementation, config_ref, points[task.indices], wanted[task.indices]
-                )
-                inflight[ref] = (task, slot, time.monotonic())
-                self.on_event("task_started", worker=slot.name, points=len(task.indices))
-            starting = {s.starting: s for s in self._slots if s.starting is not None}
-            ready, _ = ray.wait(
-                [*inflight, *starting], num_returns=1, timeout=self._wait_s(inflight)
-            )
-            for ref in ready:
-                if ref in starting:
-                    self._report_up(starting[ref])
-                    continue
-                task, slot, _ = inflight.pop(ref)
-                idle.append(self._collect(ref, task, slot, queue, results))
-            for ref, (task, slot, started) in list(inflight.items()):
-                if c.task_timeout_s is not None and time.monotonic() - started > c.task_timeout_s:
-                    del inflight[ref]
-                    error = f"timed out after {c.task_timeout_s:g} s on worker {slot.name}"
-                    self._fail(task, error, results, slot)
-                    self.on_event("task_failed", worker=slot.name, error=error)
-                    idle.append(self._replace(slot, "task timed out"))
-        return [ev for ev in results if ev is not None]
-
-    def _wait_s(self, inflight: dict[Any, tuple[_Task, _Slot, float]]) -> float | None:
-        """How long to wait for a result before checking the task deadlines."""
-        if self.config.task_timeout_s is None:
-            return None
-        oldest = min(started for _, _, started in inflight.values())
-        return max(0.0, oldest + self.config.task_timeout_s - time.monotonic()) + 0.01
-
-    def _collect(
-        self,
-        ref: Any,
-        task: _Task,
-        slot: _Slot,
-        queue: deque[_Task],
-        results: list[Evaluation | None],
-    ) -> _Slot:
+    def _collect(self, ref: Any, task: _Task, slot: _Slot) -> _Slot:
         """Take one finished task's results; return the slot that is now idle."""
         ray, c = self._ray, self.config
+        batch = task.batch
+        where = {"trial": batch.trial, "batch": batch.id}
         try:
-            evaluations = ray.get(ref)
+            evaluations, evicted = ray.get(ref)
         except ray.exceptions.RayActorError as exc:
             fresh = self._replace(slot, f"died: {type(exc).__name__}")
+            if batch.failed:
+                return fresh
             if task.attempt < c.max_retries:
-                queue.append(_Task(task.indices, task.attempt + 1))
-                self.on_event("task_retried", worker=slot.name, reason="worker died")
+                self._enqueue(_Task(batch, task.indices, task.attempt + 1))
+                self.on_event("task_retried", worker=slot.name, reason="worker died", **where)
             else:
                 error = f"worker died {task.attempt + 1} times while evaluating this point"
-                self._fail(task, error, results, slot)
-                self.on_event("task_failed", worker=slot.name, error=error)
+                self._fail(task, error, slot)
             return fresh
-        except ray.exceptions.RayTaskError as exc:
-            raise EngineError(
-                f"worker {slot.name} could not run the problem: {exc.cause!r}"
-            ) from exc
+        except ray.exceptions.RayError as exc:
+            # A RayTaskError: the problem could not be built or set up (evaluations that
+            # raise come back as failed ones). Anything else (a result lost): the batch
+            # cannot finish either. Its batch fails, the others go on.
+            cause = exc.cause if isinstance(exc, ray.exceptions.RayTaskError) else exc
+            error = f"worker {slot.name} could not run the problem: {cause!r}"
+            self.on_event("task_failed", worker=slot.name, error=error, **where)
+            self._fail_batch(batch, EngineError(error))
+            return self._done_with(slot)
         if slot.starting is not None:  # back, since the actor ran info() before this task
             self._report_up(slot)
         slot.name = evaluations[0].worker if evaluations else slot.name
-        retry = []
-        for i, ev in zip(task.indices, evaluations):
-            if ev.raised and task.attempt < c.max_retries:
-                retry.append(i)
-            else:
-                results[i] = ev
-        if retry:
-            queue.append(_Task(np.array(retry), task.attempt + 1))
-            self.on_event("task_retried", worker=slot.name, points=len(retry))
+        for label in evicted:
+            self.on_event("problem_evicted", worker=slot.name, problem=label)
+        seconds, count = self._evaluation_s.get(batch.key, (0.0, 0))
+        seconds += sum(ev.wall_time_s for ev in evaluations)
+        self._evaluation_s[batch.key] = (seconds, count + len(evaluations))
+        if not batch.failed:
+            retry = []
+            for i, ev in zip(task.indices, evaluations):
+                if ev.raised and task.attempt < c.max_retries:
+                    retry.append(i)
+                else:
+                    self._settle(batch, i, ev)
+            if retry:
+                self._enqueue(_Task(batch, np.array(retry), task.attempt + 1))
+                self.on_event("task_retried", worker=slot.name, points=len(retry), **where)
         failed = sum(not ev.ok for ev in evaluations)
-        self.on_event("task_finished", worker=slot.name, points=len(evaluations), failed=failed)
+        self.on_event(
+            "task_finished", worker=slot.name, points=len(evaluations), failed=failed, **where
+        )
+        return self._done_with(slot)
+
+    def _done_with(self, slot: _Slot) -> _Slot:
+        """Count a task ``slot`` ran; return it, or its fresh successor once it ran
+        ``max_tasks_per_worker``."""
         slot.tasks_done += 1
-        if c.max_tasks_per_worker is not None and slot.tasks_done >= c.max_tasks_per_worker:
+        limit = self.config.max_tasks_per_worker
+        if limit is not None and slot.tasks_done >= limit:
             return self._replace(slot, f"recycled after {slot.tasks_done} tasks")
         return slot
 
-    def _fail(self, task: _Task, error: str, results: list[Evaluation | None], slot: _Slot) -> None:
+    def _settle(self, batch: _Batch, i: int, ev: Evaluation) -> None:
+        """Point ``i`` of ``batch`` has its final result; finish the batch with its last."""
+        batch.results[i] = ev
+        batch.missing -= 1
+        if batch.missing == 0:
+            del self._batches[batch.id]
+            self._finished[batch.id] = Finished(batch.id, cast(list[Evaluation], batch.results))
+
+    def _fail(self, task: _Task, error: str, slot: _Slot) -> None:
+        """Record ``task``'s points as failed with ``error`` (``task_failed``)."""
+        batch = task.batch
+        self.on_event("task_failed", worker=slot.name, error=error, trial=batch.trial,
+                      batch=batch.id)  # fmt: skip
+        if batch.failed:
+            return
         for i in task.indices:
-            results[i] = Evaluation.failed(error)
-            results[i].worker = slot.name
+            ev = Evaluation.failed(error)
+            ev.worker = slot.name
+            self._settle(batch, i, ev)
+
+    def _fail_batch(self, batch: _Batch, error: EngineError) -> None:
+        """Finish ``batch`` with ``error``: its waiting tasks are dropped, its running ones'
+        results ignored when they come back; other batches go on."""
+        if batch.failed:
+            return
+        batch.failed = True
+        del self._batches[batch.id]
+        self._finished[batch.id] = Finished(batch.id, error=error)
+        queue = self._queues.get(batch.trial)
+        if queue is None:
+            return
+        kept = deque(task for task in queue if task.batch is not batch)
+        if kept:
+            self._queues[batch.trial] = kept
+        else:
+            del self._queues[batch.trial]
+            self._turns.remove(batch.trial)
 
     def close(self) -> None:
-        """Kill the actors; shut down and remove a private Ray."""
+        """Kill the actors; leave the Ray this engine started or joined (a private one is
+        shut down and removed)."""
         for slot in self._slots:
             with contextlib.suppress(Exception):
                 self._ray.kill(slot.actor, no_restart=True)
         self._slots = []
-        if self._owns_ray and self._ray.is_initialized():
-            self._ray.shutdown()
-        if self._saved_env:
-            _set_auth_env(self._saved_env)
-            self._saved_env = {}
-        self._remove_private_dir()
-
-    def _remove_private_dir(self) -> None:
-        """Have the watchdog end what Ray's shutdown left and remove the folder and token."""
-        directory, watchdog = self._private_dir, self._watchdog
-        self._private_dir = self._watchdog = None
-        if directory is None:
-            return
-        try:
-            if watchdog is not None:
-                watchdog.stop()
-        finally:
-            private_ray.end(directory)  # nothing is left to end unless the watchdog failed
-
-
-def _set_auth_env(env: dict[str, str]) -> None:
-    """Make ``env``'s Ray auth settings this process's, and have Ray read them again.
-
-    Ray caches the auth mode (RayConfig) and the token (its token loader) per process, so
-    a process that talks to several clusters in turn, as the tests do, must refresh both.
-    """
-    # Private Ray, on purpose: Ray (2.52 to 2.60, read in 2.60's source and docs) has no
-    # public call that re-reads RAY_AUTH_* in a running process; its own test helper
-    # (ray._private.authentication_test_utils.reset_auth_token_state) does these two
-    # calls, in this order: the config first, or a draining gRPC thread reloads the
-    # token under the old mode. Kept to this one function so a Ray upgrade breaks here.
-    from ray._raylet import AuthenticationTokenLoader, Config
-
-    for key in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
-        if key in env:
-            os.environ[key] = env[key]
-        else:
-            os.environ.pop(key, None)
-    Config.initialize("")
-    AuthenticationTokenLoader.instance().reset_cache()
+        self._starting.clear()
+        self._idle.clear()
+        self._inflight.clear()
+        self._batches.clear()
+        self._queues.clear()
+        self._turns.clear()
+        if self._session is not None:
+            self._session.close()
