@@ -39,13 +39,14 @@ def custom(target, **options):
             "options": options}  # fmt: skip
 
 
-def run_campaign(tmp_path, engine, trials, shared=None):
+def run_campaign(tmp_path, engine, trials, shared=None, **top):
     doc = {
         "name": "ray",
         "output_dir": str(tmp_path / "c"),
         "engine": engine,
         "shared": shared or {"problem": SPHERE},
         "trials": trials,
+        **top,
     }
     campaign = cfg.parse(doc)
     store = drv.create(campaign)
@@ -365,3 +366,19 @@ def test_idle_workers_counts_those_whose_task_came_back_before_wait(ray_cluster)
         assert engine.idle_workers() == 2 and engine.pending() == 1
         (later,) = engine.wait()
         assert {done.batch, later.batch} == {first, second}
+
+
+def test_trials_in_flight_on_ray_give_their_sequential_histories(tmp_path, ray_cluster):
+    from tests.test_concurrent_trials import MIXED, assert_same_trials
+
+    names = [t["name"] for t in MIXED["trials"]]
+    shared = MIXED["shared"]
+    alone, _ = run_campaign(tmp_path / "alone", {"kind": "local"}, MIXED["trials"], shared)
+    store, outcomes = run_campaign(
+        tmp_path / "ray", engine_config(ray_cluster, num_workers=3), MIXED["trials"], shared,
+        max_concurrent_trials=4,
+    )  # fmt: skip
+    assert [o.status for o in outcomes] == ["completed"] * len(names)
+    events = [e for e in read_events(store.root / "events.jsonl") if e["kind"] == "task_started"]
+    assert len({e["trial"] for e in events[:12]}) > 1  # trials' tasks interleave on the pool
+    assert_same_trials(alone, store, names)
