@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+from abc import ABC, abstractmethod
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -128,7 +129,7 @@ class Finished:
     error: BaseException | None = None
 
 
-class Engine:
+class Engine(ABC):
     """Runs evaluations. Each worker builds and sets up a problem once, then reuses it.
 
     ``problem_class`` says which class implements a problem config; engines are built as
@@ -142,10 +143,6 @@ class Engine:
     batch. A problem that cannot be built or set up finishes its batch with an error
     (``map`` raises it: its trial fails).
 
-    This base runs batches one at a time, in submission order, in :meth:`wait`, through
-    :meth:`evaluate`; an engine with a pool of workers overrides :meth:`submit`,
-    :meth:`wait` and :attr:`workers`.
-
     ``on_event(kind, **fields)`` receives progress events; the driver points it at the
     campaign's event log.
     """
@@ -155,18 +152,18 @@ class Engine:
     def __init__(self, problem_class: ProblemClass) -> None:
         self.problem_class = problem_class
         self._next_batch = 0
-        self._queued: deque[tuple[int, ProblemConfig, np.ndarray, np.ndarray, str]] = deque()
-        self._finished: dict[int, Finished] = {}  # finished, not yet collected by wait()
+        self._finished: dict[int, Finished] = {}  # finished, not yet returned by wait()
 
     @property
     def workers(self) -> int:
-        """How many batches' tasks can run at once (1: one after another)."""
+        """How many tasks can run at once (1: one after another)."""
         return 1
 
+    @abstractmethod
     def idle_workers(self) -> int:
         """Workers that would sit idle now: neither running a task nor with one queued."""
-        return 0 if self._queued else self.workers
 
+    @abstractmethod
     def submit(
         self,
         problem: ProblemConfig,
@@ -176,33 +173,15 @@ class Engine:
     ) -> int:
         """Queue ``points`` (natural units, shape ``(n, d)``) of ``problem``; return the
         batch's id. ``trial`` names whose batch it is, in the events."""
-        points = np.atleast_2d(np.asarray(points, dtype=float))
-        wanted = np.broadcast_to(np.asarray(gradient, dtype=bool), (len(points),)).copy()
-        batch, self._next_batch = self._next_batch, self._next_batch + 1
-        self._queued.append((batch, problem, points, wanted, trial))
-        return batch
 
+    @abstractmethod
     def wait(self, timeout_s: float | None = None) -> list[Finished]:
         """The batches finished since the last call: at least one, unless none is pending
-        or ``timeout_s`` passed first. This base runs the oldest queued batch now."""
-        if not self._finished and self._queued:
-            batch, problem, points, wanted, _ = self._queued.popleft()
-            try:
-                self._finished[batch] = Finished(batch, self.evaluate(problem, points, wanted))
-            except Exception as exc:  # the problem could not be built or set up
-                self._finished[batch] = Finished(batch, error=exc)
-        done, self._finished = list(self._finished.values()), {}
-        return done
+        or ``timeout_s`` passed first."""
 
+    @abstractmethod
     def pending(self) -> int:
         """Batches submitted and not yet returned by :meth:`wait`."""
-        return len(self._queued) + len(self._finished)
-
-    def evaluate(
-        self, problem: ProblemConfig, points: np.ndarray, gradient: np.ndarray
-    ) -> list[Evaluation]:
-        """Evaluate one batch now, here (what this base's :meth:`wait` runs)."""
-        raise NotImplementedError(f"{type(self).__name__} runs batches through submit/wait")
 
     def map(
         self, problem: ProblemConfig, points: np.ndarray, gradient: bool | np.ndarray = False
@@ -223,7 +202,7 @@ class Engine:
         finally:
             self._finished.update((f.batch, f) for f in others)
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - engines without resources need nothing here
         """Release workers and other resources."""
 
     def __enter__(self) -> Engine:
@@ -236,3 +215,48 @@ class Engine:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+class SerialEngine(Engine):
+    """An engine that runs batches one at a time, in submission order, in :meth:`wait`,
+    through :meth:`evaluate`."""
+
+    def __init__(self, problem_class: ProblemClass) -> None:
+        super().__init__(problem_class)
+        self._queued: deque[tuple[int, ProblemConfig, np.ndarray, np.ndarray]] = deque()
+
+    def idle_workers(self) -> int:
+        return 0 if self._queued else self.workers
+
+    def submit(
+        self,
+        problem: ProblemConfig,
+        points: np.ndarray,
+        gradient: bool | np.ndarray = False,
+        trial: str = "",
+    ) -> int:
+        points = np.atleast_2d(np.asarray(points, dtype=float))
+        wanted = np.broadcast_to(np.asarray(gradient, dtype=bool), (len(points),)).copy()
+        batch, self._next_batch = self._next_batch, self._next_batch + 1
+        self._queued.append((batch, problem, points, wanted))
+        return batch
+
+    def wait(self, timeout_s: float | None = None) -> list[Finished]:
+        """The batches finished since the last call; runs the oldest queued batch now."""
+        if not self._finished and self._queued:
+            batch, problem, points, wanted = self._queued.popleft()
+            try:
+                self._finished[batch] = Finished(batch, self.evaluate(problem, points, wanted))
+            except Exception as exc:  # the problem could not be built or set up
+                self._finished[batch] = Finished(batch, error=exc)
+        done, self._finished = list(self._finished.values()), {}
+        return done
+
+    def pending(self) -> int:
+        return len(self._queued) + len(self._finished)
+
+    @abstractmethod
+    def evaluate(
+        self, problem: ProblemConfig, points: np.ndarray, gradient: np.ndarray
+    ) -> list[Evaluation]:
+        """Evaluate one batch now, here; ``gradient`` is a mask ``(n,)``."""

@@ -10,7 +10,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from hpcopt.core.evaluation import Evaluation
-from hpcopt.engine.base import Engine, ProblemClass, SetUpProblems, available_cpus
+from hpcopt.engine.base import ProblemClass, SerialEngine, SetUpProblems, available_cpus
 from hpcopt.problems.base import ProblemConfig
 
 
@@ -22,7 +22,7 @@ class LocalEngineConfig(BaseModel):
     kind: Literal["local"] = "local"
 
 
-class LocalEngine(Engine):
+class LocalEngine(SerialEngine):
     """Evaluates in the calling process. Problems are built and set up once per config."""
 
     def __init__(self, config: LocalEngineConfig, problem_class: ProblemClass) -> None:
