@@ -23,11 +23,11 @@ SACCT_FIELDS = "JobID,State,Elapsed"
 # squeue's answer when none of the ids is known any more (ended jobs leave its memory
 # after MinJobAge): no job of these is queued, not a failure to ask.
 _UNKNOWN_IDS = "Invalid job id specified"
-# A pending array's tasks not yet split off: 123_[0-3,7%2] (%2: at most 2 at a time).
 _MISSING = {
     "squeue": "this machine has no Slurm client",
     "sacct": "this machine has no Slurm accounting client",
 }
+# A pending array's tasks not yet split off: 123_[0-3,7%2] (%2: at most 2 at a time).
 _ARRAY = re.compile(r"^(?P<job>\d+)_\[(?P<tasks>[^\]%]*)(?:%\d+)?\]$")
 
 
