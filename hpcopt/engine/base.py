@@ -183,6 +183,15 @@ class Engine(ABC):
     def pending(self) -> int:
         """Batches submitted and not yet returned by :meth:`wait`."""
 
+    def _new_batch(
+        self, points: np.ndarray, gradient: bool | np.ndarray
+    ) -> tuple[int, np.ndarray, np.ndarray]:
+        """A submitted batch's id, its points ``(n, d)`` and its gradient mask ``(n,)``."""
+        points = np.atleast_2d(np.asarray(points, dtype=float))
+        wanted = np.broadcast_to(np.asarray(gradient, dtype=bool), (len(points),)).copy()
+        batch, self._next_batch = self._next_batch, self._next_batch + 1
+        return batch, points, wanted
+
     def map(
         self, problem: ProblemConfig, points: np.ndarray, gradient: bool | np.ndarray = False
     ) -> list[Evaluation]:
@@ -235,9 +244,7 @@ class SerialEngine(Engine):
         gradient: bool | np.ndarray = False,
         trial: str = "",
     ) -> int:
-        points = np.atleast_2d(np.asarray(points, dtype=float))
-        wanted = np.broadcast_to(np.asarray(gradient, dtype=bool), (len(points),)).copy()
-        batch, self._next_batch = self._next_batch, self._next_batch + 1
+        batch, points, wanted = self._new_batch(points, gradient)
         self._queued.append((batch, problem, points, wanted))
         return batch
 

@@ -169,9 +169,7 @@ class RayEngine(Engine):
         """Queue ``points`` (natural units, shape ``(n, d)``) of ``problem`` and hand its
         first tasks to idle workers at once; return the batch's id. The pool starts on the
         first call (:class:`EngineError` if it cannot)."""
-        points = np.atleast_2d(np.asarray(points, dtype=float))
-        wanted = np.broadcast_to(np.asarray(gradient, dtype=bool), (len(points),))
-        number, self._next_batch = self._next_batch, self._next_batch + 1
+        number, points, wanted = self._new_batch(points, gradient)
         self._ensure_workers()
         try:
             implementation = self.problem_class(problem)  # pickled by reference: its module
@@ -187,7 +185,7 @@ class RayEngine(Engine):
             self._ray.put((implementation, problem)),
             problem.model_dump_json(),
             points,
-            wanted.copy() if wanted.any() else False,
+            wanted if wanted.any() else False,
             [None] * len(points),
             len(points),
         )
