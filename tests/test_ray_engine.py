@@ -352,20 +352,34 @@ def test_auto_grouping_packs_fast_evaluations_and_sends_slow_ones_one_a_task(ray
     assert sizes == {(0, 5): 8, (1, 1): 2, (2, 1): 16}
 
 
-def test_idle_workers_counts_those_whose_task_came_back_before_wait(ray_cluster):
-    config = RayEngineConfig(**engine_config(ray_cluster, num_workers=2))
+def test_queued_counts_waiting_tasks_after_taking_in_results_already_back(ray_cluster):
+    config = RayEngineConfig(**engine_config(ray_cluster, num_workers=2, points_per_task=1))
     slow = AnalyticConfig(name="analytic", function="sphere", delay_s=0.3)
     with build_engine(config) as engine:
-        assert engine.idle_workers() == 2  # not started yet: all would be idle
-        first = engine.submit(slow, np.ones((1, 2)), trial="t")
-        assert engine.idle_workers() == 1 and engine.pending() == 1
+        engine.map(slow, np.ones((2, 2)))  # both workers up
+        first = engine.submit(slow, np.ones((3, 2)), trial="t")
+        assert engine.queued() == 1 and engine.pending() == 1  # two run, one waits
         second = engine.submit(slow, np.ones((1, 2)), trial="u")
-        assert engine.idle_workers() == 0
-        (done,) = engine.wait()  # one batch: wait returns as soon as one is complete
-        time.sleep(0.6)  # the other task is back too, though nobody called wait()
-        assert engine.idle_workers() == 2 and engine.pending() == 1
-        (later,) = engine.wait()
-        assert {done.batch, later.batch} == {first, second}
+        assert engine.queued() == 2
+        time.sleep(1.0)  # the first two are back, though nobody called wait()
+        assert engine.queued() == 0 and engine.pending() == 2
+        done = [f.batch for f in engine.wait()]
+        done += [f.batch for f in engine.wait()] if len(done) < 2 else []
+        assert sorted(done) == [first, second]
+
+
+def test_by_default_trials_start_until_a_workers_worth_of_tasks_waits(tmp_path, ray_cluster):
+    # 2 workers, batches of one point: two trials run, two more wait, the fifth does not start
+    trials = [{"name": f"bo{i}", "seed": i, "method": {"name": "bo", "sampler": "random",
+               "n_trials": 3, "max_concurrent": 1}} for i in range(6)]  # fmt: skip
+    config = engine_config(ray_cluster, num_workers=2, points_per_task=1)
+    shared = {"problem": {**SPHERE, "delay_s": 0.3}}
+    store, outcomes = run_campaign(tmp_path, config, trials, shared)
+    assert [o.status for o in outcomes] == ["completed"] * 6
+    events = read_events(store.root / "events.jsonl")
+    started = [e["trial"] for e in events if e["kind"] == "task_started"]
+    # bo2 and bo3 were submitted while bo0 and bo1 ran, so their tasks are next in turn
+    assert started[:4] == ["bo0", "bo1", "bo2", "bo3"]
 
 
 def test_trials_in_flight_on_ray_give_their_sequential_histories(tmp_path, ray_cluster):

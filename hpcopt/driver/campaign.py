@@ -89,11 +89,12 @@ def run_trials(
     """Run ``trials`` over one engine, several at once; their outcomes in ``trials`` order.
 
     Trials start in order: with ``max_concurrent`` given, while fewer than that many are
-    running; without it, whenever the engine has idle workers (so the serial engine runs
-    one trial after another, and a pool is kept busy). Each running trial has one batch in
-    flight; whichever batch finishes first is told to its method and checkpointed, and the
-    trial submits its next. A trial that fails ends alone; a store that cannot be written
-    stops them all, each at its last checkpoint.
+    running; without it, while fewer of the engine's tasks wait for a worker than it has
+    workers (so the serial engine runs one trial after another, and a pool's workers
+    find work while the running trials turn results into their next batches). Each running
+    trial has one batch in flight; whichever batch finishes first is told to its method and
+    checkpointed, and the trial submits its next. A trial that fails ends alone; a store
+    that cannot be written stops them all, each at its last checkpoint.
     """
     waiting = deque(trials)
     in_flight: dict[int, TrialRun] = {}
@@ -113,7 +114,7 @@ def run_trials(
             return False
         if max_concurrent is not None:
             return len(in_flight) < max_concurrent
-        return not in_flight or engine.idle_workers() > 0
+        return engine.queued() < engine.workers
 
     while waiting or in_flight:
         while wants_another():

@@ -160,8 +160,12 @@ class Engine(ABC):
         return 1
 
     @abstractmethod
-    def idle_workers(self) -> int:
-        """Workers that would sit idle now: neither running a task nor with one queued."""
+    def queued(self) -> int:
+        """Tasks submitted and waiting for a worker now (none while a worker is idle).
+
+        The driver starts another trial while fewer tasks wait than there are workers:
+        workers freed while the running trials turn their results into their next batches
+        then find work, and the serial engine runs one trial after another."""
 
     @abstractmethod
     def submit(
@@ -234,8 +238,8 @@ class SerialEngine(Engine):
         super().__init__(problem_class)
         self._queued: deque[tuple[int, ProblemConfig, np.ndarray, np.ndarray]] = deque()
 
-    def idle_workers(self) -> int:
-        return 0 if self._queued else self.workers
+    def queued(self) -> int:
+        return len(self._queued)
 
     def submit(
         self,

@@ -149,12 +149,11 @@ class RayEngine(Engine):
     def workers(self) -> int:
         return self.config.num_workers
 
-    def idle_workers(self) -> int:
-        """Workers with nothing to do now (results already back are taken in first)."""
-        if not self._slots:
-            return self.config.num_workers
+    def queued(self) -> int:
+        """Tasks waiting for a worker (results already back are taken in first, and the
+        workers they free handed the next tasks)."""
         self._step(0.0, everything=True)
-        return 0 if self._turns else len(self._idle)
+        return sum(len(queue) for queue in self._queues.values())
 
     def pending(self) -> int:
         return len(self._batches) + len(self._finished)
