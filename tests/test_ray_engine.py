@@ -343,13 +343,14 @@ def test_auto_grouping_packs_fast_evaluations_and_sends_slow_ones_one_a_task(ray
     events = []
     with build_engine(config) as engine:
         engine.on_event = lambda kind, **f: events.append((kind, f))
-        engine.map(fast, np.ones((40, 2)))
+        engine.map(fast, np.ones((40, 2)))  # not timed yet: four tasks a worker
+        engine.map(fast, np.ones((40, 2)))  # timed, fast: one task a worker
         engine.map(slow, np.ones((2, 2)))  # its evaluation time is now known
         engine.map(slow, np.ones((16, 2)))
     sizes = Counter(
         (f["batch"], f["points"]) for kind, f in events if kind == "task_started"
     )  # fmt: skip
-    assert sizes == {(0, 5): 8, (1, 1): 2, (2, 1): 16}
+    assert sizes == {(0, 5): 8, (1, 20): 2, (2, 1): 2, (3, 1): 16}
 
 
 def test_queued_counts_waiting_tasks_after_taking_in_results_already_back(ray_cluster):

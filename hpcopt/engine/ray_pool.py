@@ -210,10 +210,12 @@ class RayEngine(Engine):
 
     def _points_per_task(self, points: int, problem: str) -> int:
         """``points_per_task`` for a batch of ``points`` of ``problem`` (its config's JSON);
-        ``auto``: one point per task where ``task_timeout_s`` is set
-        (a hang fails its whole task), else about four tasks per worker per batch, fewer
-        points where the problem's evaluations were seen to take long (a task of about
-        :data:`TASK_S`: grouping saves nothing there and would balance the pool worse)."""
+        ``auto``: one point per task where ``task_timeout_s`` is set (a hang fails its
+        whole task); else about four tasks per worker per batch, and once the problem's
+        evaluations were timed, tasks of about :data:`TASK_S`: one task per worker where
+        a worker's share of the batch takes no longer (the per-task cost is then most of
+        the time), fewer points than four a worker where evaluations are slow (grouping
+        saves nothing there and would balance the pool worse)."""
         c = self.config
         if c.points_per_task != "auto":
             return c.points_per_task
@@ -221,7 +223,10 @@ class RayEngine(Engine):
             return 1
         step = math.ceil(points / (4 * c.num_workers))
         seconds, count = self._evaluation_s.get(problem, (0.0, 0))
-        if seconds > 0:
+        if count:
+            share = math.ceil(points / c.num_workers)
+            if seconds * share <= TASK_S * count:
+                return share
             step = min(step, math.floor(TASK_S * count / seconds))
         return max(1, step)
 
