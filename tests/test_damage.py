@@ -269,3 +269,16 @@ def test_stale_temporary_files_of_dead_writers_are_removed_by_resume(campaigns, 
         path.write_bytes(b"\x89HDF half a file")
     assert main(["resume", str(root), "-q"]) == 0
     assert not any(path.exists() for path in stale)
+
+
+def test_the_digest_of_a_file_is_what_version_0_4_wrote(tmp_path):
+    # pinned from 0.4.0's item-by-item hashing: files written then must still verify
+    path = tmp_path / "pinned.h5"
+    with h5py.File(path, "w") as f:
+        f.attrs["name"] = "trial"
+        f.create_dataset("x", data=np.arange(6.0).reshape(3, 2))
+        strings = h5py.string_dtype()
+        f.create_dataset("worker", data=np.array(["w1", "", "wörker"], dtype=strings))
+        f.create_group("state").create_dataset("error", data=np.array(["boom"] * 2, dtype=strings))
+    with h5py.File(path, "r") as f:
+        assert digest(f) == "c01ee57cb82a0b42a5643fc457bcb87e61fc7eb6dc43b9ead54a7f5d05833d54"
