@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import copy
 import itertools
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
 
 import pytest
+import yaml
 
 from hpcopt import config as cfg
 from hpcopt.core import plain
 from hpcopt.driver import campaign as drv
 from hpcopt.driver import reporters
+from hpcopt.engine.ray_node import processes_using
 from hpcopt.store.campaign_store import CampaignStore
 
 MIXED = {
@@ -93,3 +102,39 @@ def test_a_failing_trial_ends_alone_and_the_others_finish(tmp_path):
 def test_max_concurrent_trials_must_be_at_least_one(cap):
     with pytest.raises(cfg.ConfigError, match="max_concurrent_trials"):
         cfg.parse({**MIXED, "max_concurrent_trials": cap})
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_stops_the_trials_in_flight_on_ray_each_at_its_checkpoint(
+    tmp_path, ray_home, sig, code
+):
+    problem = {**MIXED["shared"]["problem"], "delay_s": 0.05}  # slow enough to stop midway
+    doc = {**MIXED, "shared": {"problem": problem}}
+    names = [t["name"] for t in doc["trials"]]
+    alone, _, _ = run(tmp_path, "alone", {**doc, "max_concurrent_trials": 1})
+    ray_tmp = Path(tempfile.mkdtemp(prefix="hs-", dir="/tmp"))
+    engine = {"kind": "ray", "num_workers": 2, "num_cpus": 2}
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({**doc, "output_dir": str(tmp_path / "c"), "engine": engine}))
+    env = dict(os.environ, PYTHONPATH=os.getcwd(), HPCOPT_RAY_TMP=str(ray_tmp))
+    hpcopt = [sys.executable, "-m", "hpcopt"]
+    proc = subprocess.Popen([*hpcopt, "run", str(path), "-q"], env=env, stderr=subprocess.PIPE,
+                            text=True)  # fmt: skip
+    journals = tmp_path / "c" / "trials"
+    deadline = time.monotonic() + 120
+    while sum(any(j.glob("*.h5")) for j in journals.glob("*.journal")) < 2:
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == code and f"hpcopt resume {tmp_path / 'c'}" in err
+    # the private Ray was shut down before the driver exited, not later by its watchdog
+    assert not list(ray_tmp.iterdir()) and not processes_using(ray_tmp)
+    stopped = CampaignStore.open(tmp_path / "c")
+    assert "running" in {stopped.read_trial(n).status for n in names}
+    done = subprocess.run([*hpcopt, "resume", str(tmp_path / "c"), "-q"], env=env, timeout=300)
+    assert done.returncode == 0
+    assert_same_trials(alone, CampaignStore.open(tmp_path / "c"), names)
+    ray_tmp.rmdir()

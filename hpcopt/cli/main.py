@@ -8,9 +8,11 @@ could not be made), 2 for a bad config, flag or campaign folder, 130 when interr
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from rich.table import Table
 
@@ -30,6 +32,7 @@ from hpcopt.engine.ray_node import ClusterError
 from hpcopt.store.campaign_store import CampaignStore, StoreError, write_summary
 
 EXIT_OK, EXIT_TRIAL_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM, as a shell reports a process SIGTERM ended
 EXIT_FIGURE_FAILED = 1  # hpcopt plot: a figure that was asked for could not be made
 
 EPILOG = """\
@@ -175,10 +178,34 @@ def _reporter(quiet: bool) -> reporters.Reporter:
     return reporters.LineReporter()
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived: the campaign stops as on Ctrl-C (every trial at its last
+    checkpoint, the engine and its private Ray shut down)."""
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise Terminated
+
+
+@contextlib.contextmanager
+def _sigterm_stops() -> Iterator[None]:
+    """Turn SIGTERM into :class:`Terminated` while a campaign runs in this process."""
+    try:
+        previous = signal.signal(signal.SIGTERM, _terminated)
+    except ValueError:  # not the main thread: leave the signal alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _drive(campaign: cfg.Campaign, store: CampaignStore, quiet: bool, **kwargs) -> list:
     reporter = _reporter(quiet)
     try:
-        return drv.run(campaign, store, reporter=reporter, **kwargs)
+        with _sigterm_stops():
+            return drv.run(campaign, store, reporter=reporter, **kwargs)
     finally:
         close = getattr(reporter, "close", None)
         if close is not None:
@@ -196,12 +223,13 @@ def _finish(outcomes: list[reporters.TrialOutcome], root: str) -> int:
     return EXIT_OK
 
 
-def _interrupted(root: str) -> int:
+def _interrupted(root: str, stop: KeyboardInterrupt) -> int:
+    how = "terminated (SIGTERM)" if isinstance(stop, Terminated) else "interrupted"
     print(
-        f"\ninterrupted: the last checkpoint is kept; continue with 'hpcopt resume {root}'",
+        f"\n{how}: every trial's last checkpoint is kept; continue with 'hpcopt resume {root}'",
         file=sys.stderr,
     )
-    return EXIT_INTERRUPTED
+    return EXIT_TERMINATED if isinstance(stop, Terminated) else EXIT_INTERRUPTED
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -209,8 +237,8 @@ def _run(args: argparse.Namespace) -> int:
     store = drv.create(campaign)
     try:
         outcomes = _drive(campaign, store, args.quiet)
-    except KeyboardInterrupt:
-        return _interrupted(campaign.output_dir)
+    except KeyboardInterrupt as stop:
+        return _interrupted(campaign.output_dir, stop)
     return _finish(outcomes, campaign.output_dir)
 
 
@@ -230,8 +258,8 @@ def _resume(args: argparse.Namespace) -> int:
         )
     try:
         outcomes = _drive(campaign, store, args.quiet, retry_failed=args.retry_failed)
-    except KeyboardInterrupt:
-        return _interrupted(args.dir)
+    except KeyboardInterrupt as stop:
+        return _interrupted(args.dir, stop)
     return _finish(outcomes, args.dir)
 
 

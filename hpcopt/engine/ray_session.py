@@ -4,7 +4,11 @@ cluster joined, with token authentication set up for it, and all of it undone at
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 from hpcopt.engine import private_ray
@@ -35,26 +39,33 @@ class RaySession:
         self._watchdog: private_ray.Watchdog | None = None
         self._saved_env = dict(os.environ)
         try:
-            if address == "auto":
-                self.private_dir = private_ray.make()
-                self._watchdog = private_ray.Watchdog(self.private_dir)
-                _set_auth_env(auth_env(new_token_file(self.private_dir)))
-                ray.init(
-                    address="local",
-                    num_cpus=num_cpus or os.cpu_count(),
-                    num_gpus=num_gpus or 0,
-                    include_dashboard=False,
-                    _temp_dir=str(self.private_dir / "r"),
-                    log_to_driver=False,
-                    configure_logging=False,
-                )
-            else:
-                if token_file:
-                    _set_auth_env(auth_env(token_file))
-                ray.init(address=address, log_to_driver=False, configure_logging=False)
+            with _own_sigterm_handler():
+                self._init(address, token_file, num_cpus, num_gpus)
         except BaseException:
             self.close()
             raise
+
+    def _init(
+        self, address: str, token_file: str | None, num_cpus: int | None, num_gpus: int | None
+    ) -> None:
+        ray = self._ray
+        if address == "auto":
+            self.private_dir = private_ray.make()
+            self._watchdog = private_ray.Watchdog(self.private_dir)
+            _set_auth_env(auth_env(new_token_file(self.private_dir)))
+            ray.init(
+                address="local",
+                num_cpus=num_cpus or os.cpu_count(),
+                num_gpus=num_gpus or 0,
+                include_dashboard=False,
+                _temp_dir=str(self.private_dir / "r"),
+                log_to_driver=False,
+                configure_logging=False,
+            )
+        else:
+            if token_file:
+                _set_auth_env(auth_env(token_file))
+            ray.init(address=address, log_to_driver=False, configure_logging=False)
 
     def close(self) -> None:
         """Shut Ray down, restore this process's auth settings, remove a private Ray."""
@@ -98,3 +109,19 @@ def _set_auth_env(env: dict[str, str]) -> None:
             os.environ.pop(key, None)
     Config.initialize("")
     AuthenticationTokenLoader.instance().reset_cache()
+
+
+@contextlib.contextmanager
+def _own_sigterm_handler() -> Iterator[None]:
+    """Keep this process's SIGTERM handler across ``ray.init``, which sets one that exits at
+    once (``sys.exit(15)``): where the caller set its own (``hpcopt run`` stops as on
+    Ctrl-C, a Slurm rank stops cleanly), that one is put back."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # ray.init sets no handler there either
+        return
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        yield
+    finally:
+        if callable(before):
+            signal.signal(signal.SIGTERM, before)
