@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -225,6 +226,10 @@ def _header(view: CampaignView) -> Panel:
         Text(f"{state}; created {time.ctime(view.created_at)}; "
              f"{'elapsed' if view.running else 'ran for'} {duration(until - view.created_at)}"),
     ]  # fmt: skip
+    counts = Counter(t.status for t in view.trials)
+    order = ["running", "pending", "completed", "failed"]
+    shown = sorted(counts, key=lambda s: order.index(s) if s in order else len(order))
+    lines.append(Text("trials: " + ", ".join(f"{counts[s]} {s}" for s in shown)))
     if where:
         lines.append(Text(f"driver: {where}"))
     if view.jobs:

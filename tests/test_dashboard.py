@@ -265,6 +265,51 @@ def test_run_prints_plain_lines_when_its_output_is_not_a_terminal(tmp_path):
     assert "\x1b[" not in done.stderr  # no terminal escapes in a log file
 
 
+def test_plain_progress_lines_are_kept_apart_per_trial_in_flight():
+    stream = io.StringIO()
+    reporter = reporters.LineReporter(stream=stream, every_s=0.2)
+    reporter.trial_started("a", 0, 10)
+    reporter.trial_started("b", 0, 10)
+    time.sleep(0.25)
+    for done in (2, 4):  # both trials' batches land within the same period
+        reporter.batch_done("a", done, 10, 1.0)
+        reporter.batch_done("b", done, 10, 2.0)
+    lines = [line.split("] ", 1)[1] for line in stream.getvalue().splitlines()]
+    assert lines[2:] == ["a: 2/10 evaluations, best 1", "b: 2/10 evaluations, best 2"]
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_watch_shows_the_trials_in_flight_on_a_ray_pool(tmp_path, ray_home):
+    trials = [{"name": n, "method": {"name": "gs", "resolution": 12, "batch_size": 2}}
+              for n in "abcde"]  # fmt: skip
+    path = write_config(tmp_path, trials, delay_s=0.05)
+    doc = yaml.safe_load(path.read_text())
+    doc["engine"] = {"kind": "ray", "num_workers": 2, "num_cpus": 2}
+    path.write_text(yaml.safe_dump(doc))
+    root = tmp_path / "dash"
+
+    def in_flight() -> list[dict[str, str]]:
+        if not (root / "campaign.h5").exists():
+            return []
+        text = frame(root)
+        rows = [trial_cells(text, n) for n in "abcde"]
+        return [r for r in rows if r["status"] == "running" and r["evaluations"][0] != "0"]
+
+    writer = start_writer(path)
+    try:
+        # two trials' batches of two points fill the two workers' queue (see run_trials)
+        wait_until(lambda: len(in_flight()) >= 2, 90, "two trials with evaluations", 0.1)
+        text = frame(root)
+    finally:
+        writer.kill()
+        writer.wait()
+    running = [n for n in "abcde" if trial_cells(text, n)["status"] == "running"]
+    assert len(running) >= 2
+    assert re.search(rf"trials: {len(running)} running, \d+ pending", text)
+    assert "workers     2 alive" in text
+
+
 def test_throughput_is_unknown_when_every_evaluation_finished_at_one_instant():
     one_batch = TrialView(
         name="t", method="gs", problem="analytic", status="completed", done=3, expected=3,

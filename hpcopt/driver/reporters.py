@@ -48,7 +48,7 @@ class LineReporter:
     def __init__(self, stream: TextIO | None = None, every_s: float = 5.0) -> None:
         self.stream = stream if stream is not None else sys.stderr  # as it is now, not at import
         self.every_s = every_s
-        self._last = 0.0
+        self._last: dict[str, float] = {}  # per trial: several trials run at once
 
     def _say(self, text: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {text}", file=self.stream, flush=True)
@@ -56,11 +56,11 @@ class LineReporter:
     def trial_started(self, trial: str, done: int, expected: int | None) -> None:
         resumed = f", resuming after {done} evaluations" if done else ""
         self._say(f"{trial}: started (expects {expected or '?'} evaluations{resumed})")
-        self._last = time.monotonic()
+        self._last[trial] = time.monotonic()
 
     def batch_done(self, trial: str, done: int, expected: int | None, best: float | None) -> None:
-        if time.monotonic() - self._last >= self.every_s:
-            self._last = time.monotonic()
+        if time.monotonic() - self._last.get(trial, 0.0) >= self.every_s:
+            self._last[trial] = time.monotonic()
             self._say(f"{trial}: {done}/{expected or '?'} evaluations, best {_fmt(best)}")
 
     def trial_finished(self, outcome: TrialOutcome) -> None:
