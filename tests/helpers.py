@@ -18,6 +18,7 @@ import pytest
 
 from hpcopt.config.registry import build_problem
 from hpcopt.core import plain
+from hpcopt.core.events import read_events
 from hpcopt.methods.base import Method
 from hpcopt.problems.base import ProblemConfig
 from hpcopt.store.campaign_store import CampaignStore
@@ -154,3 +155,17 @@ def fill_disk(folder: Path, leave: int = 0) -> None:
         os.close(fd)
     if leave:
         os.truncate(filler, max(0, filler.stat().st_size - leave))
+
+
+def task_spans(path):
+    """``(trial, batch, start, end)`` of every task in the event log at ``path``, from its
+    ``task_started`` and ``task_finished`` events (a worker runs one task at a time)."""
+    started, spans = {}, []
+    for e in read_events(path):
+        if e["kind"] == "task_started":
+            started[e["worker"]] = e
+        elif e["kind"] == "task_finished":
+            s = started.pop(e["worker"])
+            assert (s["trial"], s["batch"]) == (e["trial"], e["batch"])
+            spans.append((e["trial"], e["batch"], s["time"], e["time"]))
+    return spans

@@ -22,6 +22,7 @@ from hpcopt.problems.analytic import AnalyticConfig
 from hpcopt.problems.custom import CustomConfig
 from hpcopt.store.campaign_store import STATUS_FAILED, STATUS_OK
 from tests.conftest import node_env
+from tests.helpers import task_spans
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -252,20 +253,6 @@ def test_each_worker_limits_blas_to_its_cpus_and_the_serial_engine_to_the_machin
     with build_engine(LocalEngineConfig()) as serial:
         (ev,) = serial.map(problem, np.zeros((1, 2)))
     assert ev.extras["blas_threads"] == available_cpus() > 1
-
-
-def task_spans(path):
-    """``(trial, batch, start, end)`` of every task in the event log at ``path``, from its
-    ``task_started`` and ``task_finished`` events (a worker runs one task at a time)."""
-    started, spans = {}, []
-    for e in read_events(path):
-        if e["kind"] == "task_started":
-            started[e["worker"]] = e
-        elif e["kind"] == "task_finished":
-            s = started.pop(e["worker"])
-            assert (s["trial"], s["batch"]) == (e["trial"], e["batch"])
-            spans.append((e["trial"], e["batch"], s["time"], e["time"]))
-    return spans
 
 
 def run_two_trials(ray_cluster, path, sizes):

@@ -18,7 +18,7 @@ from hpcopt.core import plain
 from hpcopt.engine.ray_node import processes_using
 from hpcopt.store.campaign_store import STATUS_OK, CampaignStore
 from hpcopt.store.jobs import job_ids, jobs_of
-from tests.helpers import evaluations, wait_until
+from tests.helpers import evaluations, task_spans, wait_until
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -95,6 +95,12 @@ def test_a_submitted_campaign_runs_on_both_nodes_with_half_gpu_workers(tmp_path,
     assert set(h.node) == {"127.0.0.2", "127.0.0.3"}
     assert set(h.gpu_ids) <= {"0", "1"} and all(h.gpu_ids)
     assert "all 2 nodes joined" in job_log(root)
+    # the one allocation ran both trials at once, each with the results it has alone
+    spans = task_spans(root / "events.jsonl")
+    gs = [(start, end) for trial, _, start, end in spans if trial == "gs"]
+    ga = [(start, end) for trial, _, start, end in spans if trial == "ga"]
+    assert any(s1 < e2 and s2 < e1 for s1, e1 in gs for s2, e2 in ga)
+    assert_same_histories(run_locally(tmp_path, path), store, ("gs", "ga"))
     wait_until(lambda: not any(processes_using(d) for d in ray_dirs(root)), 30, "Ray to end")
 
 
