@@ -2,12 +2,11 @@
 
 A campaign of 8 BO trials (``max_concurrent: 2``, so each asks for 2 points at a time) and
 2 GA trials (population 16) runs on a private Ray pool of 8 workers whose evaluations
-sleep 0.2 s (so two cores can host 8 busy workers), twice in one run: with
-``max_concurrent_trials: 1`` (sequential), unset (a new trial starts whenever workers
-are idle) and 5 (one trial more than fills the pool), on one pool started and warmed
-beforehand. Printed for each: wall time and
-the pool's busy fraction, the evaluations' time over workers x wall; then their ratio.
-Target: at least 0.9 concurrent.
+sleep 0.2 s (so two cores can host 8 busy workers), three times in one run, on one pool
+started and warmed beforehand: with ``max_concurrent_trials: 1`` (sequential), unset (the
+default: a new trial starts while fewer tasks wait than there are workers) and 5. Printed
+for each: wall time and the pool's busy fraction, the evaluations' time over workers x
+wall; then the ratio of the default's to the sequential's. Target: at least 0.9 concurrent.
 
     python benchmarks/campaign_utilization.py [--workers 8] [--delay 0.2]
 """

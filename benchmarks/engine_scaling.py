@@ -11,26 +11,41 @@ one run, side by side:
   grouped into a few tasks per worker, the 0.2 s ones still one a task;
 - the same 1,000 one-point tasks on the same 2 actors through Ray's own
   ``ray.util.ActorPool`` (``map`` and ``map_unordered``), in the same run: the engine's
-  overhead against Ray's (target: engine / ``ActorPool.map`` <= 1.1).
+  overhead against Ray's (target: engine / ``ActorPool.map`` <= 1.1);
+- a whole campaign through driver, engine and store: a GA of population 1,000 on a
+  function that costs nothing, on 16 workers (CPUs declared to Ray, so two cores can host
+  them): evaluations a second from the first ask to the last checkpoint (target >=
+  10,000), with the share of that time spent in the store (writing checkpoints, opening
+  and finishing the trial) and in the event log.
 
-    python benchmarks/engine_scaling.py [--tasks 20] [--noop 1000]
+    python benchmarks/engine_scaling.py [--tasks 20] [--noop 1000] [--workers 16]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import os
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
+from hpcopt import config as cfg
 from hpcopt.config.registry import build_engine
+from hpcopt.core.events import EventLog
+from hpcopt.driver import campaign as drv
+from hpcopt.driver import reporters
 from hpcopt.engine.local import LocalEngineConfig
 from hpcopt.engine.ray_pool import RayEngineConfig
 from hpcopt.problems.analytic import AnalyticConfig
 from hpcopt.problems.custom import CustomConfig
+from hpcopt.store.campaign_store import CampaignStore
+from hpcopt.store.writer import TrialWriter
 
 HERE = Path(__file__).resolve().parent
 
@@ -71,11 +86,81 @@ def overhead_rounds(engine, problem, points, repeat: int) -> dict[str, float]:
     return {name: float(np.median(t)) for name, t in times.items()}
 
 
+@contextlib.contextmanager
+def clocked(*classes: type) -> Iterator[dict[str, float]]:
+    """Seconds spent inside the public methods of ``classes`` (``__call__`` included),
+    outermost calls only, per class name, while the context is open."""
+    spent = dict.fromkeys((c.__name__ for c in classes), 0.0)
+    depth = [0]
+    originals = []
+
+    def timed(name: str, method):
+        @functools.wraps(method)
+        def wrapper(*args, **kwargs):
+            if depth[0]:
+                return method(*args, **kwargs)
+            depth[0] += 1
+            start = time.perf_counter()
+            try:
+                return method(*args, **kwargs)
+            finally:
+                spent[name] += time.perf_counter() - start
+                depth[0] -= 1
+
+        return wrapper
+
+    for c in classes:
+        for attr, value in list(vars(c).items()):
+            if callable(value) and (attr == "__call__" or not attr.startswith("_")):
+                originals.append((c, attr, value))
+                setattr(c, attr, timed(c.__name__, value))
+    try:
+        yield spent
+    finally:
+        for c, attr, value in originals:
+            setattr(c, attr, value)
+
+
+def campaign_throughput(workers: int, population: int, generations: int) -> dict[str, float]:
+    """A GA campaign of no-op evaluations through driver, engine and store on ``workers``
+    declared workers: evaluations a second, and seconds in the store and the event log."""
+    doc = {
+        "name": "throughput",
+        "engine": {"kind": "ray", "num_workers": workers, "num_cpus": workers},
+        "shared": {"problem": {"name": "analytic", "function": "sphere", "dim": 4}},
+        "trials": [{"name": "ga", "seed": 0,
+                    "method": {"name": "ga", "population": population,
+                               "generations": generations}}],
+    }  # fmt: skip
+    with (
+        build_engine(cfg.parse(doc).engine) as engine,
+        tempfile.TemporaryDirectory() as tmp,
+    ):
+        problem = AnalyticConfig(name="analytic", function="sphere", dim=4)
+        engine.map(problem, np.full((64 * workers, 4), 0.5))  # workers up: not measured
+        campaign = cfg.parse(doc, output_dir=str(Path(tmp) / "campaign"))
+        store = drv.create(campaign)
+        with clocked(CampaignStore, TrialWriter, EventLog) as spent:
+            start = time.perf_counter()
+            drv.run(campaign, store, engine=engine, reporter=reporters.SilentReporter())
+            wall = time.perf_counter() - start
+        evaluations = len(CampaignStore.open(campaign.output_dir).read_trial("ga").history)
+    return {
+        "evaluations": evaluations,
+        "wall": wall,
+        "store": spent["CampaignStore"] + spent["TrialWriter"],
+        "events": spent["EventLog"],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=20, help="CPU-burning tasks per run")
     parser.add_argument("--noop", type=int, default=1000, help="no-op tasks per run")
     parser.add_argument("--repeat", type=int, default=5, help="rounds of the overhead comparison")
+    parser.add_argument("--workers", type=int, default=16, help="workers of the campaign run")
+    parser.add_argument("--population", type=int, default=1000)
+    parser.add_argument("--generations", type=int, default=20)
     args = parser.parse_args()
     # Ray workers start from this environment: they must import the Burn problem.
     os.environ["PYTHONPATH"] = os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])
@@ -125,6 +210,17 @@ def main() -> None:
         print(f"  {name:<24}: {1e3 * seconds / args.noop:6.3f} ms per task")
     ratio = overhead["hpcopt engine"] / overhead["ActorPool.map"]
     print(f"  engine / ActorPool.map = {ratio:.2f}   (target <= 1.1)")
+    thr = campaign_throughput(args.workers, args.population, args.generations)
+    rate = thr["evaluations"] / thr["wall"]
+    print(
+        f"a GA campaign, population {args.population}, {thr['evaluations']} no-op "
+        f"evaluations on {args.workers} declared workers, driver + engine + store"
+    )
+    print(f"  {rate:,.0f} evaluations a second ({thr['wall']:.2f} s)   (target >= 10,000)")
+    print(
+        f"  store {thr['store']:.3f} s ({thr['store'] / thr['wall']:.1%}), "
+        f"event log {thr['events']:.3f} s ({thr['events'] / thr['wall']:.1%})"
+    )
 
 
 if __name__ == "__main__":
