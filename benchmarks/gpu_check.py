@@ -368,7 +368,7 @@ def ray_gpus(run: Run) -> Result:
         if kind == "worker_up":
             up.append(fields)
 
-    with _worker_env("cuda" if run.cuda else "cpu"), build_engine(engine_config) as engine:
+    with _worker_env(run.cuda), build_engine(engine_config) as engine:
         engine.on_event = on_event
         probes = _map_within(engine, probe, np.zeros((workers, 1)), run)
         maps = _map_within(
@@ -492,11 +492,15 @@ def _map_within(
 
 
 @contextmanager
-def _worker_env(sionna_device: str) -> Iterator[None]:
-    """This process's environment as Ray's workers inherit it: this script and this
-    hpcopt importable, Sionna RT on ``sionna_device``."""
+def _worker_env(cuda: bool) -> Iterator[None]:
+    """This process's environment as Ray and its workers inherit it: this script and this
+    hpcopt importable, Sionna RT on the GPU (``cuda``: an error where it cannot be) or the
+    CPU. Without ``cuda`` the GPUs are declared, not real: Ray would refuse more than
+    ``CUDA_VISIBLE_DEVICES`` lists, so it is dropped."""
     saved = dict(os.environ)
-    os.environ.update(PYTHONPATH=_python_path(), HPCOPT_SIONNA_DEVICE=sionna_device)
+    os.environ.update(PYTHONPATH=_python_path(), HPCOPT_SIONNA_DEVICE="cuda" if cuda else "cpu")
+    if not cuda:
+        os.environ.pop("CUDA_VISIBLE_DEVICES", None)
     try:
         yield
     finally:
@@ -569,7 +573,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.monotonic()
     budgets = ", ".join(f"{name} {s:g} s" for name, s in BUDGET_S.items())
     mode = " (CPU dry run)" if args.cpu_dry_run else ""
-    print(f"GPU check{mode}: {os.cpu_count()} CPUs; budgets {budgets}")
+    print(f"GPU check{mode}: {os.cpu_count()} CPUs; budgets {budgets}", flush=True)
     if not args.cpu_dry_run and shutil.which("nvidia-smi"):
         query = ["nvidia-smi", "--query-gpu=index,name,memory.total,driver_version"]
         subprocess.run([*query, "--format=csv,noheader"], timeout=30)
