@@ -67,7 +67,7 @@ P5_TOLERANCE_DB = 0.25
 well below the 1 dB Monte Carlo noise of P5 at 1e5 rays, so an optimiser would not see it."""
 ACTORS_PER_GPU, DRY_GPUS = 4, 4
 MATMUL, DRY_MATMUL = 4096, 256  # side of the probe's float32 matrices
-BUDGET_S = {"torch dPBE": 90.0, "Sionna RT": 100.0, "Ray GPUs": 100.0}
+BUDGET_S = {"torch dPBE": 80.0, "Sionna RT": 80.0, "Ray GPUs": 100.0}
 
 
 class CheckFailed(RuntimeError):
@@ -194,7 +194,9 @@ def sionna_rt(run: Run) -> Result:
     a, b = fast["rss"], llvm["rss"]
     lit_a, lit_b = np.isfinite(a), np.isfinite(b)
     both = lit_a & lit_b
-    db = np.abs(a[both] - b[both]) if both.any() else np.array([np.inf])
+    if not both.any():
+        raise CheckFailed("no cell is lit on both variants' maps")
+    db = np.abs(a[both] - b[both])
     one_only = float(np.mean(lit_a != lit_b))
     dp5 = float(np.abs(fast["p5"] - llvm["p5"]).max())
     print(
@@ -208,10 +210,9 @@ def sionna_rt(run: Run) -> Result:
             raise CheckFailed(f"ran on {m['variant']} ({m['why']}), not {variant}")
     if not dp5 <= P5_TOLERANCE_DB:
         raise CheckFailed(f"P5 differs by {dp5:.3f} dB between the variants")
+    rates = " vs ".join(f"{m['variant'].split('_')[0]} {m['maps_per_s']:.1f}" for m in (fast, llvm))
     return Result(
-        "PASS",
-        f"{fast['maps_per_s']:.1f} vs {llvm['maps_per_s']:.1f} maps/s; P5 within {dp5:.3f} dB, "
-        f"max |dB| {db.max():.1e} over cells lit on both",
+        "PASS", f"{rates} maps/s; P5 within {dp5:.3f} dB, max |dB| {db.max():.1e} on lit cells"
     )
 
 
