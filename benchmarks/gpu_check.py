@@ -27,7 +27,8 @@ Then a summary table, PASS / FAIL / SKIPPED per section; exit status 1 if a sect
 failed, else 0. Without CUDA (torch sees none, and there is no ``nvidia-smi`` or
 ``CUDA_VISIBLE_DEVICES`` hides every GPU) it says so, names the sections it skipped and
 exits 0 without starting anything. ``--cpu-dry-run`` runs the same code on the CPU: torch
-on cpu vs cpu at batches of 8 and 32, LLVM vs LLVM, a Ray with 4 declared (logical) GPUs.
+on cpu vs cpu at batches of 8 and 32, LLVM vs LLVM at 3 placements, a Ray with 4 declared
+(logical) GPUs whose 16 actors multiply on the CPU, and one radio map on LLVM.
 """
 
 from __future__ import annotations
@@ -63,8 +64,9 @@ AGREEMENT = 10 * RTOL
 run in another order and may so take other steps, stays within a few ``rtol``."""
 PLACEMENTS, DRY_PLACEMENTS = 10, 3
 P5_TOLERANCE_DB = 0.25
-"""Largest P5 difference between the variants at one placement (same seed, same rays):
-well below the 1 dB Monte Carlo noise of P5 at 1e5 rays, so an optimiser would not see it."""
+"""Largest P5 difference between the variants at one placement, with the same seed: well
+below the 1 dB Monte Carlo noise of P5 at 1e5 rays, so an optimiser would not tell them
+apart. A first guess, not yet measured on a GPU."""
 ACTORS_PER_GPU, DRY_GPUS = 4, 4
 MATMUL, DRY_MATMUL = 4096, 256  # side of the probe's float32 matrices
 BUDGET_S = {"torch dPBE": 80.0, "Sionna RT": 80.0, "Ray GPUs": 100.0}
