@@ -86,9 +86,12 @@ class ExperimentFit:
 
     def score(self, points: np.ndarray) -> list[Evaluation]:
         """This experiment's cost at each of ``points`` ``(B, d)``, ``solver.batch_size``
-        parameter sets integrated at a time; ``extras`` hold ``top_mass_fraction`` and
+        parameter sets integrated at a time (all of them with the torch backend, whose
+        members step alone); ``extras`` hold ``top_mass_fraction`` and
         ``fines_fraction``."""
         size = self.run.model.solver.batch_size
+        if self.solver.members_step_alone:
+            size = max(len(points), 1)
         out: list[Evaluation] = []
         for start in range(0, len(points), size):
             out += self._score(points[start : start + size])
