@@ -57,6 +57,7 @@ from hpcopt.problems.pbe.kernels import (
     breakage_rate,
     efficiency_weights,
     kernel_shape,
+    parameter_array,
     parameter_names,
     rate_dimension_error,
     spread_error,
@@ -219,7 +220,7 @@ class Solver:
         missing = [k for k in self.model.parameters() if k not in params]
         if missing:
             raise ValueError(f"missing parameter values: {', '.join(missing)}")
-        p = {k: np.atleast_1d(np.asarray(v, dtype=float)) for k, v in params.items()}
+        p = {k: np.atleast_1d(parameter_array(v)) for k, v in params.items()}
         B = max(len(v) for v in p.values()) if p else 1
         p = {k: np.broadcast_to(v, (B,)) for k, v in p.items()}
         rates = _Rates(B=B)
@@ -246,7 +247,7 @@ class Solver:
         from the breakage rates ``S`` ``(B, n)`` and fragment matrices ``F``: the
         fragments born (``F S``) and, in the first ``n`` rows, the parents lost (``-S``)."""
         B, n = S.shape
-        L = np.zeros((B, self.rows, n))
+        L = np.zeros((B, self.rows, n), dtype=np.result_type(S, F))
         L[:, self.fragment_rows] = F * S[:, None, :]
         diagonal = np.arange(n)
         L[:, diagonal, diagonal] -= S
