@@ -59,8 +59,8 @@ def _complex_step(
         # a kernel that drops the imaginary part would give a zero derivative silently
         warnings.simplefilter("error", np.exceptions.ComplexWarning)
         rates = solver.rates(shifted)
-    d_beta = None if rates.beta is None else solver._tensor(rates.beta.imag / h[None, :])
-    d_L = None if rates.L is None else solver._tensor(rates.L.imag / h[:, None, None])
+    d_beta = None if rates.beta is None else solver.to_device(rates.beta.imag / h[None, :])
+    d_L = None if rates.L is None else solver.to_device(rates.L.imag / h[:, None, None])
     return d_beta, d_L
 
 

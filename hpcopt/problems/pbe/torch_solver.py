@@ -7,11 +7,14 @@ whose pair operator (``M``, ``Z``) and cell-average placement (:mod:`.cat`,
 same code on ``(B, n)`` tensors; rates (kernels, breakage rates, fragment matrices) are
 the numpy solver's, converted.
 
-The integrator is Rodas3 (Sandu et al. 1997, as in KPP): four stages, one LU of
-``I / (gamma h) - J`` per step, order 3 with an embedded order-2 solution, L-stable and
-stiffly accurate. Each member of the batch has its own time, step size and error control
-(the RMS over its classes of the error over ``atol + rtol |y|``, SciPy's norm), lands on
-every output time, and fails alone: a budget overrun (right-hand-side evaluations or wall
+The integrator is a Rosenbrock method, Rodas4 (Hairer & Wanner 1996: six stages, order 4
+with an embedded order-3 solution) or Rodas3 (Sandu et al. 1997: four stages, order 3),
+both L-stable and stiffly accurate, with one batched LU of ``I / (gamma h) - J`` a step.
+On the dPBE at rtol 1e-6 Rodas4 takes about a third of Rodas3's steps.
+
+Each member of the batch has its own time, step size and error control (the RMS over its
+classes of the error over ``atol + rtol |y|``, SciPy's norm), lands on every output
+time, and fails alone: a budget overrun (right-hand-side evaluations or wall
 time), a non-finite right-hand side, a step size below round-off, then the numpy solver's
 checks (negative, non-finite, volume drift). The step sequence is chosen without
 gradients, so autograd through a solve differentiates the discrete scheme on that
@@ -135,17 +138,17 @@ class TorchSolver(Solver):
         self.device = torch.device(device)
         if hasattr(self, "pairs"):
             self.pairs = PairOperator(
-                self._tensor(self.pairs.first),
-                self._tensor(self.pairs.second),
+                self.to_device(self.pairs.first),
+                self.to_device(self.pairs.second),
                 self._sparse(self.pairs.M),
                 self._sparse(self.pairs.Z),
             )
         if self.cell_average:
             self.cells = self._placement(self.cells)
-        self.y0_t = self._tensor(self.y0)
-        self.atol_t = self._tensor(self.atol)
+        self.y0_t = self.to_device(self.y0)
+        self.atol_t = self.to_device(self.atol)
 
-    def _tensor(self, a: np.ndarray) -> torch.Tensor:
+    def to_device(self, a: np.ndarray) -> torch.Tensor:
         a = np.asarray(a)
         dtype = torch.float64 if a.dtype.kind == "f" else None
         return torch.as_tensor(a, dtype=dtype, device=self.device)
@@ -166,7 +169,7 @@ class TorchSolver(Solver):
         if isinstance(cells, BilinearCellAverage):
             return BilinearCellAverage(tuple(self._placement(a) for a in cells.axes))
         arrays = {
-            f.name: self._tensor(getattr(cells, f.name))
+            f.name: self.to_device(getattr(cells, f.name))
             for f in dataclasses.fields(cells)
             if isinstance(getattr(cells, f.name), np.ndarray)
         }
@@ -177,7 +180,7 @@ class TorchSolver(Solver):
         rates = self.rates(params)
 
         def convert(a: np.ndarray | None) -> torch.Tensor | None:
-            return None if a is None else self._tensor(a)
+            return None if a is None else self.to_device(a)
 
         return _Rates(
             B=rates.B,
