@@ -11,13 +11,13 @@ from pydantic import ValidationError
 
 pytest.importorskip("torch")
 
-from hpcopt.cli import main
 from hpcopt.problems.pbe.forward import build_solver, solver_backend
 from hpcopt.problems.pbe.grid import Grid
 from hpcopt.problems.pbe.sections import MODEL_KEYS, PBEModel
 from hpcopt.problems.pbe.solver import Model, Solver
 from hpcopt.problems.pbe.torch_solver import METHODS, TorchSolver
 
+from .test_problem import expand_with_problem
 from .test_solver import ALL_1D, ALL_2D, TIMES, exponential_start, moments, primary_2d
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -189,13 +189,9 @@ def test_the_backend_setting_is_checked_and_auto_picks_numpy_without_cuda() -> N
 def test_a_bad_backend_is_a_config_error_naming_the_allowed_ones(tmp_path: Path, capsys) -> None:
     with pytest.raises(ValidationError, match="'numpy', 'torch' or 'auto'"):
         PBEModel(solver={"backend": "jax"})
-    path = tmp_path / "bad.yaml"
-    path.write_text(
-        "name: bad\noutput_dir: out\ntrials:\n  - name: t\n    method: {name: ga}\n"
-        "    problem: {name: pbe, solver: {backend: jax}}\n"
-    )
-    assert main(["expand", str(path)]) == 2
-    assert "backend" in capsys.readouterr().err
+    code, err = expand_with_problem(tmp_path, capsys, "{name: pbe, solver: {backend: jax}}")
+    assert code == 2
+    assert "backend" in err
 
 
 def test_the_problem_scores_a_whole_batch_with_the_torch_backend_as_with_numpy(
