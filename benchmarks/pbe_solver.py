@@ -8,9 +8,12 @@ constant-kernel 1-D case adds the error of the number of particles against the c
 form. The three cases are then solved with both discretisations side by side (fixed pivot
 and cell average), with the constant kernel's second moment against its closed form in
 1-D, and the constant kernel's number and second moments in 2-D. Then 64 parameter sets
-are solved as one batch and as 64 single solves.
+are solved as one batch and as 64 single solves. Last, the torch backend beside SciPy
+(issue 17): 2-D 10 classes at 64 sets against 64 SciPy single solves (target 3x faster),
+1-D 30 classes at 256 sets against the SciPy batch (target 2x), with the largest
+disagreement between the two.
 
-    python benchmarks/pbe_solver.py [--batch 64] [--repeat 3]
+    python benchmarks/pbe_solver.py [--batch 64] [--repeat 3] [--only torch]
 
 Everything runs on one BLAS thread, as a worker with one CPU does (hpcopt caps its pools
 at ``cpus_per_worker``); benchmarks/pbe_threads.py shows what the default pool costs.
@@ -24,6 +27,9 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
+from functools import partial
+from typing import Any
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -228,18 +234,70 @@ def batched(batch: int) -> None:
         )
 
 
+def torch_beside_scipy(repeat: int) -> None:
+    """The torch backend (Rodas4, CPU, one thread) beside SciPy BDF at rtol 1e-6: wall time
+    of the best of ``repeat``, and the largest difference of a class's number over the
+    largest class at that time and set."""
+    import torch
+
+    from hpcopt.problems.pbe.torch_solver import TorchSolver
+
+    torch.set_num_threads(1)
+    print(f"\ntorch beside SciPy, CPU, one thread (best of {repeat})")
+    print(
+        f"{'case':18} {'sets':>5} {'SciPy as':>11} {'SciPy s':>8} {'torch s':>8} "
+        f"{'speed-up':>9} {'max diff':>9} {'torch steps':>12}"
+    )
+    rng = np.random.default_rng(0)
+    for dim, classes, batch, singles in ((2, 10, 64, True), (1, 30, 256, False)):
+        grid, n0, params = case(dim, classes)
+        model = Model(grid, "shear", "power_law", "power_law")
+        sets = {k: v * np.exp(rng.normal(0, 0.2, batch)) for k, v in params.items()}
+        solver, torch_solver = Solver(model, n0), TorchSolver(model, n0)
+        t_scipy, ref = best_of(partial(scipy_solves, solver, sets, singles), repeat)
+        t_torch, sol = best_of(partial(torch_solver.solve, sets, T), repeat)
+        scale = np.abs(ref).max(axis=-1, keepdims=True)
+        diff = float(np.abs((sol.N - ref) / scale).max())
+        label = "singles" if singles else "one batch"
+        print(
+            f"{f'{dim}-D, {classes} classes':18} {batch:5d} {label:>11} {t_scipy:8.2f} "
+            f"{t_torch:8.2f} {t_scipy / t_torch:8.2f}x {diff:9.1e} {max(sol.steps):12d}"
+        )
+
+
+def scipy_solves(solver: Solver, sets: dict[str, np.ndarray], singles: bool) -> np.ndarray:
+    """SciPy's solution of every set, ``(B, T, n)``: one solve each, or one batch."""
+    if not singles:
+        return solver.solve(sets, T).N
+    B = len(next(iter(sets.values())))
+    return np.concatenate([solver.solve({k: v[b] for k, v in sets.items()}, T).N for b in range(B)])
+
+
+def best_of(run: Callable[[], Any], repeat: int) -> tuple[float, Any]:
+    """The shortest wall time of ``repeat`` calls of ``run`` and the last result."""
+    best, out = np.inf, None
+    for _ in range(repeat):
+        start = time.perf_counter()
+        out = run()
+        best = min(best, time.perf_counter() - start)
+    return best, out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--only", choices=["torch"], help="run only the torch comparison")
     args = parser.parse_args()
     # after the imports: a BLAS library loaded later would keep its default pool
     with threadpool_limits(limits=1):
-        single_solves(args.repeat)
-        constant_kernel_accuracy()
-        discretisations(args.repeat)
-        constant_kernel_2d()
-        batched(args.batch)
+        if args.only != "torch":
+            single_solves(args.repeat)
+            constant_kernel_accuracy()
+            discretisations(args.repeat)
+            constant_kernel_2d()
+            batched(args.batch)
+        torch_beside_scipy(args.repeat)
 
 
 if __name__ == "__main__":

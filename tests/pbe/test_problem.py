@@ -84,14 +84,21 @@ def test_bad_sections_are_refused_with_what_is_wrong(changes: dict, message: str
         PBEConfig(**section(**changes))
 
 
-def test_a_bad_pbe_config_exits_2_naming_the_key(tmp_path: Path, capsys) -> None:
+def expand_with_problem(tmp_path: Path, capsys, problem: str) -> tuple[int, str]:
+    """``hpcopt expand`` of a one-trial campaign whose problem is ``problem`` (YAML flow
+    text): its exit code and standard error."""
     path = tmp_path / "bad.yaml"
     path.write_text(
         "name: bad\noutput_dir: out\ntrials:\n  - name: t\n"
-        "    method: {name: ga}\n    problem: {name: pbe, grids: {}}\n"
+        f"    method: {{name: ga}}\n    problem: {problem}\n"
     )
-    assert main(["expand", str(path)]) == 2
-    assert "grids" in capsys.readouterr().err
+    return main(["expand", str(path)]), capsys.readouterr().err
+
+
+def test_a_bad_pbe_config_exits_2_naming_the_key(tmp_path: Path, capsys) -> None:
+    code, err = expand_with_problem(tmp_path, capsys, "{name: pbe, grids: {}}")
+    assert code == 2
+    assert "grids" in err
 
 
 def test_noise_free_synthetic_data_cost_nothing_at_the_truth() -> None:

@@ -31,7 +31,8 @@ the first non-zero pivot, number and volume kept.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from types import ModuleType
+from typing import Any, Literal
 
 import numpy as np
 import scipy.sparse as sp
@@ -41,6 +42,17 @@ from hpcopt.problems.pbe.operators import FragmentOperator, PairOperator, pairs_
 
 Discretisation = Literal["fixed_pivot", "cell_average"]
 DISCRETISATIONS: tuple[Discretisation, ...] = ("fixed_pivot", "cell_average")
+
+
+def namespace(a: Any) -> ModuleType:
+    """The array library of ``a``: torch for a torch tensor (imported only then), else
+    numpy. The placement of births runs on both, so that the torch solver
+    (:mod:`.torch_solver`) uses this module's arithmetic rather than a copy of it."""
+    if type(a).__module__.startswith("torch"):
+        import torch
+
+        return torch
+    return np
 
 
 def cell_of(edges: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -182,7 +194,8 @@ class CellAverage:
         # nothing lands above the last pivot but by round-off (or in a Newton iterate):
         # shared with the pivot below, such a birth keeps its volume and number
         up = (up | self.only_up) & ~self.only_down
-        return up, np.where(up[None], self.upper[:, None, :], self.lower[:, None, :])
+        xp = namespace(number)
+        return up, xp.where(up[None], self.upper[:, None, :], self.lower[:, None, :])
 
 
 def move(values: np.ndarray, up: np.ndarray, stride: int) -> np.ndarray:
@@ -190,13 +203,13 @@ def move(values: np.ndarray, up: np.ndarray, stride: int) -> np.ndarray:
     where ``up`` (``(B, n)``), else to the one ``stride`` below; what would leave the
     classes is dropped (nothing is placed there: see ``only_up`` and ``only_down``)."""
     mask = up.reshape(up.shape + (1,) * (values.ndim - up.ndim))
-    upward = np.where(mask, values, 0.0)
+    upward = namespace(values).where(mask, values, 0.0)
     return shift(upward, stride) + shift(values - upward, -stride)
 
 
 def shift(values: np.ndarray, offset: int) -> np.ndarray:
     """``values`` moved by ``offset`` classes along axis 1, what leaves dropped."""
-    out = np.zeros_like(values)
+    out = namespace(values).zeros_like(values)
     if offset > 0:
         out[:, offset:] = values[:, :-offset]
     elif offset < 0:

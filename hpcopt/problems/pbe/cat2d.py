@@ -40,7 +40,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hpcopt.problems.pbe.cat import CellAverage, move, shift
+from hpcopt.problems.pbe.cat import CellAverage, move, namespace, shift
 from hpcopt.problems.pbe.grid import Grid
 
 
@@ -114,7 +114,7 @@ class BilinearCellAverage:
         component 2, ``both`` at the neighbour in both."""
         s1, s2 = self.axes[0].stride, self.axes[1].stride
         mask = up1.reshape(up1.shape + (1,) * (both.ndim - up1.ndim))
-        upward = np.where(mask, both, 0.0)
+        upward = namespace(both).where(mask, both, 0.0)
         # moved along component 2 first, while the side in component 1 is still the cell's
         corner = shift(move(upward, up2, s2), s1) + shift(move(both - upward, up2, s2), -s1)
         return own + move(next1, up1, s1) + move(next2, up2, s2) + corner
@@ -124,8 +124,9 @@ def _share(own: np.ndarray, number: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     """The share ``own / number`` clipped to ``[0, 1]`` (1 for an empty cell), and where it
     was not clipped (as 0 or 1, to weigh derivatives). Clipping only acts on sums no
     non-negative state gives; it keeps the births bounded where ``number`` nears 0."""
+    xp = namespace(number)
     empty = number == 0
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        raw = np.where(empty, 1.0, own / np.where(empty, 1.0, number))
+        raw = xp.where(empty, 1.0, own / xp.where(empty, 1.0, number))
     inside = (raw >= 0.0) & (raw <= 1.0)
-    return np.clip(raw, 0.0, 1.0), inside.astype(float)
+    return xp.clip(raw, 0.0, 1.0), xp.where(inside, 1.0, 0.0)

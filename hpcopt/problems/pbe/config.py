@@ -119,6 +119,30 @@ class PBEConfig(ProblemConfig, PBEModel):
         return Space(p.param() for p in self.parameters)
 
     @property
+    def has_gradient(self) -> bool:
+        """Exact gradients (:mod:`.gradient`) with the torch backend and a differentiable
+        model and cost in every experiment (:meth:`gradient_error`)."""
+        return not self.gradient_error()
+
+    def gradient_error(self) -> str:
+        """Why this fit has no exact gradients, or ``""``."""
+        if self.solver.backend != "torch":
+            return "exact gradients need solver.backend: torch (the autograd of its solve)"
+        for run in self.resolved_experiments():
+            where = f"experiment {run.name!r}: " if run.name else ""
+            if run.smoothing == "kde":
+                return f"{where}smoothing: kde has no torch version to differentiate; use none"
+            m = run.model
+            if m.breakage != "none" and m.fragments == "product_power_law":
+                return (
+                    f"{where}fragments: product_power_law has no exact derivative here "
+                    "(SciPy's incomplete beta function takes no complex step)"
+                )
+            if m.breakage != "none" and m.dim == 2 and m.fragment_composition == "spread":
+                return f"{where}fragment_composition: spread has no exact derivative here"
+        return ""
+
+    @property
     def label(self) -> str:
         mechanisms = f"{self.agglomeration}/{self.breakage}"
         if not self.experiments:

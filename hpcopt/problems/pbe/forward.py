@@ -7,6 +7,7 @@ how many particles it holds (``fines_fraction``).
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,16 +73,31 @@ def build_solver(config: PBEModel, data: PSDData | None = None) -> tuple[Solver,
         size_correction=config.size_correction.correction(),
     )
     s = config.solver
-    solver = Solver(
-        model,
-        initial_numbers(config, grid, sizes, data),
-        rtol=s.rtol,
-        atol=s.atol,
-        method=s.method,
-        max_rhs_evals=s.max_rhs_evals,
-        max_wall_s=s.max_wall_s,
-    )
+    n0 = initial_numbers(config, grid, sizes, data)
+    limits = {"max_rhs_evals": s.max_rhs_evals, "max_wall_s": s.max_wall_s}
+    if solver_backend(s.backend) == "numpy":
+        solver = Solver(model, n0, rtol=s.rtol, atol=s.atol, method=s.method, **limits)
+    else:
+        from hpcopt.problems.pbe.torch_solver import TorchSolver, default_device
+
+        solver = TorchSolver(model, n0, rtol=s.rtol, atol=s.atol, device=default_device(), **limits)
     return solver, sizes
+
+
+def solver_backend(backend: str) -> str:
+    """The backend ``solver.backend`` names on this machine: ``auto`` is torch where torch
+    sees a CUDA device, else numpy. ImportError when torch is asked for and missing."""
+    if backend == "numpy":
+        return "numpy"
+    if importlib.util.find_spec("torch") is None:
+        if backend == "auto":
+            return "numpy"
+        raise ImportError("solver.backend: torch needs torch installed (pip install hpcopt[torch])")
+    if backend == "torch":
+        return "torch"
+    import torch
+
+    return "torch" if torch.cuda.is_available() else "numpy"
 
 
 def initial_numbers(config: PBEModel, grid: Grid, sizes: Sizes, data: PSDData | None) -> np.ndarray:

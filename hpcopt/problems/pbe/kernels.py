@@ -259,6 +259,14 @@ def efficiency_weights(vol_i: np.ndarray, vol_j: np.ndarray) -> np.ndarray:
     return np.stack([w11, 1.0 - w11 - w22, w22], axis=1)
 
 
+def parameter_array(values: object) -> np.ndarray:
+    """Parameter values as a float array, or a complex one where they are complex: the
+    complex-step derivatives of :mod:`.gradient` pass through every kernel that allows it
+    (``product_power_law``'s incomplete beta function does not, and says so)."""
+    a = np.asarray(values)
+    return a.astype(complex if np.iscomplexobj(a) else float)
+
+
 def breakage_rate(
     rate: BreakageRate, volumes: np.ndarray, v_ref: float, params: dict[str, np.ndarray]
 ) -> np.ndarray:
@@ -272,7 +280,7 @@ def breakage_rate(
         raise ValueError(error)
     total = volumes.sum(axis=1)
     V = (total / v_ref)[None, :]
-    p = {k: np.asarray(v, dtype=float)[:, None] for k, v in params.items()}
+    p = {k: parameter_array(v)[:, None] for k, v in params.items()}
     if rate == "constant":
         return np.broadcast_to(p["pl_P1"], (p["pl_P1"].shape[0], len(total))) * (V > 0)
     if rate == "linear":
@@ -314,7 +322,7 @@ def fragment_moments(
         shape = (1, *x.shape[1:])
         return np.stack([np.broadcast_to(p, shape) for p in (p0, p1, p2)])
     if fragments == "power_law":
-        nu = np.asarray(params["pl_v"], dtype=float).reshape((-1,) + (1,) * (x.ndim - 1))
+        nu = parameter_array(params["pl_v"]).reshape((-1,) + (1,) * (x.ndim - 1))
         return np.stack(
             [
                 (nu + 1) / nu * x**nu,
@@ -323,20 +331,20 @@ def fragment_moments(
             ]
         )
     if fragments == "parabolic_power_law":
-        nu = np.asarray(params["pl_v"], dtype=float).reshape((-1,) + (1,) * (x.ndim - 1))
+        nu = parameter_array(params["pl_v"]).reshape((-1,) + (1,) * (x.ndim - 1))
         k = (nu + 2) * (nu + 1)
         return np.stack(
             [k * (x ** (nu + m) / (nu + m) - x ** (nu + m + 1) / (nu + m + 1)) for m in range(3)]
         )
     if fragments == "product_power_law":
         shape = (-1,) + (1,) * (x.ndim - 1)
-        nu = np.asarray(params["pl_v"], dtype=float).reshape(shape)
-        q = np.asarray(params["pl_q"], dtype=float).reshape(shape)
+        nu = parameter_array(params["pl_v"]).reshape(shape)
+        q = parameter_array(params["pl_q"]).reshape(shape)
         a, b = q, q * (nu - 1)
         # ∫_0^x s^m nu s^(a-1) (1-s)^(b-1) / B(a, b) ds = nu I_x(a+m, b) B(a+m, b) / B(a, b)
         return np.stack([nu * betainc(a + m, b, x) * beta(a + m, b) / beta(a, b) for m in range(3)])
     if fragments == "parabolic":
-        c = np.asarray(params["parabolic_c"], dtype=float).reshape((-1,) + (1,) * (x.ndim - 1))
+        c = parameter_array(params["parabolic_c"]).reshape((-1,) + (1,) * (x.ndim - 1))
         z, z0 = x - 0.5, -0.5
         p0 = 2 * (1 - c) * x + 8 * c * (z**3 - z0**3)
         p1 = (1 - c) * x**2 + 6 * c * (z**4 - z0**4) + 4 * c * (z**3 - z0**3)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -86,9 +87,12 @@ class ExperimentFit:
 
     def score(self, points: np.ndarray) -> list[Evaluation]:
         """This experiment's cost at each of ``points`` ``(B, d)``, ``solver.batch_size``
-        parameter sets integrated at a time; ``extras`` hold ``top_mass_fraction`` and
+        parameter sets integrated at a time (all of them with the torch backend, whose
+        members step alone); ``extras`` hold ``top_mass_fraction`` and
         ``fines_fraction``."""
         size = self.run.model.solver.batch_size
+        if self.solver.members_step_alone:
+            size = max(len(points), 1)
         out: list[Evaluation] = []
         for start in range(0, len(points), size):
             out += self._score(points[start : start + size])
@@ -99,8 +103,48 @@ class ExperimentFit:
             sol = self.simulate(points)
         except Exception as exc:  # a parameter set the kernels cannot take, say
             return [Evaluation.failed(describe_exception(exc), raised=True) for _ in points]
+        return self._evaluations(sol, len(points))
+
+    def score_with_gradient(self, points: np.ndarray) -> list[Evaluation]:
+        """:meth:`score` in one batched torch solve, each successful evaluation with its
+        exact ``gradient`` ``(d,)`` (d cost / d natural-unit point; :mod:`.gradient`)."""
+        import torch
+
+        from hpcopt.problems.pbe import gradient
+
+        if not isinstance(self.solver, gradient.TorchSolver):
+            raise ValueError("exact gradients need solver.backend: torch")
+        names = self.space.names
+        x = torch.tensor(points, dtype=torch.float64, device=self.solver.device)
+        x.requires_grad_(True)
+        searched = {k: x[:, names.index(source)] for k, source in self.run.searched.items()}
+        try:
+            params = parameter_sets(self.run, points, names)
+            sol, N = gradient.solve_with_gradient(self.solver, params, searched, self.data.times)
+        except Exception as exc:  # a parameter set the kernels cannot take, say
+            return [Evaluation.failed(describe_exception(exc), raised=True) for _ in points]
+        sol = dataclasses.replace(sol, t=self.data.t, N=sol.N[:, self.data.time_index])
+        out = self._evaluations(sol, len(points))
+        ok = np.array([ev.ok for ev in out])
+        if ok.any():
+            R = N.new_tensor(self.sizes.R)
+            numbers = N[:, self.data.time_index] @ R.T
+            cost = gradient.total_cost(
+                self.terms,
+                lambda t: self.model_target_torch(numbers, t),
+                self.data_target,
+                self.data.quantity,
+            )
+            cost[torch.as_tensor(ok, device=x.device)].sum().backward()
+            grads = x.grad.detach().cpu().numpy()
+            for b in np.flatnonzero(ok):
+                out[b].gradient = grads[b]
+        return out
+
+    def _evaluations(self, sol: Solution, B: int) -> list[Evaluation]:
+        """The evaluations of a solution's ``B`` members: their cost, or why they failed."""
         ok = sol.ok
-        cost = np.full(len(points), np.nan)
+        cost = np.full(B, np.nan)
         if ok.any():
             N = self.sizes.numbers(sol.N[ok])
             with np.errstate(all="ignore"):
@@ -111,7 +155,7 @@ class ExperimentFit:
                     self.data.quantity,
                 )
         out = []
-        for b in range(len(points)):
+        for b in range(B):
             if sol.error[b]:
                 ev = Evaluation.failed(sol.error[b])
             elif not np.isfinite(cost[b]):
@@ -127,6 +171,20 @@ class ExperimentFit:
             ev.extras = {"top_mass_fraction": top, "fines_fraction": fines}
             out.append(ev)
         return out
+
+    def model_target_torch(self, N: Any, target: str) -> Any:
+        """:meth:`model_target` in torch (``smoothing: none``): from class numbers ``N``
+        ``(..., R, n)`` on the size axis, a tensor."""
+        import torch
+
+        from hpcopt.problems.pbe import gradient
+
+        s = self.sizes
+        if target.startswith("x_"):
+            Q = gradient.on_cells(N, s.x, s.edges, "Q3")
+            Q = torch.cat([torch.zeros_like(Q[..., :1]), Q], dim=-1)
+            return gradient.characteristic_size(s.edges, Q, int(target[2:]) / 100)
+        return gradient.on_cells(N, s.x, s.edges, target)
 
     def model_target(self, N: np.ndarray, target: str) -> np.ndarray:
         """The model's ``target`` from class numbers ``N`` ``(..., R, n)``."""
@@ -208,12 +266,20 @@ class PBEProblem(Problem):
         self, points: np.ndarray, gradient: bool | np.ndarray = False
     ) -> list[Evaluation]:
         points = np.atleast_2d(points)
+        wanted = np.broadcast_to(np.asarray(gradient, dtype=bool), (len(points),))
+        if wanted.any() and (reason := self.config.gradient_error()):
+            raise ValueError(f"gradient asked for, but {reason}")
         start = time.perf_counter()
-        parts = [e.score(points) for e in self.experiments]
+        if wanted.any():
+            parts = [e.score_with_gradient(points) for e in self.experiments]
+        else:
+            parts = [e.score(points) for e in self.experiments]
         each = (time.perf_counter() - start) / len(points)
         out = []
         for b, x in enumerate(points):
             ev = self._combine([p[b] for p in parts])
+            if not wanted[b]:
+                ev.gradient = None
             if self.truth is not None:
                 ev.extras.update(recovery_errors(self.space, x, self.truth))
             ev.wall_time_s = each
@@ -235,6 +301,8 @@ class PBEProblem(Problem):
             )
         else:
             ev = Evaluation(value=float(sum(w * p.value for _, w, p in named)))
+            if all(p.gradient is not None for p in parts):
+                ev.gradient = sum(w * p.gradient for _, w, p in named)
         ev.warning = "; ".join(f"{who}: {p.warning}" for who, _, p in named if p.warning)
         for key in ("top_mass_fraction", "fines_fraction"):
             values = [p.extras[key] for p in parts if key in p.extras]

@@ -237,15 +237,19 @@ class Synthetic(Section):
 
 
 class SolverSettings(Section):
-    """SciPy's stiff integrator and its limits; ``batch_size`` parameter sets are
-    integrated together as one block-diagonal system."""
+    """The integrator and its limits; ``batch_size`` parameter sets are integrated
+    together. ``backend``: ``numpy`` (SciPy's stiff ``method``, the batch one
+    block-diagonal system), ``torch`` (:mod:`.torch_solver`: Rodas4 on the worker's GPU
+    when torch sees one, else its CPU; ``method`` is not used) or ``auto`` (torch where
+    CUDA is available, else numpy)."""
 
+    backend: Literal["numpy", "torch", "auto"] = "numpy"
     method: Literal["BDF", "Radau"] = "BDF"
     rtol: float = Field(1e-6, gt=0, lt=1)
     atol: float = Field(1e-9, gt=0, lt=1)
     max_rhs_evals: int = Field(20000, ge=100)
     max_wall_s: float = Field(300.0, gt=0)
-    batch_size: int = Field(16, ge=1)
+    batch_size: int = Field(16, ge=1)  # the numpy backend's; torch solves a whole batch
 
 
 class PBEModel(Section):

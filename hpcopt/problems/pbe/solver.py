@@ -41,6 +41,7 @@ from hpcopt.problems.pbe.cat import (
     Discretisation,
     cell_average_fragments,
     cell_average_pairs,
+    namespace,
 )
 from hpcopt.problems.pbe.cat2d import BilinearCellAverage
 from hpcopt.problems.pbe.fragments2d import SpreadFragmentOperator
@@ -56,6 +57,7 @@ from hpcopt.problems.pbe.kernels import (
     breakage_rate,
     efficiency_weights,
     kernel_shape,
+    parameter_array,
     parameter_names,
     rate_dimension_error,
     spread_error,
@@ -139,6 +141,10 @@ class Solver:
     (pair lists, sparse operators, fragment integrals' geometry) is paid once here.
     """
 
+    # whether each parameter set of a batch has its own steps (then a batch of any size
+    # costs about its hardest member); SciPy steps a batch as one system
+    members_step_alone = False
+
     def __init__(
         self,
         model: Model,
@@ -214,7 +220,7 @@ class Solver:
         missing = [k for k in self.model.parameters() if k not in params]
         if missing:
             raise ValueError(f"missing parameter values: {', '.join(missing)}")
-        p = {k: np.atleast_1d(np.asarray(v, dtype=float)) for k, v in params.items()}
+        p = {k: np.atleast_1d(parameter_array(v)) for k, v in params.items()}
         B = max(len(v) for v in p.values()) if p else 1
         p = {k: np.broadcast_to(v, (B,)) for k, v in p.items()}
         rates = _Rates(B=B)
@@ -233,7 +239,19 @@ class Solver:
         if m.breakage != "none":
             rates.S = breakage_rate(m.breakage, self.volumes, m.v_ref, p) * self.grid.active()
             rates.F = self.fragments.matrices(m.fragments, p, B)
+            rates.L = self.breakage_operator(rates.S, rates.F)
         return rates
+
+    def breakage_operator(self, S: np.ndarray, F: np.ndarray) -> np.ndarray:
+        """Breakage is linear in the state: its gains are ``L @ y``, ``L`` ``(B, rows, n)``
+        from the breakage rates ``S`` ``(B, n)`` and fragment matrices ``F``: the
+        fragments born (``F S``) and, in the first ``n`` rows, the parents lost (``-S``)."""
+        B, n = S.shape
+        L = np.zeros((B, self.rows, n), dtype=np.result_type(S, F))
+        L[:, self.fragment_rows] = F * S[:, None, :]
+        diagonal = np.arange(n)
+        L[:, diagonal, diagonal] -= S
+        return L
 
     def rhs(self, y: np.ndarray, rates: _Rates) -> np.ndarray:
         """``dy/dt`` for states ``y`` of shape ``(B, n)``."""
@@ -253,32 +271,30 @@ class Solver:
         cells = self._gains(y, rates)[:, n:]
         return d_gains[:, :n] + self.cells.births_jacobian(cells, d_gains[:, n:])
 
+    # The two below run on numpy arrays and, in :mod:`.torch_solver`, on torch tensors with
+    # the operators converted: one description of the discretisation for both backends.
     def _gains(self, y: np.ndarray, rates: _Rates) -> np.ndarray:
         """What the operators write for states ``y`` ``(B, n)``: ``(B, rows)``."""
-        B, n = y.shape
-        out = np.zeros((B, self.rows))
+        if rates.L is None:
+            out = zeros_like_shape(y, (y.shape[0], self.rows))
+        else:
+            out = (rates.L @ y[:, :, None])[:, :, 0]
         if rates.beta is not None:
-            yT = np.ascontiguousarray(y.T)
+            yT = transposed(y)
             r = rates.beta * yT[self.pairs.first] * yT[self.pairs.second]
-            out += (self.pairs.M @ r).T
-        if rates.S is not None:
-            sy = rates.S * y
-            out[:, self.fragment_rows] += np.matmul(rates.F, sy[:, :, None])[:, :, 0]
-            out[:, :n] -= sy
+            out = out + transposed(self.pairs.M @ r)
         return out
 
     def _gain_jacobian(self, y: np.ndarray, rates: _Rates) -> np.ndarray:
-        """``d gains / d y``, ``(B, rows, n)``."""
+        """``d gains / d y``, ``(B, rows, n)`` (breakage's part is ``rates.L`` itself)."""
         B, n = y.shape
-        jac = np.zeros((B, self.rows, n))
+        jac = zeros_like_shape(y, (B, self.rows, n)) if rates.L is None else rates.L
         if rates.beta is not None:
             pairs = self.pairs
-            yT = np.ascontiguousarray(y.T)
-            X = np.concatenate([rates.beta * yT[pairs.second], rates.beta * yT[pairs.first]])
-            jac += (pairs.Z @ X).T.reshape(B, self.rows, n)
-        if rates.S is not None:
-            jac[:, self.fragment_rows] += rates.F * rates.S[:, None, :]
-            jac[:, np.arange(n), np.arange(n)] -= rates.S
+            yT = transposed(y)
+            xp = namespace(y)
+            X = xp.concatenate([rates.beta * yT[pairs.second], rates.beta * yT[pairs.first]])
+            jac = jac + transposed(pairs.Z @ X).reshape(B, self.rows, n)
         return jac
 
     # -- integration -------------------------------------------------------------------
@@ -289,9 +305,7 @@ class Solver:
         Parameter sets are integrated together; when that fails, each is re-run alone so
         that one diverging set fails only itself.
         """
-        t = np.asarray(t, dtype=float)
-        if t.ndim != 1 or len(t) == 0 or t[0] < 0 or np.any(np.diff(t) <= 0):
-            raise ValueError("times must be a non-empty increasing sequence from t >= 0")
+        t = checked_times(t)
         rates = self.rates(params)
         start = time.perf_counter()
         y, error, evals, steps = self._integrate(rates, t)
@@ -303,7 +317,21 @@ class Solver:
             steps = [p[3][0] for p in parts]
         else:
             errors = [error] * rates.B
-        errors = [e or self._check(y[b]) for b, e in enumerate(errors)]
+        return self.solution(t, y, errors, evals, steps, start)
+
+    def solution(
+        self,
+        t: np.ndarray,
+        y: np.ndarray,
+        errors: list[str],
+        evals: int,
+        steps: list[int],
+        start: float,
+    ) -> Solution:
+        """The :class:`Solution` of scaled states ``y`` ``(B, T, n)`` at times ``t`` (s),
+        each member's integrator error (``""`` when it ran through) then checked by
+        :meth:`check`; ``start`` is the :func:`time.perf_counter` the solve began at."""
+        errors = [e or self.check(y[b]) for b, e in enumerate(errors)]
         N = np.where(np.array([not e for e in errors])[:, None, None], y * self.n_ref, np.nan)
         volume = np.where(np.isfinite(y), y, 0.0) * self.v
         top = volume[..., self.grid.on_top_edge()].sum(axis=-1)
@@ -342,11 +370,7 @@ class Solver:
             with np.errstate(all="ignore"):
                 marched = march(self.method, fun, jac, y0, t, B, self.rtol, self.atol)
         except _Budget:
-            why = (
-                f"the solver gave up after {self.max_rhs_evals} right-hand-side evaluations "
-                f"or {self.max_wall_s:g} s (a stiff or diverging parameter set)"
-            )
-            return np.full((B, len(t), n), np.nan), why, counter["rhs"], [0]
+            return np.full((B, len(t), n), np.nan), self.budget_reason(), counter["rhs"], [0]
         except (RuntimeError, ValueError, ArithmeticError, np.linalg.LinAlgError) as exc:
             # LAPACK and SuperLU refuse singular or non-finite Jacobians this way
             why = f"the integrator failed: {type(exc).__name__}: {exc}"
@@ -356,7 +380,14 @@ class Solver:
         y, steps = marched
         return y, "", counter["rhs"], [steps]
 
-    def _check(self, y: np.ndarray) -> str:
+    def budget_reason(self) -> str:
+        """Why a solve that ran out of right-hand-side evaluations or time failed."""
+        return (
+            f"the solver gave up after {self.max_rhs_evals} right-hand-side evaluations "
+            f"or {self.max_wall_s:g} s (a stiff or diverging parameter set)"
+        )
+
+    def check(self, y: np.ndarray) -> str:
         """Why a solved trajectory ``(T, n)`` cannot be trusted, or ``""``."""
         if not np.all(np.isfinite(y)):
             return "the solution is not finite"
@@ -369,16 +400,38 @@ class Solver:
         return ""
 
 
+def checked_times(t: np.ndarray) -> np.ndarray:
+    """Output times (s) as a float array; ValueError unless increasing from ``t >= 0``."""
+    t = np.asarray(t, dtype=float)
+    if t.ndim != 1 or len(t) == 0 or t[0] < 0 or np.any(np.diff(t) <= 0):
+        raise ValueError("times must be a non-empty increasing sequence from t >= 0")
+    return t
+
+
+def zeros_like_shape(a: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Zeros of ``shape`` in ``a``'s library, dtype and (for torch) device."""
+    if isinstance(a, np.ndarray):
+        return np.zeros(shape, dtype=a.dtype)
+    return a.new_zeros(shape)
+
+
+def transposed(a: np.ndarray) -> np.ndarray:
+    """A 2-D array's transpose, contiguous: states ``(B, n)`` as ``(n, B)`` (gathering a
+    pair's partners then copies whole rows), products ``(rows, B)`` as ``(B, rows)``."""
+    return np.ascontiguousarray(a.T) if isinstance(a, np.ndarray) else a.T.contiguous()
+
+
 @dataclass
 class _Rates:
     B: int
     beta: np.ndarray | None = None  # (P, B): pair-major
     S: np.ndarray | None = None  # (B, n)
     F: np.ndarray | None = None  # (B, n, n); with the cell average (B, (1 + dim) n, n)
+    L: np.ndarray | None = None  # (B, rows, n): breakage's gains are L @ y
 
     def select(self, b: int) -> _Rates:
         def pick(a: np.ndarray | None) -> np.ndarray | None:
             return None if a is None else a[b : b + 1]
 
         beta = None if self.beta is None else self.beta[:, b : b + 1].copy()
-        return _Rates(B=1, beta=beta, S=pick(self.S), F=pick(self.F))
+        return _Rates(B=1, beta=beta, S=pick(self.S), F=pick(self.F), L=pick(self.L))
