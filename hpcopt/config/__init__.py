@@ -263,6 +263,9 @@ def _label(value: Any) -> str:
 
 def _check_trial(trial: TrialConfig, where: str) -> list[str]:
     """Checks that need the problem's space: parameter names in the method config."""
+    reason = trial.problem.gradient_error()
+    if reason and getattr(trial.method, "gradient", None) == "problem":
+        return [f"{where}: method.gradient: 'problem' needs exact gradients, but {reason}"]
     try:
         space = trial.problem.space()
         build_method(

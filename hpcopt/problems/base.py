@@ -113,6 +113,11 @@ class ProblemConfig(BaseModel, ABC):
         """Whether the built problem returns exact gradients when asked."""
         return False
 
+    def gradient_error(self) -> str:
+        """Why a problem that can give exact gradients gives none as configured (a setting
+        to change), or ``""`` (it has them, or never has: nothing to change)."""
+        return ""
+
     def gradient_mask(self) -> np.ndarray:
         """Mask ``(d,)`` of the parameters whose derivative the built problem returns
         exactly when asked (the others come back NaN): all or none unless overridden."""

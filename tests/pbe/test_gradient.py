@@ -10,6 +10,7 @@ pytest.importorskip("torch")
 
 import torch
 
+from hpcopt.config import ConfigError, parse
 from hpcopt.problems.pbe import cost, gradient, psd
 from hpcopt.problems.pbe.config import PBEConfig
 from hpcopt.problems.pbe.grid import Grid
@@ -156,6 +157,15 @@ def test_a_fit_without_exact_gradients_says_why(changes: dict, reason: str) -> N
     config = PBEConfig(**spec)
     assert not config.has_gradient
     assert reason in config.gradient_error()
+
+
+def test_gd_on_exact_gradients_of_a_numpy_backend_fit_is_a_config_error_saying_why() -> None:
+    trial = {"name": "gd", "problem": section(), "method": {"name": "gd", "gradient": "problem"}}
+    with pytest.raises(ConfigError, match=r"method.gradient: 'problem' needs exact gradients, "
+                       r"but exact gradients need solver.backend: torch"):  # fmt: skip
+        parse({"name": "c", "trials": [trial]})
+    torch_fit = {**trial, "problem": section(solver={"backend": "torch"})}
+    assert parse({"name": "c", "trials": [torch_fit]}).trials[0].problem.has_gradient
 
 
 def test_asking_a_numpy_backend_fit_for_gradients_is_an_error() -> None:
