@@ -229,7 +229,8 @@ def _header(view: CampaignView) -> Panel:
     counts = Counter(t.status for t in view.trials)
     order = ["running", "pending", "completed", "failed"]
     shown = sorted(counts, key=lambda s: order.index(s) if s in order else len(order))
-    lines.append(Text("trials: " + ", ".join(f"{counts[s]} {s}" for s in shown)))
+    if shown:
+        lines.append(Text("trials: " + ", ".join(f"{counts[s]} {s}" for s in shown)))
     if where:
         lines.append(Text(f"driver: {where}"))
     if view.jobs:

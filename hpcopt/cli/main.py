@@ -1,8 +1,8 @@
 """The ``hpcopt`` command line.
 
 Exit status: 0 when every trial completed, 1 when a trial failed (``plot``: when a figure
-could not be made), 2 for a bad config, flag or campaign folder, 130 when interrupted
-(resume with ``hpcopt resume DIR``).
+could not be made), 2 for a bad config, flag or campaign folder, 130 when interrupted by
+Ctrl-C and 143 by SIGTERM (resume with ``hpcopt resume DIR``).
 """
 
 from __future__ import annotations
