@@ -310,7 +310,7 @@ class Solver:
         start = time.perf_counter()
         y, error, evals, steps = self._integrate(rates, t)
         if rates.B > 1 and error:
-            parts = [self._integrate(rates.select(b), t) for b in range(rates.B)]
+            parts = [self._integrate(rates.members(np.array([b])), t) for b in range(rates.B)]
             y = np.concatenate([p[0] for p in parts])
             errors = [p[1] for p in parts]
             evals += sum(p[2] for p in parts)
@@ -429,9 +429,12 @@ class _Rates:
     F: np.ndarray | None = None  # (B, n, n); with the cell average (B, (1 + dim) n, n)
     L: np.ndarray | None = None  # (B, rows, n): breakage's gains are L @ y
 
-    def select(self, b: int) -> _Rates:
-        def pick(a: np.ndarray | None) -> np.ndarray | None:
-            return None if a is None else a[b : b + 1]
+    def members(self, idx: np.ndarray) -> _Rates:
+        """The rates of the batch members ``idx`` (an index array, numpy or torch, as the
+        rates are), copied: ``beta`` stays pair-major and contiguous."""
 
-        beta = None if self.beta is None else self.beta[:, b : b + 1].copy()
-        return _Rates(B=1, beta=beta, S=pick(self.S), F=pick(self.F), L=pick(self.L))
+        def pick(a: np.ndarray | None) -> np.ndarray | None:
+            return None if a is None else a[idx]
+
+        beta = None if self.beta is None else self.beta[:, idx]
+        return _Rates(B=len(idx), beta=beta, S=pick(self.S), F=pick(self.F), L=pick(self.L))

@@ -231,7 +231,7 @@ class TorchSolver(Solver):
                 break
             idx_np = np.flatnonzero(active)
             idx = torch.as_tensor(idx_np, device=dev)
-            sub = rates if len(idx_np) == B else take(rates, idx)
+            sub = rates if len(idx_np) == B else rates.members(idx)
             ya, ta, proposed = y[idx], now[idx], h[idx]
             gap = times[k_next[idx]] - ta
             landing = proposed >= gap
@@ -310,13 +310,3 @@ class TorchSolver(Solver):
 def default_device() -> torch.device:
     """The worker's GPU where torch sees one (the first it is given), else its CPU."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def take(rates: _Rates, idx: torch.Tensor) -> _Rates:
-    """The rates of the members ``idx`` of a batch."""
-
-    def pick(a: torch.Tensor | None) -> torch.Tensor | None:
-        return None if a is None else a[idx]
-
-    beta = None if rates.beta is None else rates.beta[:, idx]
-    return _Rates(B=len(idx), beta=beta, S=pick(rates.S), F=pick(rates.F), L=pick(rates.L))
