@@ -1,4 +1,4 @@
-"""Multi-start gradient descent (Adam or AdamW) over the unit cube.
+"""Multi-start gradient descent (Adam, AdamW or BFGS) over the unit cube.
 
 Every start advances in lockstep: one batch per step holds each start's current point and,
 when the gradient is estimated, its probes. Gradients come from the problem, from central
@@ -20,13 +20,17 @@ import numpy as np
 from pydantic import Field, ValidationInfo, field_validator
 from scipy.stats import qmc
 
+from hpcopt.methods import quasi_newton
 from hpcopt.methods.base import Batch, Method, MethodConfig
 
 _START_DRAWS = 100  # Latin-hypercube draws of `starts` points tried before giving up
 
 # Options that only mean something under some setting: changing them otherwise is a mistake.
 _ONLY_WITH: dict[str, tuple[str, tuple[str, ...]]] = {
+    "betas": ("optimizer", ("adam", "adamw")),
+    "eps": ("optimizer", ("adam", "adamw")),
     "weight_decay": ("optimizer", ("adamw",)),
+    "lr_schedule": ("optimizer", ("adam", "adamw")),
     "lr_final_fraction": ("lr_schedule", ("cosine",)),
     "fd_step": ("gradient", ("auto", "fd")),
     "spsa_c": ("gradient", ("spsa",)),
@@ -44,12 +48,17 @@ class GDConfig(MethodConfig):
     yaw), those, and central finite differences along the others. ``fd`` and ``spsa``
     estimate every parameter, unless ``exact_gradients: true``: then only those the
     problem has no exact derivative for.
+
+    ``optimizer: bfgs`` steps along quasi-Newton directions with a backtracking line search
+    (:mod:`.quasi_newton`): fast on smooth, ill-conditioned losses such as a least-squares
+    fit; ``lr`` is then the length of each start's first step, the later ones come from
+    the curvature it has seen.
     """
 
     name: Literal["gd"]
     starts: int = Field(8, ge=1)
     steps: int = Field(100, ge=1)
-    optimizer: Literal["adam", "adamw"] = "adam"
+    optimizer: Literal["adam", "adamw", "bfgs"] = "adam"
     lr: float | dict[str, float] = 0.05
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = Field(1e-8, gt=0)
@@ -119,7 +128,9 @@ class GradientDescent(Method[GDConfig]):
     """Multi-start Adam/AdamW descent; all starts step in lockstep, one batch per step.
 
     State: ``step``; per start the current points ``x`` (N, d), Adam moments ``m`` and
-    ``v`` (N, d) and update counts ``t`` (N,); the best evaluated point ``best_u`` (d,) and
+    ``v`` (N, d) and update counts ``t`` (N,) (with BFGS instead: its accepted points,
+    losses and gradients, inverse Hessians, directions and step fractions,
+    :func:`.quasi_newton.start`); the best evaluated point ``best_u`` (d,) and
     ``best_loss`` (inf until one succeeds); ``rng``, the PCG64 state that draws SPSA
     directions.
     """
@@ -150,12 +161,15 @@ class GradientDescent(Method[GDConfig]):
         rng = np.random.Generator(np.random.PCG64(self.seed))
         x = self._draw_starts(rng)
         n, d = x.shape
+        if config.optimizer == "bfgs":
+            steps = quasi_newton.start(n, d)
+        else:
+            moments = np.zeros((n, d))
+            steps = {"m": moments, "v": moments.copy(), "t": np.zeros(n, dtype=np.int64)}
         self.state = {
             "step": 0,
             "x": x,
-            "m": np.zeros((n, d)),
-            "v": np.zeros((n, d)),
-            "t": np.zeros(n, dtype=np.int64),
+            **steps,
             **self.start_best(),
             "rng": rng.bit_generator.state,
         }
@@ -211,7 +225,17 @@ class GradientDescent(Method[GDConfig]):
             grad[:, self._exact] = np.where(np.isfinite(exact), exact, 0.0)
         self._used = np.full((len(plan.points), self.space.dim), np.nan)
         self._used[:n][valid] = grad[valid]
-        self.state["x"] = self._keep_feasible(self.state["x"], self._adam(grad, valid))
+        x = self.state["x"]
+        if self.config.optimizer == "bfgs":
+            s = self.state
+            proposed = quasi_newton.step(
+                s, x, losses[:n], grad, valid, self._lr, self.space.periodic
+            )
+            # an infeasible trial is shortened toward the point it steps from
+            x = np.where(np.isfinite(s["base_loss"])[:, None], s["base"], x)
+        else:
+            proposed = self._adam(grad, valid)
+        self.state["x"] = self._keep_feasible(x, proposed)
         if plan.rng is not None:
             self.state["rng"] = plan.rng
         self.state["step"] = step + 1

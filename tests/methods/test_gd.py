@@ -168,9 +168,10 @@ def test_gd_probe_direction_without_any_usable_probe_gets_zero_gradient():
     assert method.state["m"][0, 1] > 0.0
 
 
+@pytest.mark.parametrize("optimizer", ["adam", "bfgs"])
 @pytest.mark.parametrize("gradient", ["problem", "fd", "spsa"])
-def test_gd_never_asks_an_infeasible_point(gradient):
-    method = make(CUT_SPHERE, steps=40, lr=0.05, gradient=gradient)
+def test_gd_never_asks_an_infeasible_point(gradient, optimizer):
+    method = make(CUT_SPHERE, steps=40, lr=0.05, gradient=gradient, optimizer=optimizer)
     seen = drive(method, CUT_SPHERE)
     space = CUT_SPHERE.space()
     x = space.decode(np.concatenate([batch.points for batch, _ in seen]))
@@ -179,9 +180,10 @@ def test_gd_never_asks_an_infeasible_point(gradient):
     assert (x[:, 0] + x[:, 1] - 2.0).min() < 1e-3
 
 
-def test_gd_points_stay_in_the_unit_cube():
+@pytest.mark.parametrize("optimizer", ["adam", "bfgs"])
+def test_gd_points_stay_in_the_unit_cube(optimizer):
     problem = AnalyticConfig(name="analytic", function="sphere", dim=2, bounds={"x0": (1, 5)})
-    method = make(problem, steps=40, lr=0.1, gradient="problem")
+    method = make(problem, steps=40, lr=0.1, gradient="problem", optimizer=optimizer)
     seen = drive(method, problem)
     points = np.concatenate([batch.points for batch, _ in seen])
     assert points.min() >= 0.0 and points.max() <= 1.0
@@ -223,16 +225,14 @@ def test_gd_tell_rejects_losses_of_another_batch():
         method.tell(batch, np.zeros(8))
 
 
+ADAMW = {"optimizer": "adamw", "lr_schedule": "cosine"}
+
+
+@pytest.mark.parametrize("optimizer", [ADAMW, {"optimizer": "bfgs"}], ids=["adamw", "bfgs"])
 @pytest.mark.parametrize("gradient", ["problem", "fd", "spsa"])
 @pytest.mark.parametrize("interrupt", [0, 1, 7, 19])
-def test_gd_resumes_bit_identically(gradient, interrupt):
-    options = dict(
-        steps=20,
-        optimizer="adamw",
-        lr={"x0": 0.08, "default": 0.03},
-        lr_schedule="cosine",
-        gradient=gradient,
-    )
+def test_gd_resumes_bit_identically(optimizer, gradient, interrupt):
+    options = dict(steps=20, lr={"x0": 0.08, "default": 0.03}, gradient=gradient, **optimizer)
 
     def run(method, restart_at=None):
         asked = []
@@ -288,6 +288,12 @@ def test_gd_config_survives_a_dump_and_reload():
         ({"betas": (0.9, 1.0)}, "betas", "each must be in [0, 1)"),
         ({"weight_decay": 0.1}, "weight_decay", "only used with optimizer: adamw; this config"),
         ({"lr_final_fraction": 0.1}, "lr_final_fraction", "only used with lr_schedule: cosine"),
+        (
+            {"optimizer": "bfgs", "lr_schedule": "cosine"},
+            "lr_schedule",
+            "only used with optimizer: adam or adamw; this config has optimizer: bfgs",
+        ),
+        ({"optimizer": "bfgs", "betas": (0.5, 0.9)}, "betas", "only used with optimizer: adam"),
         ({"gradient": "spsa", "fd_step": 1e-3}, "fd_step", "only used with gradient: auto or fd"),
         ({"gradient": "fd", "spsa_c": 0.1}, "spsa_c", "only used with gradient: spsa"),
         ({"steps": 0}, "steps", "greater than or equal to 1"),
@@ -384,3 +390,59 @@ def test_a_periodic_parameter_goes_round_instead_of_sticking_at_its_bound():
     batch = method.ask()
     method.tell(batch, np.array([0.0]), np.array([[1.0]]))  # downhill is below 0
     assert 0.9 < method.state["x"][0, 0] < 1.0
+
+
+ROSENBROCK = AnalyticConfig(name="analytic", function="rosenbrock", dim=4)
+
+
+def test_bfgs_reaches_the_rosenbrock_minimum_in_steps_where_adam_does_not():
+    options = dict(starts=4, steps=40, lr=0.1, gradient="problem")
+    bfgs = make(ROSENBROCK, optimizer="bfgs", **options)
+    adam = make(ROSENBROCK, optimizer="adam", **options)
+    drive(bfgs, ROSENBROCK)
+    drive(adam, ROSENBROCK)
+    assert bfgs.best[1] < 1e-8
+    assert adam.best[1] > 1e-2
+
+
+def bfgs_at(point: list[float]) -> GradientDescent:
+    """One BFGS start on the sphere whose first point is ``point`` (unit coordinates)."""
+    method = make(SPHERE, starts=1, optimizer="bfgs", lr=0.1, gradient="problem")
+    method.load_state_dict({**method.state_dict(), "x": np.array([point])})
+    return method
+
+
+def test_bfgs_first_step_moves_the_steepest_parameter_by_the_learning_rate():
+    method = bfgs_at([0.5, 0.5, 0.5])
+    method.tell(method.ask(), np.array([1.0]), np.array([[2.0, -1.0, 0.0]]))
+    np.testing.assert_allclose(method.ask().points[0], [0.4, 0.55, 0.5])
+
+
+@pytest.mark.parametrize("loss", [1.5, np.nan], ids=["higher", "failed"])
+def test_bfgs_refused_trial_is_retried_closer_along_the_same_direction(loss):
+    method = bfgs_at([0.5, 0.5, 0.5])
+    method.tell(method.ask(), np.array([1.0]), np.array([[2.0, -1.0, 0.0]]))
+    trial = method.ask().points[0]
+    method.tell(method.ask(), np.array([loss]), np.array([[0.0, 0.0, 0.0]]))
+    retried = method.ask().points[0]
+    share = (retried[:2] - 0.5) / (trial[:2] - 0.5)
+    # the parabola through loss 1 with slope -0.25 and 1.5 at the trial: its minimum is 1/6
+    expected = 1 / 6 if np.isfinite(loss) else 0.5
+    np.testing.assert_allclose(share, expected)
+    assert retried[2] == 0.5
+
+
+def test_bfgs_accepted_trial_steps_to_the_minimum_of_a_quadratic_it_has_measured():
+    # On a 1-D quadratic the first curvature pair is exact: the next step lands on the minimum.
+    space = Space([Param("x", -1.0, 3.0)])
+    method = GradientDescent(
+        GDConfig(name="gd", starts=1, optimizer="bfgs", lr=0.1, gradient="problem"),
+        space,
+        0,
+        has_gradient=True,
+    )
+    method.load_state_dict({**method.state_dict(), "x": np.array([[0.9]])})
+    for _ in range(2):  # loss (u - 0.3)^2
+        u = method.ask().points[:, 0]
+        method.tell(method.ask(), (u - 0.3) ** 2, 2 * (u - 0.3)[:, None])
+    np.testing.assert_allclose(method.ask().points[0, 0], 0.3, atol=1e-12)
