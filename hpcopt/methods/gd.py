@@ -125,7 +125,8 @@ class _Plan:
 
 
 class GradientDescent(Method[GDConfig]):
-    """Multi-start Adam/AdamW descent; all starts step in lockstep, one batch per step.
+    """Multi-start Adam, AdamW or BFGS descent; all starts step in lockstep, one batch per
+    step.
 
     State: ``step``; per start the current points ``x`` (N, d), Adam moments ``m`` and
     ``v`` (N, d) and update counts ``t`` (N,) (with BFGS instead: its accepted points,
