@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from threadpoolctl import threadpool_info, threadpool_limits
 
 from hpcopt.config.registry import problem_class
 from hpcopt.engine import base
@@ -114,3 +115,12 @@ def test_an_unbounded_problem_cache_keeps_every_problem():
     for tag in range(100):
         get(tag)
     assert len(problems) == 100 and not evicted
+
+
+def test_a_worker_lowers_its_thread_pools_to_its_cpus_and_never_raises_them():
+    with threadpool_limits(limits=3):
+        base.limit_threads(2)
+        assert {pool["num_threads"] for pool in threadpool_info()} == {2}
+    with threadpool_limits(limits=1):
+        base.limit_threads(2)
+        assert {pool["num_threads"] for pool in threadpool_info()} == {1}

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 
 import numpy as np
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from hpcopt.core.evaluation import Evaluation
 from hpcopt.core.events import EventSink, ignore
@@ -28,8 +28,13 @@ ProblemClass = Callable[[ProblemConfig], type[Problem]]
 def limit_threads(threads: int) -> None:
     """Cap the BLAS and OpenMP thread pools of the libraries this process has loaded at
     ``threads`` (at least 1): a worker that asked for N CPUs uses N, not every core of a
-    shared node, where oversubscribed numpy/SciPy solves were measured 10x slower."""
-    threadpool_limits(limits=max(1, int(threads)))
+    shared node, where oversubscribed numpy/SciPy solves were measured 10x slower. A pool
+    already smaller (``OMP_NUM_THREADS=1``, say) is left as it is."""
+    threads = max(1, int(threads))
+    controller = ThreadpoolController()
+    for pool in controller.info():
+        if pool["num_threads"] > threads:
+            controller.select(filepath=pool["filepath"]).limit(limits=threads)
 
 
 def available_cpus() -> int:
