@@ -37,6 +37,31 @@ Rhs = Callable[[torch.Tensor], torch.Tensor]
 Jacobian = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
+def _tables() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per order (index 1 to 5), as matrices on the difference array ``D`` ``(8, n)``:
+    the prediction and ``psi`` (``(2, 8)``: rows summing ``D[:order + 1]`` and
+    ``gamma_k D_k / alpha_order`` over ``k = 1..order``), and the update after an accepted
+    step with correction ``d``, ``D <- A D + b d`` (``A`` ``(8, 8)``, ``b`` ``(8,)``):
+    SciPy's ``D[o + 2] = d - D[o + 1]; D[o + 1] = d; D[i] += D[i + 1]`` for ``i <= o``."""
+    rows = MAX_ORDER + 3
+    predict = np.zeros((MAX_ORDER + 1, 2, rows))
+    A = np.zeros((MAX_ORDER + 1, rows, rows))
+    b = np.zeros((MAX_ORDER + 1, rows))
+    for o in range(1, MAX_ORDER + 1):
+        predict[o, 0, : o + 1] = 1.0
+        predict[o, 1, 1 : o + 1] = _GAMMA[1 : o + 1] / _ALPHA[o]
+        A[o] = np.eye(rows)
+        A[o, : o + 1, : o + 1] = np.triu(np.ones((o + 1, o + 1)))
+        A[o, o + 1] = 0.0
+        A[o, o + 2] = 0.0
+        A[o, o + 2, o + 1] = -1.0
+        b[o, : o + 3] = 1.0
+    return tuple(torch.as_tensor(a) for a in (predict, A, b))
+
+
+_PREDICT, _UPDATE, _UPDATE_D = _tables()
+
+
 def rms(x: torch.Tensor) -> torch.Tensor:
     """SciPy's error norm, per member: the RMS over the last axis, ``(W, n)`` to ``(W,)``."""
     return torch.linalg.vector_norm(x, dim=-1) / x.shape[-1] ** 0.5
@@ -192,14 +217,9 @@ class BatchedBDF:
         t_new = torch.where(past, t_end, s["t"] + s["h"])
         s["h"] = torch.where(alive, t_new - s["t"], s["h"])
         order, D = s["order"], s["D"]
-        k = torch.arange(MAX_ORDER + 3)
-        up_to = (k[None, :] <= order[:, None]).to(D.dtype)
-        y_predict = torch.einsum("wk,wkn->wn", up_to, D)
+        y_predict, psi = (_PREDICT[order] @ D).unbind(dim=1)
         scale = self.atol + self.rtol * y_predict.abs()
         alpha = D.new_tensor(_ALPHA)[order]
-        weights = torch.zeros_like(up_to)
-        weights[:, 1 : MAX_ORDER + 1] = up_to[:, 1 : MAX_ORDER + 1] * D.new_tensor(_GAMMA[1:])
-        psi = torch.einsum("wk,wkn->wn", weights, D) / alpha[:, None]
         c = s["h"] / alpha
         stale = alive & ~s["lu_ok"]
         if bool(stale.any()):
@@ -255,7 +275,9 @@ class BatchedBDF:
             norm = rms(dy / scale)
             rate = norm / norm_old
             if k > 0:
-                slow = (rate >= 1) | (rate ** (NEWTON_MAXITER - k) / (1 - rate) * norm > self.newton_tol)
+                slow = (rate >= 1) | (
+                    rate ** (NEWTON_MAXITER - k) / (1 - rate) * norm > self.newton_tol
+                )
                 running = running & ~slow
             y = torch.where(running[:, None], y + dy, y)
             d = torch.where(running[:, None], d + dy, d)
@@ -287,15 +309,8 @@ class BatchedBDF:
         s["steps"] = s["steps"] + accept.long()
         s["jac_new"] = s["jac_new"] & ~accept
         rows = torch.arange(D.shape[0])
-        a = torch.nonzero(accept)[:, 0]
-        o = order[a]
-        Da = D[a]
-        Da[torch.arange(len(a)), o + 2] = d[a] - Da[torch.arange(len(a)), o + 1]
-        Da[torch.arange(len(a)), o + 1] = d[a]
-        for i in reversed(range(MAX_ORDER + 1)):
-            below = (i <= o)[:, None]
-            Da[:, i] = torch.where(below, Da[:, i] + Da[:, i + 1], Da[:, i])
-        D[a] = Da
+        updated = _UPDATE[order] @ D + _UPDATE_D[order][:, :, None] * d[:, None, :]
+        D = s["D"] = torch.where(accept[:, None, None], updated, D)
         s["equal"] = s["equal"] + accept.long()
         change = accept & (s["equal"] >= order + 1)
         if not bool(change.any()):
@@ -332,6 +347,6 @@ class BatchedBDF:
             tq = times[k[w]]
             x = (tq[:, None] - (t[w, None] - h[w, None] * j)) / (h[w, None] * (1 + j))
             p = torch.cumprod(x, dim=1) * (j[None, :] < order[w, None])
-            y = D[w, 0] + torch.einsum("wk,wkn->wn", p, D[w, 1 : MAX_ORDER + 1])
+            y = D[w, 0] + (p[:, None, :] @ D[w, 1 : MAX_ORDER + 1])[:, 0]
             out[self.members[w], k[w]] = y
             s["k_next"] = s["k_next"] + hit.long()

@@ -36,8 +36,8 @@ import torch
 from hpcopt.problems.pbe.cat import CellAverage
 from hpcopt.problems.pbe.cat2d import BilinearCellAverage
 from hpcopt.problems.pbe.operators import PairOperator
-from hpcopt.problems.pbe.torch_bdf import BatchedBDF
 from hpcopt.problems.pbe.solver import Model, Solution, Solver, _Rates, checked_times
+from hpcopt.problems.pbe.torch_bdf import BatchedBDF
 
 
 @dataclass(frozen=True)
