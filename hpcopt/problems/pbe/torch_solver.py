@@ -1,5 +1,5 @@
 """The dPBE solver in torch: the numpy :class:`.solver.Solver`'s operators on a torch device,
-a whole batch of parameter sets integrated by one batched Rosenbrock method.
+a whole batch of parameter sets integrated at once, each member stepped as if alone.
 
 The discretisation is not written again here: :class:`TorchSolver` is a :class:`.Solver`
 whose pair operator (``M``, ``Z``) and cell-average placement (:mod:`.cat`,
@@ -7,18 +7,22 @@ whose pair operator (``M``, ``Z``) and cell-average placement (:mod:`.cat`,
 same code on ``(B, n)`` tensors; rates (kernels, breakage rates, fragment matrices) are
 the numpy solver's, converted.
 
-The integrator is a Rosenbrock method, Rodas4 (Hairer & Wanner 1996: six stages, order 4
-with an embedded order-3 solution) or Rodas3 (Sandu et al. 1997: four stages, order 3),
-both L-stable and stiffly accurate, with one batched LU of ``I / (gamma h) - J`` a step.
-On the dPBE at rtol 1e-6 Rodas4 takes about a third of Rodas3's steps.
+Two kinds of integrator. ``BDF`` (the default, :mod:`.torch_bdf`) is SciPy's variable-order
+BDF run on every member at once: two or three right-hand sides a step, the Jacobian and
+Newton matrix reused across steps; a member alone takes SciPy's steps. The Rosenbrock
+methods, Rodas4 (Hairer & Wanner 1996: six stages, order 4 with an embedded order-3
+solution) and Rodas3 (Sandu et al. 1997: four stages, order 3), both L-stable and stiffly
+accurate, take one batched LU of ``I / (gamma h) - J`` and six (four) right-hand sides a
+step, and land on every output time; their steps are smooth in the rates, so they are the
+ones autograd differentiates (:mod:`.gradient` uses Rodas4). On the dPBE at rtol 1e-6
+Rodas4 takes about a third of Rodas3's steps.
 
 Each member of the batch has its own time, step size and error control (the RMS over its
-classes of the error over ``atol + rtol |y|``, SciPy's norm), lands on every output
-time, and fails alone: a budget overrun (right-hand-side evaluations or wall
-time), a non-finite right-hand side, a step size below round-off, then the numpy solver's
-checks (negative, non-finite, volume drift). The step sequence is chosen without
-gradients, so autograd through a solve differentiates the discrete scheme on that
-sequence (:mod:`.gradient`).
+classes of the error over ``atol + rtol |y|``, SciPy's norm) and fails alone: a budget
+overrun (right-hand-side evaluations or wall time), a non-finite right-hand side, a step
+size below round-off, then the numpy solver's checks (negative, non-finite, volume
+drift). The step sequence is chosen without gradients, so autograd through a Rosenbrock
+solve differentiates the discrete scheme on that sequence.
 """
 
 from __future__ import annotations
@@ -115,9 +119,9 @@ NOT_FINITE = "the integrator failed: the right-hand side is not finite at the st
 class TorchSolver(Solver):
     """A dPBE on one grid from one initial state, solved in torch on ``device`` (float64).
 
-    The same arguments and :class:`.Solution` as :class:`.Solver` (no ``method``: the
-    integrator is Rodas4 or Rodas3); ``rhs`` and ``jacobian`` take tensors ``(B, n)`` on
-    the device.
+    The same arguments and :class:`.Solution` as :class:`.Solver`, but ``method`` is one
+    of ``METHODS`` (``BDF``, the fastest on the CPU, or ``Rodas4``/``Rodas3``); ``rhs``
+    and ``jacobian`` take tensors ``(B, n)`` on the device.
     """
 
     members_step_alone = True
