@@ -72,7 +72,7 @@ def test_a_member_takes_the_steps_scipys_bdf_takes_alone(discretisation: str) ->
 
 @pytest.mark.parametrize("discretisation", DISCRETISATIONS)
 @pytest.mark.parametrize("dim", [1, 2])
-def test_agrees_with_scipy_at_tight_tolerances(dim: int, discretisation: str) -> None:
+def test_agrees_with_scipys_bdf_to_round_off(dim: int, discretisation: str) -> None:
     model, n0 = model_1d(discretisation) if dim == 1 else model_2d(discretisation)
     params = ALL_1D if dim == 1 else ALL_2D
     t = np.linspace(0, 600, 7)
@@ -80,7 +80,8 @@ def test_agrees_with_scipy_at_tight_tolerances(dim: int, discretisation: str) ->
     sol = TorchSolver(model, n0, rtol=1e-8, atol=1e-12, method="BDF").solve(params, t)
     assert sol.error == ref.error == [""]
     scale = np.abs(ref.N).max(axis=-1, keepdims=True)
-    assert np.abs((sol.N - ref.N) / scale).max() < 1e-6
+    # the same algorithm on the same steps: round-off apart (~1e-12), far inside the 1e-8
+    assert np.abs((sol.N - ref.N) / scale).max() < 1e-9
 
 
 @pytest.mark.parametrize("discretisation", DISCRETISATIONS)
