@@ -235,15 +235,15 @@ def batched(batch: int) -> None:
 
 
 def torch_beside_scipy(repeat: int) -> None:
-    """The torch backend (Rodas4, CPU, one thread) beside SciPy BDF at rtol 1e-6: wall time
-    of the best of ``repeat``, and the largest difference of a class's number over the
-    largest class at that time and set."""
+    """The torch backend (its default method, the batched BDF; CPU, one thread) beside SciPy
+    BDF at rtol 1e-6: wall time of the best of ``repeat``, and the largest difference of a
+    class's number over the largest class at that time and set."""
     import torch
 
     from hpcopt.problems.pbe.torch_solver import TorchSolver
 
     torch.set_num_threads(1)
-    print(f"\ntorch beside SciPy, CPU, one thread (best of {repeat})")
+    print(f"\ntorch (batched BDF) beside SciPy, CPU, one thread (best of {repeat})")
     print(
         f"{'case':18} {'sets':>5} {'SciPy as':>11} {'SciPy s':>8} {'torch s':>8} "
         f"{'speed-up':>9} {'max diff':>9} {'torch steps':>12}"

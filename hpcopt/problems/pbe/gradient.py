@@ -1,15 +1,15 @@
-"""Exact gradients of a dPBE fit's cost with respect to its searched parameters, by
-autograd through the torch solver (:mod:`.torch_solver`).
+"""Exact gradients of a dPBE fit's cost with respect to its searched parameters, by autograd
+through the torch solver (:mod:`.torch_solver`).
 
 Three links, each exact: the rates' derivatives with respect to each parameter (the numpy
-solver's own kernels, by the complex step: ``d rates / d p = Im rates(p + i h) / h`` with
-no cancellation, so to round-off); the solve (autograd through every Rodas step, LU
-included, on the step sequence the controller chose: the derivative of the discrete
-solution); and the cost (the targets and metrics of :mod:`.psd` and :mod:`.cost` written
-again in torch, checked equal to them). ``x_10``, ``x_50``, ``x_90`` interpolate linearly
-between cell edges, so their derivative jumps where the size crosses an edge; ``MAE`` at
-a zero difference likewise. What cannot be differentiated is said by
-:func:`gradient_error`.
+solver's own kernels, by the complex step: ``d rates / d p = Im rates(p + i h) / h`` with no
+cancellation, so to round-off); the solve (autograd through every Rodas4 step, LU included,
+on the step sequence the controller chose: the derivative of the discrete solution; Rodas4
+whatever the solver's forward method); and the cost (the targets and metrics of :mod:`.psd`
+and :mod:`.cost` written again in torch, checked equal to them). ``x_10``, ``x_50``,
+``x_90`` interpolate linearly between cell edges, so their derivative jumps where the size
+crosses an edge; ``MAE`` at a zero difference likewise. What cannot be differentiated is
+said by :func:`gradient_error`.
 """
 
 from __future__ import annotations
@@ -75,7 +75,9 @@ def solve_with_gradient(
     (NaN rows for the members that failed)."""
     start = time.perf_counter()
     rates = rates_with_gradient(solver, params, searched)
-    y, errors, calls, steps = solver.integrate(rates, t)
+    # Rodas4 whatever the solver's forward method: its steps are smooth in the rates, while
+    # BDF's Newton iterations with a reused Jacobian are not
+    y, errors, calls, steps = solver.integrate(rates, t, method="Rodas4")
     sol = solver.solution(t, y.detach().cpu().numpy(), errors, calls, steps, start)
     return sol, y * solver.n_ref
 

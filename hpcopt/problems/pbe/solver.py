@@ -281,7 +281,7 @@ class Solver:
             out = (rates.L @ y[:, :, None])[:, :, 0]
         if rates.beta is not None:
             yT = transposed(y)
-            r = rates.beta * yT[self.pairs.first] * yT[self.pairs.second]
+            r = rates.beta * take_rows(yT, self.pairs.first) * take_rows(yT, self.pairs.second)
             out = out + transposed(self.pairs.M @ r)
         return out
 
@@ -293,7 +293,8 @@ class Solver:
             pairs = self.pairs
             yT = transposed(y)
             xp = namespace(y)
-            X = xp.concatenate([rates.beta * yT[pairs.second], rates.beta * yT[pairs.first]])
+            first, second = take_rows(yT, pairs.first), take_rows(yT, pairs.second)
+            X = xp.concatenate([rates.beta * second, rates.beta * first])
             jac = jac + transposed(pairs.Z @ X).reshape(B, self.rows, n)
         return jac
 
@@ -419,6 +420,12 @@ def transposed(a: np.ndarray) -> np.ndarray:
     """A 2-D array's transpose, contiguous: states ``(B, n)`` as ``(n, B)`` (gathering a
     pair's partners then copies whole rows), products ``(rows, B)`` as ``(B, rows)``."""
     return np.ascontiguousarray(a.T) if isinstance(a, np.ndarray) else a.T.contiguous()
+
+
+def take_rows(a: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """``a[index]`` for an index array: torch's ``index_select``, faster there than
+    advanced indexing."""
+    return a[index] if isinstance(a, np.ndarray) else a.index_select(0, index)
 
 
 @dataclass
