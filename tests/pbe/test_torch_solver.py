@@ -194,6 +194,42 @@ def test_a_bad_backend_is_a_config_error_naming_the_allowed_ones(tmp_path: Path,
     assert "backend" in err
 
 
+@pytest.mark.parametrize(
+    ("backend", "method", "allowed"),
+    [("torch", "Radau", "BDF, Rodas4, Rodas3"), ("numpy", "Rodas4", "BDF, Radau"),
+     ("auto", "Rodas4", "BDF")],
+)  # fmt: skip
+def test_a_method_the_backend_lacks_is_a_config_error_naming_the_allowed_ones(
+    tmp_path: Path, capsys, backend: str, method: str, allowed: str
+) -> None:
+    with pytest.raises(
+        ValidationError, match=f"not a method of backend {backend}; allowed: {allowed}"
+    ):
+        PBEModel(solver={"backend": backend, "method": method})
+    section = f"{{name: pbe, solver: {{backend: {backend}, method: {method}}}}}"
+    code, err = expand_with_problem(tmp_path, capsys, section)
+    assert code == 2
+    assert f"allowed: {allowed}" in err
+
+
+@pytest.mark.parametrize("method", ["BDF", "Rodas4"])
+def test_the_problem_solves_with_the_configured_torch_method(method: str) -> None:
+    from .test_problem import problem
+
+    assert problem(solver={"backend": "torch", "method": method}).solver.method == method
+
+
+def test_a_gradient_evaluation_with_bdf_configured_agrees_with_the_plain_one() -> None:
+    # the gradient's solve is Rodas4 whatever the method, its value Rodas4's: 5.5e-7 apart
+    from .test_problem import TRUTH, problem
+
+    p = problem(solver={"backend": "torch", "method": "BDF"})
+    x = np.array([[TRUTH[k] * 1.2 for k in p.space.names]])
+    plain, with_gradient = p.evaluate_batch(x)[0], p.evaluate_batch(x, gradient=True)[0]
+    assert plain.value != with_gradient.value
+    assert plain.value == pytest.approx(with_gradient.value, rel=1e-5)
+
+
 def test_the_problem_scores_a_whole_batch_with_the_torch_backend_as_with_numpy(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

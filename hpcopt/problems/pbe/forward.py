@@ -80,11 +80,9 @@ def build_solver(config: PBEModel, data: PSDData | None = None) -> tuple[Solver,
     else:
         from hpcopt.problems.pbe.torch_solver import TorchSolver, default_device
 
-        # Rodas4, not the faster BDF: the problem's values must be the ones its exact
-        # gradients (:mod:`.gradient`, through Rodas4) differentiate
         device = default_device()
         solver = TorchSolver(
-            model, n0, rtol=s.rtol, atol=s.atol, device=device, method="Rodas4", **limits
+            model, n0, rtol=s.rtol, atol=s.atol, device=device, method=s.method, **limits
         )
     return solver, sizes
 

@@ -236,20 +236,37 @@ class Synthetic(Section):
         return t
 
 
+SOLVER_METHODS = {"numpy": ("BDF", "Radau"), "torch": ("BDF", "Rodas4", "Rodas3")}
+
+
 class SolverSettings(Section):
     """The integrator and its limits; ``batch_size`` parameter sets are integrated
-    together. ``backend``: ``numpy`` (SciPy's stiff ``method``, the batch one
-    block-diagonal system), ``torch`` (:mod:`.torch_solver`: Rodas4 on the worker's GPU
-    when torch sees one, else its CPU; ``method`` is not used) or ``auto`` (torch where
-    CUDA is available, else numpy)."""
+    together. ``backend``: ``numpy`` (SciPy's stiff ``method``, BDF or Radau, the batch
+    one block-diagonal system), ``torch`` (:mod:`.torch_solver` on the worker's GPU when
+    torch sees one, else its CPU: its own batched ``BDF``, or ``Rodas4``/``Rodas3``; exact
+    gradients always come from a Rodas4 solve) or ``auto`` (torch where CUDA is
+    available, else numpy; ``method`` then one both have: BDF)."""
 
     backend: Literal["numpy", "torch", "auto"] = "numpy"
-    method: Literal["BDF", "Radau"] = "BDF"
+    method: Literal["BDF", "Radau", "Rodas4", "Rodas3"] = "BDF"
     rtol: float = Field(1e-6, gt=0, lt=1)
     atol: float = Field(1e-9, gt=0, lt=1)
     max_rhs_evals: int = Field(20000, ge=100)
     max_wall_s: float = Field(300.0, gt=0)
     batch_size: int = Field(16, ge=1)  # the numpy backend's; torch solves a whole batch
+
+    @model_validator(mode="after")
+    def _method_of_the_backend(self) -> SolverSettings:
+        if self.backend == "auto":
+            allowed = [m for m in SOLVER_METHODS["numpy"] if m in SOLVER_METHODS["torch"]]
+        else:
+            allowed = SOLVER_METHODS[self.backend]
+        if self.method not in allowed:
+            raise ValueError(
+                f"method: {self.method} is not a method of backend {self.backend}; "
+                f"allowed: {', '.join(allowed)}"
+            )
+        return self
 
 
 class PBEModel(Section):
