@@ -281,7 +281,11 @@ class Solver:
             out = (rates.L @ y[:, :, None])[:, :, 0]
         if rates.beta is not None:
             yT = transposed(y)
-            r = rates.beta * take_rows(yT, self.pairs.first) * take_rows(yT, self.pairs.second)
+            # in place on the fresh gather: the same products as beta * first * second,
+            # without a third (pairs, B) array (a quarter of a small batch's rhs)
+            r = take_rows(yT, self.pairs.first)
+            r *= rates.beta
+            r *= take_rows(yT, self.pairs.second)
             out = out + transposed(self.pairs.M @ r)
         return out
 

@@ -60,6 +60,14 @@ def _tables() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 
 
 _PREDICT, _UPDATE, _UPDATE_D = _tables()
+_ALPHA_T, _ERROR_CONST_T = torch.as_tensor(_ALPHA), torch.as_tensor(_ERROR_CONST)
+# the pieces of SciPy's R(order, factor): rows i and columns j from 1, each order's
+# (order + 1)-square block; made once, as each step's rescale used to rebuild them
+_I = torch.arange(1, MAX_ORDER + 1, dtype=torch.float64)[:, None]
+_J = torch.arange(1, MAX_ORDER + 1, dtype=torch.float64)[None, :]
+_K = torch.arange(MAX_ORDER + 1)
+_INSIDE = (_K[None, :, None] <= _K[:, None, None]) & (_K[None, None, :] <= _K[:, None, None])
+_EYE = torch.eye(MAX_ORDER + 1, dtype=torch.float64)
 
 
 def rms(x: torch.Tensor) -> torch.Tensor:
@@ -67,26 +75,25 @@ def rms(x: torch.Tensor) -> torch.Tensor:
     return torch.linalg.vector_norm(x, dim=-1) / x.shape[-1] ** 0.5
 
 
+def _R(order: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """SciPy's ``R(order, factor)`` per member, ``(W, 6, 6)``, the identity beyond each
+    member's order."""
+    M = (_I - 1 - factor[:, None, None] * _J) / _I
+    # row 0 all ones, column 0 zero below it: cumprod over rows then gives R
+    M = torch.nn.functional.pad(M, (1, 0, 1, 0))
+    M[:, 0] = 1.0
+    return torch.where(_INSIDE[order], torch.cumprod(M, dim=1), _EYE)
+
+
+# SciPy's U(order) = R(order, 1), per order
+_U = _R(torch.arange(MAX_ORDER + 1), torch.ones(MAX_ORDER + 1, dtype=torch.float64))
+
+
 def step_change(order: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
     """SciPy's ``R(order, factor) @ U(order)`` per member, ``(W, 6, 6)``, the identity
     beyond each member's order: ``D[:6] <- RU^T D[:6]`` re-expresses the difference array
     for a step ``factor`` times the last."""
-    dt = factor.dtype
-    i = torch.arange(1, MAX_ORDER + 1, dtype=dt)[:, None]
-    j = torch.arange(1, MAX_ORDER + 1, dtype=dt)[None, :]
-
-    k = torch.arange(MAX_ORDER + 1)
-    inside = (k[None, :, None] <= order[:, None, None]) & (k[None, None, :] <= order[:, None, None])
-    eye = torch.eye(MAX_ORDER + 1, dtype=dt)
-
-    def R(f: torch.Tensor) -> torch.Tensor:
-        M = torch.zeros(f.shape[0], MAX_ORDER + 1, MAX_ORDER + 1, dtype=dt)
-        M[:, 0] = 1.0
-        M[:, 1:, 1:] = (i - 1 - f[:, None, None] * j) / i
-        # each member's own (order + 1)-square block, the identity beyond it
-        return torch.where(inside, torch.cumprod(M, dim=1), eye)
-
-    return R(factor) @ R(torch.ones_like(factor))
+    return _R(order, factor) @ _U[order]
 
 
 class BatchedBDF:
@@ -193,19 +200,21 @@ class BatchedBDF:
         h = torch.minimum(torch.minimum(100 * h0, h1), h0.new_tensor(t_end))
         return torch.where(torch.isfinite(h) & torch.isfinite(d2), h, np.nan)
 
-    def _rescale(self, mask: torch.Tensor, factor: torch.Tensor, keep_lu: bool = False) -> None:
+    def _rescale(self, mask: torch.Tensor, factor: torch.Tensor, reset_lu: torch.Tensor) -> None:
         """Steps ``factor`` times longer for the members ``mask``: their difference arrays
-        re-expressed, their equal-step count and (unless ``keep_lu``) Newton matrix reset."""
+        re-expressed, their equal-step count and (where ``reset_lu``) Newton matrix reset.
+        Every member is computed and the others kept by ``where``: cheaper on small
+        batches than picking the few out by a mask and writing them back."""
         s = self.state
         if not bool(mask.any()):
             return
-        s["h"] = torch.where(mask, s["h"] * factor, s["h"])
-        RU = step_change(s["order"][mask], factor[mask])
-        D = s["D"]
-        D[mask, : MAX_ORDER + 1] = RU.transpose(1, 2) @ D[mask, : MAX_ORDER + 1]
+        factor = torch.where(mask, factor, 1.0)
+        s["h"] = s["h"] * factor
+        RU = step_change(s["order"], factor)
+        D = s["D"][:, : MAX_ORDER + 1]
+        D.copy_(torch.where(mask[:, None, None], RU.transpose(1, 2) @ D, D))
         s["equal"] = torch.where(mask, 0, s["equal"])
-        if not keep_lu:
-            s["lu_ok"] = s["lu_ok"] & ~mask
+        s["lu_ok"] = s["lu_ok"] & ~reset_lu
 
     def _attempt(self, times: torch.Tensor, out: torch.Tensor, t_end: float) -> int:
         """One attempt at a step for every member of the working set; returns the number
@@ -213,14 +222,13 @@ class BatchedBDF:
         s = self.state
         alive = s["alive"]
         past = alive & (s["t"] + s["h"] > t_end)
-        self._rescale(past, (t_end - s["t"]) / s["h"])
+        self._rescale(past, (t_end - s["t"]) / s["h"], past)
         t_new = torch.where(past, t_end, s["t"] + s["h"])
         s["h"] = torch.where(alive, t_new - s["t"], s["h"])
         order, D = s["order"], s["D"]
         y_predict, psi = (_PREDICT[order] @ D).unbind(dim=1)
         scale = self.atol + self.rtol * y_predict.abs()
-        alpha = D.new_tensor(_ALPHA)[order]
-        c = s["h"] / alpha
+        c = s["h"] / _ALPHA_T[order]
         stale = alive & ~s["lu_ok"]
         if bool(stale.any()):
             eye = torch.eye(D.shape[2], dtype=D.dtype)
@@ -234,18 +242,23 @@ class BatchedBDF:
             s["J"][which] = self.jacobian(y_predict[which], which)
             s["jac_new"] = s["jac_new"] | refresh
             s["lu_ok"] = s["lu_ok"] & ~refresh
-        self._rescale(failed & ~refresh, torch.full_like(c, 0.5))
+        halve = failed & ~refresh
         safety = 0.9 * (2 * NEWTON_MAXITER + 1) / (2 * NEWTON_MAXITER + n_iter)
         scale = self.atol + self.rtol * y_new.abs()
-        error_const = D.new_tensor(_ERROR_CONST)
-        error_norm = rms(error_const[order][:, None] * d / scale)
+        error_norm = rms(_ERROR_CONST_T[order][:, None] * d / scale)
         accept = converged & (error_norm <= 1)
         reject = converged & ~accept
         shrink = (safety * error_norm ** (-1.0 / (order + 1))).nan_to_num(MIN_FACTOR)
-        # as SciPy: the Newton iteration converged, so its matrix is still good enough
-        self._rescale(reject, shrink.clamp_min(MIN_FACTOR), keep_lu=True)
+        factor = torch.where(halve, 0.5, shrink.clamp_min(MIN_FACTOR))
+        change = torch.zeros_like(accept)
         if bool(accept.any()):
-            self._accept(accept, t_new, y_new, d, scale, error_norm, safety)
+            change, grow = self._accept(accept, t_new, y_new, d, scale, error_norm, safety)
+            factor = torch.where(change, grow, factor)
+        # the members halved, shrunk and given a new order are apart, so one rescale
+        # serves them all; as SciPy, a rejected step (its Newton iteration converged)
+        # keeps its Newton matrix
+        self._rescale(halve | reject | change, factor, halve | change)
+        if bool(accept.any()):
             self._sample(accept, times, out)
         return calls
 
@@ -300,9 +313,10 @@ class BatchedBDF:
         scale: torch.Tensor,
         error_norm: torch.Tensor,
         safety: torch.Tensor,
-    ) -> None:
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """The accepted members move to ``t_new``: their difference arrays updated, and,
-        after ``order + 1`` equal steps, a new order and step size (SciPy's choice)."""
+        after ``order + 1`` equal steps, a new order (SciPy's choice). Returns which
+        members changed order and the factor on their step size, for :meth:`_rescale`."""
         s = self.state
         D, order = s["D"], s["order"]
         s["t"] = torch.where(accept, t_new, s["t"])
@@ -314,8 +328,8 @@ class BatchedBDF:
         s["equal"] = s["equal"] + accept.long()
         change = accept & (s["equal"] >= order + 1)
         if not bool(change.any()):
-            return
-        error_const = D.new_tensor(_ERROR_CONST)
+            return change, error_norm
+        error_const = _ERROR_CONST_T
         lower = rms(error_const[(order - 1).clamp_min(0)][:, None] * D[rows, order] / scale)
         lower = torch.where(order > 1, lower, np.inf)
         higher = rms(
@@ -329,8 +343,7 @@ class BatchedBDF:
         factors = norms**powers
         best = torch.argmax(factors, dim=1)
         s["order"] = torch.where(change, order + best - 1, order)
-        factor = (safety * factors.max(dim=1).values).clamp_max(MAX_FACTOR)
-        self._rescale(change, factor)
+        return change, (safety * factors.max(dim=1).values).clamp_max(MAX_FACTOR)
 
     def _sample(self, accept: torch.Tensor, times: torch.Tensor, out: torch.Tensor) -> None:
         """Read each accepted member's interpolant at the output times its step passed."""
