@@ -12,12 +12,13 @@ from scipy.integrate._ivp.bdf import change_D
 
 from hpcopt.problems.pbe.grid import Grid
 from hpcopt.problems.pbe.solver import Model, Solver
-from hpcopt.problems.pbe.torch_bdf import _PREDICT, _UPDATE, _UPDATE_D, step_change
+from hpcopt.problems.pbe.torch_bdf import step_change, tables
 from hpcopt.problems.pbe.torch_solver import NOT_FINITE, TorchSolver
 
 from .test_solver import ALL_1D, ALL_2D, TIMES, exponential_start, primary_2d
 
 DISCRETISATIONS = ["fixed_pivot", "cell_average"]
+TABLES = tables(torch.device("cpu"))
 
 
 def model_1d(discretisation: str = "fixed_pivot") -> tuple[Model, np.ndarray]:
@@ -54,9 +55,9 @@ def test_an_accepted_step_updates_the_differences_as_scipy_does(order: int) -> N
     want[order + 1] = d
     for i in reversed(range(order + 1)):
         want[i] += want[i + 1]
-    got = _UPDATE[order].numpy() @ D + _UPDATE_D[order].numpy()[:, None] * d
+    got = TABLES.update[order].numpy() @ D + TABLES.update_d[order].numpy()[:, None] * d
     np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-13)
-    np.testing.assert_allclose(_PREDICT[order, 0].numpy() @ D, D[: order + 1].sum(axis=0))
+    np.testing.assert_allclose(TABLES.predict[order, 0].numpy() @ D, D[: order + 1].sum(axis=0))
 
 
 @pytest.mark.parametrize("discretisation", DISCRETISATIONS)

@@ -19,8 +19,11 @@ so solves to be differentiated use a Rosenbrock method (:mod:`.torch_solver`).
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -37,12 +40,33 @@ Rhs = Callable[[torch.Tensor], torch.Tensor]
 Jacobian = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def _tables() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per order (index 1 to 5), as matrices on the difference array ``D`` ``(8, n)``:
-    the prediction and ``psi`` (``(2, 8)``: rows summing ``D[:order + 1]`` and
-    ``gamma_k D_k / alpha_order`` over ``k = 1..order``), and the update after an accepted
-    step with correction ``d``, ``D <- A D + b d`` (``A`` ``(8, 8)``, ``b`` ``(8,)``):
-    SciPy's ``D[o + 2] = d - D[o + 1]; D[o + 1] = d; D[i] += D[i + 1]`` for ``i <= o``."""
+@dataclass(frozen=True)
+class Tables:
+    """SciPy's BDF coefficients as tensors on one device, indexed by order (1 to 5).
+
+    ``predict`` ``(6, 2, 8)``: the prediction and ``psi`` as rows over the difference
+    array ``D`` ``(8, n)`` (summing ``D[:order + 1]``, and ``gamma_k D_k / alpha_order``
+    over ``k = 1..order``); ``update`` ``(6, 8, 8)`` and ``update_d`` ``(6, 8)``: after an
+    accepted step with correction ``d``, ``D <- update D + update_d d`` (SciPy's ``D[o +
+    2] = d - D[o + 1]; D[o + 1] = d; D[i] += D[i + 1]`` for ``i <= o``); ``alpha`` and
+    ``error_const`` ``(6,)``; ``i``, ``j``, ``inside``, ``eye`` and ``U`` the pieces of
+    SciPy's ``R(order, factor)`` and ``U(order) = R(order, 1)``."""
+
+    predict: torch.Tensor
+    update: torch.Tensor
+    update_d: torch.Tensor
+    alpha: torch.Tensor
+    error_const: torch.Tensor
+    i: torch.Tensor
+    j: torch.Tensor
+    inside: torch.Tensor
+    eye: torch.Tensor
+    U: torch.Tensor
+
+
+@functools.cache
+def tables(device: torch.device) -> Tables:
+    """The :class:`Tables` on ``device``, made once per device."""
     rows = MAX_ORDER + 3
     predict = np.zeros((MAX_ORDER + 1, 2, rows))
     A = np.zeros((MAX_ORDER + 1, rows, rows))
@@ -56,18 +80,26 @@ def _tables() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         A[o, o + 2] = 0.0
         A[o, o + 2, o + 1] = -1.0
         b[o, : o + 3] = 1.0
-    return tuple(torch.as_tensor(a) for a in (predict, A, b))
-
-
-_PREDICT, _UPDATE, _UPDATE_D = _tables()
-_ALPHA_T, _ERROR_CONST_T = torch.as_tensor(_ALPHA), torch.as_tensor(_ERROR_CONST)
-# the pieces of SciPy's R(order, factor): rows i and columns j from 1, each order's
-# (order + 1)-square block; made once, as each step's rescale used to rebuild them
-_I = torch.arange(1, MAX_ORDER + 1, dtype=torch.float64)[:, None]
-_J = torch.arange(1, MAX_ORDER + 1, dtype=torch.float64)[None, :]
-_K = torch.arange(MAX_ORDER + 1)
-_INSIDE = (_K[None, :, None] <= _K[:, None, None]) & (_K[None, None, :] <= _K[:, None, None])
-_EYE = torch.eye(MAX_ORDER + 1, dtype=torch.float64)
+    k = np.arange(MAX_ORDER + 1)
+    # each order's (order + 1)-square block
+    inside = (k[None, :, None] <= k[:, None, None]) & (k[None, None, :] <= k[:, None, None])
+    arrays = {
+        "predict": predict,
+        "update": A,
+        "update_d": b,
+        "alpha": _ALPHA,
+        "error_const": _ERROR_CONST,
+        "i": np.arange(1.0, MAX_ORDER + 1)[:, None],
+        "j": np.arange(1.0, MAX_ORDER + 1)[None, :],
+        "inside": inside,
+        "eye": np.eye(MAX_ORDER + 1),
+    }
+    partial = {k: torch.as_tensor(a, device=device) for k, a in arrays.items()}
+    partial["U"] = torch.eye(MAX_ORDER + 1, dtype=torch.float64, device=device)
+    with_u = Tables(**partial)
+    orders = torch.arange(MAX_ORDER + 1, device=device)
+    U = _R(orders, torch.ones(MAX_ORDER + 1, dtype=torch.float64, device=device), with_u)
+    return dataclasses.replace(with_u, U=U)
 
 
 def rms(x: torch.Tensor) -> torch.Tensor:
@@ -75,25 +107,22 @@ def rms(x: torch.Tensor) -> torch.Tensor:
     return torch.linalg.vector_norm(x, dim=-1) / x.shape[-1] ** 0.5
 
 
-def _R(order: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+def _R(order: torch.Tensor, factor: torch.Tensor, tab: Tables) -> torch.Tensor:
     """SciPy's ``R(order, factor)`` per member, ``(W, 6, 6)``, the identity beyond each
     member's order."""
-    M = (_I - 1 - factor[:, None, None] * _J) / _I
+    M = (tab.i - 1 - factor[:, None, None] * tab.j) / tab.i
     # row 0 all ones, column 0 zero below it: cumprod over rows then gives R
     M = torch.nn.functional.pad(M, (1, 0, 1, 0))
     M[:, 0] = 1.0
-    return torch.where(_INSIDE[order], torch.cumprod(M, dim=1), _EYE)
-
-
-# SciPy's U(order) = R(order, 1), per order
-_U = _R(torch.arange(MAX_ORDER + 1), torch.ones(MAX_ORDER + 1, dtype=torch.float64))
+    return torch.where(tab.inside[order], torch.cumprod(M, dim=1), tab.eye)
 
 
 def step_change(order: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
     """SciPy's ``R(order, factor) @ U(order)`` per member, ``(W, 6, 6)``, the identity
     beyond each member's order: ``D[:6] <- RU^T D[:6]`` re-expresses the difference array
     for a step ``factor`` times the last."""
-    return _R(order, factor) @ _U[order]
+    tab = tables(factor.device)
+    return _R(order, factor, tab) @ tab.U[order]
 
 
 class BatchedBDF:
@@ -107,6 +136,7 @@ class BatchedBDF:
 
     def __init__(self, rtol: float, atol: torch.Tensor, max_rhs_evals: int) -> None:
         self.rtol, self.atol, self.max_rhs_evals = rtol, atol, max_rhs_evals
+        self.tab = tables(atol.device)
         self.newton_tol = max(10 * np.finfo(float).eps / rtol, min(0.03, rtol**0.5))
 
     def run(
@@ -127,13 +157,14 @@ class BatchedBDF:
         member's accepted steps."""
         B, n = y0.shape
         T, f64 = len(t), torch.float64
-        times = torch.as_tensor(t, dtype=f64)
+        dev = y0.device
+        times = torch.as_tensor(t, dtype=f64, device=dev)
         t_end = float(t[-1])
         first = int(np.searchsorted(t, 0.0, side="right"))
         out = y0.new_full((B, T, n), np.nan)
         out[:, :first] = y0[:, None]
         errors = [""] * B
-        members = torch.arange(B)
+        members = torch.arange(B, device=dev)
         rhs, jacobian = select(members)
         self.members, self.rhs, self.jacobian = members, rhs, jacobian
         calls = 2
@@ -143,16 +174,16 @@ class BatchedBDF:
         for b in torch.nonzero(~finite)[:, 0].tolist():
             errors[b] = failures["not_finite"]
         self.state = {
-            "t": torch.zeros(B, dtype=f64),
+            "t": torch.zeros(B, dtype=f64, device=dev),
             "h": torch.where(finite, h, 1.0),
-            "order": torch.ones(B, dtype=torch.long),
-            "equal": torch.zeros(B, dtype=torch.long),
-            "D": torch.zeros(B, MAX_ORDER + 3, n, dtype=f64),
-            "k_next": torch.full((B,), first, dtype=torch.long),
-            "evals": torch.full((B,), 2, dtype=torch.long),
-            "steps": torch.zeros(B, dtype=torch.long),
-            "lu_ok": torch.zeros(B, dtype=torch.bool),
-            "jac_new": torch.ones(B, dtype=torch.bool),
+            "order": torch.ones(B, dtype=torch.long, device=dev),
+            "equal": torch.zeros(B, dtype=torch.long, device=dev),
+            "D": torch.zeros(B, MAX_ORDER + 3, n, dtype=f64, device=dev),
+            "k_next": torch.full((B,), first, dtype=torch.long, device=dev),
+            "evals": torch.full((B,), 2, dtype=torch.long, device=dev),
+            "steps": torch.zeros(B, dtype=torch.long, device=dev),
+            "lu_ok": torch.zeros(B, dtype=torch.bool, device=dev),
+            "jac_new": torch.ones(B, dtype=torch.bool, device=dev),
             "alive": finite,
         }
         s = self.state
@@ -178,8 +209,8 @@ class BatchedBDF:
                 for b in self.members[mask].tolist():
                     errors[b] = why
             s["alive"] = s["alive"] & ~(small | over | done)
-            steps[self.members.numpy()] = s["steps"].numpy()
-        failed = torch.as_tensor([bool(e) for e in errors])
+            steps[self.members.cpu().numpy()] = s["steps"].cpu().numpy()
+        failed = torch.as_tensor([bool(e) for e in errors], device=dev)
         return torch.where(failed[:, None, None], np.nan, out), errors, calls, steps.tolist()
 
     def _keep(self, alive: torch.Tensor, select: Callable) -> None:
@@ -226,12 +257,12 @@ class BatchedBDF:
         t_new = torch.where(past, t_end, s["t"] + s["h"])
         s["h"] = torch.where(alive, t_new - s["t"], s["h"])
         order, D = s["order"], s["D"]
-        y_predict, psi = (_PREDICT[order] @ D).unbind(dim=1)
+        y_predict, psi = (self.tab.predict[order] @ D).unbind(dim=1)
         scale = self.atol + self.rtol * y_predict.abs()
-        c = s["h"] / _ALPHA_T[order]
+        c = s["h"] / self.tab.alpha[order]
         stale = alive & ~s["lu_ok"]
         if bool(stale.any()):
-            eye = torch.eye(D.shape[2], dtype=D.dtype)
+            eye = torch.eye(D.shape[2], dtype=D.dtype, device=D.device)
             s["inverse"][stale] = torch.linalg.inv(eye - c[stale, None, None] * s["J"][stale])
             s["lu_ok"] = s["lu_ok"] | stale
         converged, n_iter, y_new, d, calls = self._newton(y_predict, c, psi, scale)
@@ -245,7 +276,7 @@ class BatchedBDF:
         halve = failed & ~refresh
         safety = 0.9 * (2 * NEWTON_MAXITER + 1) / (2 * NEWTON_MAXITER + n_iter)
         scale = self.atol + self.rtol * y_new.abs()
-        error_norm = rms(_ERROR_CONST_T[order][:, None] * d / scale)
+        error_norm = rms(self.tab.error_const[order][:, None] * d / scale)
         accept = converged & (error_norm <= 1)
         reject = converged & ~accept
         shrink = (safety * error_norm ** (-1.0 / (order + 1))).nan_to_num(MIN_FACTOR)
@@ -322,14 +353,14 @@ class BatchedBDF:
         s["t"] = torch.where(accept, t_new, s["t"])
         s["steps"] = s["steps"] + accept.long()
         s["jac_new"] = s["jac_new"] & ~accept
-        rows = torch.arange(D.shape[0])
-        updated = _UPDATE[order] @ D + _UPDATE_D[order][:, :, None] * d[:, None, :]
+        rows = torch.arange(D.shape[0], device=D.device)
+        updated = self.tab.update[order] @ D + self.tab.update_d[order][:, :, None] * d[:, None, :]
         D = s["D"] = torch.where(accept[:, None, None], updated, D)
         s["equal"] = s["equal"] + accept.long()
         change = accept & (s["equal"] >= order + 1)
         if not bool(change.any()):
             return change, error_norm
-        error_const = _ERROR_CONST_T
+        error_const = self.tab.error_const
         lower = rms(error_const[(order - 1).clamp_min(0)][:, None] * D[rows, order] / scale)
         lower = torch.where(order > 1, lower, np.inf)
         higher = rms(
@@ -339,7 +370,7 @@ class BatchedBDF:
         )
         higher = torch.where(order < MAX_ORDER, higher, np.inf)
         norms = torch.stack([lower, error_norm, higher], dim=1)
-        powers = -1.0 / (order[:, None] + torch.arange(3)[None, :]).to(D.dtype)
+        powers = -1.0 / (order[:, None] + torch.arange(3, device=D.device)[None, :]).to(D.dtype)
         factors = norms**powers
         best = torch.argmax(factors, dim=1)
         s["order"] = torch.where(change, order + best - 1, order)
@@ -350,7 +381,7 @@ class BatchedBDF:
         s = self.state
         T = len(times)
         t, h, order, D = s["t"], s["h"], s["order"], s["D"]
-        j = torch.arange(MAX_ORDER, dtype=D.dtype)
+        j = torch.arange(MAX_ORDER, dtype=D.dtype, device=D.device)
         while True:
             k = s["k_next"]
             hit = accept & (k < T) & (times[k.clamp_max(T - 1)] <= t)

@@ -163,7 +163,9 @@ class TorchSolver(Solver):
         coo = sp.coo_matrix(a)
         index = torch.as_tensor(np.stack([coo.row, coo.col]), device=self.device)
         values = torch.as_tensor(coo.data, dtype=torch.float64, device=self.device)
-        coo = torch.sparse_coo_tensor(index, values, coo.shape, check_invariants=True)
+        coo = torch.sparse_coo_tensor(
+            index, values, coo.shape, check_invariants=True, device=self.device
+        )
         with warnings.catch_warnings():
             # CSR products are the fastest sparse ones here; torch calls CSR "beta" once
             warnings.filterwarnings("ignore", "Sparse CSR tensor support", UserWarning)
