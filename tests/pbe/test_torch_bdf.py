@@ -13,7 +13,7 @@ from scipy.integrate._ivp.bdf import change_D
 from hpcopt.problems.pbe.grid import Grid
 from hpcopt.problems.pbe.solver import Model, Solver
 from hpcopt.problems.pbe.torch_bdf import step_change, tables
-from hpcopt.problems.pbe.torch_solver import NOT_FINITE, TorchSolver
+from hpcopt.problems.pbe.torch_solver import TorchSolver
 
 from .test_solver import ALL_1D, ALL_2D, TIMES, exponential_start, primary_2d
 
@@ -95,33 +95,6 @@ def test_constant_kernel_number_follows_the_closed_form(discretisation: str) -> 
     assert sol.error == [""]
     exact = n0.sum() / (1 + n0.sum() * TIMES / 2)
     np.testing.assert_allclose(sol.N[0].sum(axis=1), exact, rtol=1e-7)
-
-
-def test_each_member_of_a_batch_steps_as_it_would_alone() -> None:
-    model, n0 = model_1d()
-    solver = TorchSolver(model, n0, method="BDF")
-    batch = {k: np.array([v, v * 3.0, v * 0.3]) for k, v in ALL_1D.items()}
-    t = np.linspace(0, 600, 5)
-    together = solver.solve(batch, t)
-    for b in range(3):
-        alone = solver.solve({k: v[b] for k, v in batch.items()}, t)
-        assert together.steps[b] == alone.steps[0]
-        np.testing.assert_allclose(together.N[b], alone.N[0], rtol=1e-12, atol=1e-12 * n0[1])
-    assert len(set(together.steps)) > 1  # the members took different steps
-
-
-def test_a_member_with_a_non_finite_rate_fails_alone() -> None:
-    model, n0 = model_1d()
-    solver = TorchSolver(model, n0, method="BDF")
-    batch = {k: np.array([v, v, v]) for k, v in ALL_1D.items()}
-    batch["pl_P2"] = np.array([0.7, np.nan, 0.5])
-    t = np.linspace(0, 600, 5)
-    sol = solver.solve(batch, t)
-    assert sol.error == ["", NOT_FINITE, ""]
-    assert np.all(np.isnan(sol.N[1]))
-    for b in (0, 2):
-        alone = solver.solve({k: v[b] for k, v in batch.items()}, t)
-        np.testing.assert_allclose(sol.N[b], alone.N[0], rtol=1e-12, atol=1e-12 * n0[1])
 
 
 def test_a_member_over_the_budget_fails_alone_with_the_numpy_solvers_words() -> None:
