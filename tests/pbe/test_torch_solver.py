@@ -11,6 +11,8 @@ from pydantic import ValidationError
 
 pytest.importorskip("torch")
 
+import torch
+
 from hpcopt.problems.pbe.forward import build_solver, solver_backend
 from hpcopt.problems.pbe.grid import Grid
 from hpcopt.problems.pbe.sections import MODEL_KEYS, PBEModel
@@ -149,6 +151,33 @@ def test_a_failing_member_fails_alone_with_its_reason(method: str) -> None:
     for b in (0, 2):
         alone = solver.solve({k: v[b] for k, v in batch.items()}, t)
         np.testing.assert_allclose(sol.N[b], alone.N[0], rtol=1e-12, atol=1e-12 * n0[1])
+
+
+@pytest.mark.parametrize(("method", "factor"), [("BDF", "inv_ex"), ("Rodas4", "lu_factor_ex")])
+def test_a_member_whose_newton_matrix_is_singular_fails_alone_with_the_numpy_words(
+    monkeypatch: pytest.MonkeyPatch, method: str, factor: str
+) -> None:
+    # LAPACK reports the singular member (info > 0) rather than raising for the batch
+    real = getattr(torch.linalg, factor)
+
+    def second_member_singular(A: torch.Tensor):
+        *out, info = real(A)
+        if len(info) == 3:  # the first factorisation, of every member's matrix
+            info = info.clone()
+            info[1] = 1
+        return (*out, info)
+
+    model, n0 = small_1d()
+    solver = TorchSolver(model, n0, method=method)
+    batch = {k: np.array([v, v, v]) for k, v in ALL_1D.items()}
+    t = np.linspace(0, 600, 5)
+    monkeypatch.setattr(torch.linalg, factor, second_member_singular)
+    sol = solver.solve(batch, t)
+    monkeypatch.undo()
+    assert sol.error == ["", "the integrator failed: LinAlgError: Singular matrix", ""]
+    assert np.all(np.isnan(sol.N[1]))
+    alone = solver.solve({k: v[0] for k, v in batch.items()}, t)
+    np.testing.assert_allclose(sol.N[2], alone.N[0], rtol=1e-12, atol=1e-12 * n0[1])
 
 
 def test_a_member_over_the_budget_fails_alone_with_the_numpy_solvers_words() -> None:

@@ -152,7 +152,7 @@ class BatchedBDF:
         (s, increasing, ``t[-1] > 0``). ``select(members)`` gives the right-hand side and
         Jacobian of the working set ``members``. Returns the states ``(B, T, n)`` (NaN where
         a member failed or before it got there), each member's failure (``""`` when it ran
-        through; the words in ``failures`` under "not_finite" and "too_small", or
+        through; the words in ``failures`` under "not_finite", "too_small" and "singular", or
         ``budget_reason``), the number of batched right-hand-side evaluations and each
         member's accepted steps."""
         B, n = y0.shape
@@ -184,6 +184,7 @@ class BatchedBDF:
             "steps": torch.zeros(B, dtype=torch.long, device=dev),
             "lu_ok": torch.zeros(B, dtype=torch.bool, device=dev),
             "jac_new": torch.ones(B, dtype=torch.bool, device=dev),
+            "singular": torch.zeros(B, dtype=torch.bool, device=dev),
             "alive": finite,
         }
         s = self.state
@@ -204,11 +205,17 @@ class BatchedBDF:
             min_step = 10 * (torch.nextafter(s["t"], s["t"].new_tensor(np.inf)) - s["t"])
             small = s["alive"] & (s["h"] < min_step)
             over = s["alive"] & (s["evals"] > self.max_rhs_evals)
+            singular = s["alive"] & s["singular"]
             done = s["alive"] & (s["k_next"] == T)
-            for mask, why in ((small, failures["too_small"]), (over, budget_reason)):
+            ends = (
+                (small, failures["too_small"]),
+                (over, budget_reason),
+                (singular, failures["singular"]),
+            )
+            for mask, why in ends:
                 for b in self.members[mask].tolist():
                     errors[b] = why
-            s["alive"] = s["alive"] & ~(small | over | done)
+            s["alive"] = s["alive"] & ~(small | over | singular | done)
             steps[self.members.cpu().numpy()] = s["steps"].cpu().numpy()
         failed = torch.as_tensor([bool(e) for e in errors], device=dev)
         return torch.where(failed[:, None, None], np.nan, out), errors, calls, steps.tolist()
@@ -263,7 +270,9 @@ class BatchedBDF:
         stale = alive & ~s["lu_ok"]
         if bool(stale.any()):
             eye = torch.eye(D.shape[2], dtype=D.dtype, device=D.device)
-            s["inverse"][stale] = torch.linalg.inv(eye - c[stale, None, None] * s["J"][stale])
+            inverse, info = torch.linalg.inv_ex(eye - c[stale, None, None] * s["J"][stale])
+            s["inverse"][stale] = inverse
+            s["singular"][stale] = s["singular"][stale] | (info != 0)
             s["lu_ok"] = s["lu_ok"] | stale
         converged, n_iter, y_new, d, calls = self._newton(y_predict, c, psi, scale)
         failed = alive & ~converged

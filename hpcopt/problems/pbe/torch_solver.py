@@ -114,6 +114,8 @@ METHODS = (*ROSENBROCK, "BDF")
 SAFETY, MIN_FACTOR, MAX_FACTOR = 0.9, 0.2, 6.0
 STEP_TOO_SMALL = "the integrator failed: Required step size is less than spacing between numbers."
 NOT_FINITE = "the integrator failed: the right-hand side is not finite at the start"
+# the numpy solver's words for a Newton matrix LAPACK cannot invert
+SINGULAR = "the integrator failed: LinAlgError: Singular matrix"
 
 
 class TorchSolver(Solver):
@@ -249,7 +251,7 @@ class TorchSolver(Solver):
             gap = times[k_next[idx]] - ta
             landing = proposed >= gap
             step = torch.where(landing, gap, proposed)
-            y_new, error = self._step(scheme, ya, sub, step)
+            y_new, error, singular = self._step(scheme, ya, sub, step)
             calls += scheme.rhs_per_step
             evals[idx_np] += scheme.rhs_per_step
             with torch.no_grad():
@@ -280,6 +282,8 @@ class TorchSolver(Solver):
             tiny = step.cpu().numpy() <= 16 * np.spacing(ta.cpu().numpy().clip(1e-300))
             for b in idx_np[~ok_np & tiny]:
                 errors[b], active[b] = STEP_TOO_SMALL, False
+            for b in idx_np[singular.cpu().numpy()]:
+                errors[b], active[b] = SINGULAR, False
             for b in np.flatnonzero(active & (evals > self.max_rhs_evals)):
                 errors[b], active[b] = self.budget_reason(), False
         states = torch.stack(out, dim=1)
@@ -304,7 +308,7 @@ class TorchSolver(Solver):
             )
 
         bdf = BatchedBDF(self.rtol, self.atol_t, self.max_rhs_evals)
-        failures = {"not_finite": NOT_FINITE, "too_small": STEP_TOO_SMALL}
+        failures = {"not_finite": NOT_FINITE, "too_small": STEP_TOO_SMALL, "singular": SINGULAR}
         deadline = time.monotonic() + self.max_wall_s
         with torch.no_grad():
             return bdf.run(select, y0, t, deadline, self.budget_reason(), failures)
@@ -324,12 +328,13 @@ class TorchSolver(Solver):
 
     def _step(
         self, m: Rosenbrock, y: torch.Tensor, rates: _Rates, h: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One step of method ``m`` of sizes ``h`` ``(B,)`` from states ``y`` ``(B, n)``:
-        the new states and the embedded error estimate, both ``(B, n)``."""
+        the new states and the embedded error estimate, both ``(B, n)``, and whether each
+        member's matrix ``I / (gamma h) - J`` was singular ``(B,)``."""
         W = -self.jacobian(y, rates)
         W.diagonal(dim1=1, dim2=2).add_((1.0 / (m.gamma * h))[:, None])
-        LU, pivots = torch.linalg.lu_factor(W)
+        LU, pivots, info = torch.linalg.lu_factor_ex(W)
         inv_h = (1.0 / h)[:, None]
         K: list[torch.Tensor] = []
         for i in range(len(m.M)):
@@ -338,7 +343,7 @@ class TorchSolver(Solver):
             g = f + sum(c * k for c, k in zip(m.C[i], K) if c) * inv_h
             K.append(torch.linalg.lu_solve(LU, pivots, g[..., None])[..., 0])
         y_new = y + sum(b * k for b, k in zip(m.M, K) if b)
-        return y_new, sum(e * k for e, k in zip(m.E, K) if e)
+        return y_new, sum(e * k for e, k in zip(m.E, K) if e), info != 0
 
 
 def default_device() -> torch.device:
