@@ -26,10 +26,11 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 DISCRETISATIONS = ["fixed_pivot", "cell_average"]
 
 
-def both(model: Model, n0: np.ndarray, params: dict, t: np.ndarray, **kw):
-    """The SciPy and the torch solution of one model, with the same tolerances."""
+def both(model: Model, n0: np.ndarray, params: dict, t: np.ndarray, method: str, **kw):
+    """The SciPy and the torch (``method``) solution of one model, with the same
+    tolerances."""
     scipy_sol = Solver(model, n0, **kw).solve(params, t)
-    torch_sol = TorchSolver(model, n0, **kw).solve(params, t)
+    torch_sol = TorchSolver(model, n0, method=method, **kw).solve(params, t)
     assert scipy_sol.error == [""] * len(scipy_sol.error)
     assert torch_sol.error == [""] * len(torch_sol.error)
     return scipy_sol.N, torch_sol.N
@@ -52,21 +53,27 @@ def test_constant_kernel_number_follows_closed_form(discretisation: str, method:
     np.testing.assert_allclose(m2, moments(scipy_N[0], grid.total_volumes())[2], rtol=1e-7)
 
 
+@pytest.mark.parametrize("method", ["BDF", "Rodas4"])
 @pytest.mark.parametrize("discretisation", DISCRETISATIONS)
-def test_2d_constant_kernel_total_number_matches_closed_form(discretisation: str) -> None:
+def test_2d_constant_kernel_total_number_matches_closed_form(
+    discretisation: str, method: str
+) -> None:
     grid = Grid.geometric(2, 12, 2.0, (1.0, 1.0))  # long enough to keep every collision
     n0 = primary_2d(grid) * 1e-14
     params = {"corr_beta": 0.5, "alpha_11": 1.0, "alpha_12": 1.0, "alpha_22": 1.0}
     model = Model(grid, "constant", discretisation=discretisation)
-    ref, sol = both(model, n0, params, TIMES, rtol=1e-9, atol=1e-13)
+    ref, sol = both(model, n0, params, TIMES, method, rtol=1e-9, atol=1e-13)
     tau = 0.5 * n0.sum() * TIMES
     np.testing.assert_allclose(sol[0].sum(axis=1), n0.sum() / (1 + tau / 2), rtol=1e-6)
     np.testing.assert_allclose(sol, ref, rtol=0, atol=1e-7 * n0.sum())
 
 
+@pytest.mark.parametrize("method", ["BDF", "Rodas4"])
 @pytest.mark.parametrize("discretisation", DISCRETISATIONS)
 @pytest.mark.parametrize("dim", [1, 2])
-def test_agrees_with_scipy_with_agglomeration_and_breakage(dim: int, discretisation: str) -> None:
+def test_agrees_with_scipy_with_agglomeration_and_breakage(
+    dim: int, discretisation: str, method: str
+) -> None:
     if dim == 1:
         grid = Grid.geometric(1, 20, 2.0, (5e-19,))
         n0 = np.zeros(grid.n)
@@ -78,7 +85,7 @@ def test_agrees_with_scipy_with_agglomeration_and_breakage(dim: int, discretisat
         params = ALL_2D
     model = Model(grid, "shear", "power_law", "power_law", discretisation=discretisation)
     t = np.linspace(0, 600, 7)
-    ref, sol = both(model, n0, params, t, rtol=1e-8, atol=1e-12)
+    ref, sol = both(model, n0, params, t, method, rtol=1e-8, atol=1e-12)
     # both are 1e-8 solves of the same system: they agree to a few times that
     np.testing.assert_allclose(sol, ref, rtol=0, atol=5e-8 * n0.sum())
     volume = sol[0] @ grid.volumes()
@@ -98,10 +105,13 @@ def config_solver(name: str, discretisation: str, **settings: object):
     return solver, params, np.asarray(problem["synthetic"]["times_s"], dtype=float)
 
 
+@pytest.mark.parametrize("method", ["BDF", "Rodas4"])
 @pytest.mark.parametrize("discretisation", DISCRETISATIONS)
 @pytest.mark.parametrize("name", ["pbe-1d.yaml", "pbe-2d.yaml"])
-def test_agrees_with_scipy_on_the_shipped_configs(name: str, discretisation: str) -> None:
-    solver, params, t = config_solver(name, discretisation, backend="torch")
+def test_agrees_with_scipy_on_the_shipped_configs(
+    name: str, discretisation: str, method: str
+) -> None:
+    solver, params, t = config_solver(name, discretisation, backend="torch", method=method)
     assert isinstance(solver, TorchSolver)
     sol = solver.solve(params, t)
     scipy_solver, _, _ = config_solver(name, discretisation)
