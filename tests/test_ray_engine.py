@@ -238,6 +238,8 @@ def test_a_client_without_the_token_is_refused(ray_cluster, tmp_path):
 def test_each_worker_limits_blas_to_its_cpus_and_the_serial_engine_to_the_machines(
     ray_cluster,
 ):
+    from threadpoolctl import threadpool_limits
+
     from hpcopt.engine.base import available_cpus
     from hpcopt.engine.local import LocalEngineConfig
 
@@ -246,13 +248,18 @@ def test_each_worker_limits_blas_to_its_cpus_and_the_serial_engine_to_the_machin
     with build_engine(config) as engine:
         (ev,) = engine.map(problem, np.zeros((1, 2)))
     assert ev.extras["blas_threads"] == 1
-    # a driver process whose BLAS someone capped at 1 gets the machine's cores back
-    from threadpoolctl import threadpool_limits
 
-    threadpool_limits(limits=1)
-    with build_engine(LocalEngineConfig()) as serial:
-        (ev,) = serial.map(problem, np.zeros((1, 2)))
-    assert ev.extras["blas_threads"] == available_cpus() > 1
+    def serial_blas_threads() -> float:
+        with build_engine(LocalEngineConfig()) as serial:
+            (ev,) = serial.map(problem, np.zeros((1, 2)))
+        return ev.extras["blas_threads"]
+
+    # the driver's pools come down to the CPUs it may use; one someone set lower
+    # (OMP_NUM_THREADS=1, say) stays as it is
+    with threadpool_limits(limits=available_cpus() + 1):
+        assert serial_blas_threads() == available_cpus() > 1
+    with threadpool_limits(limits=1):
+        assert serial_blas_threads() == 1
 
 
 def run_two_trials(ray_cluster, path, sizes):
