@@ -15,7 +15,7 @@ import torch
 
 from hpcopt.problems.pbe.forward import build_solver, solver_backend
 from hpcopt.problems.pbe.grid import Grid
-from hpcopt.problems.pbe.sections import MODEL_KEYS, PBEModel
+from hpcopt.problems.pbe.sections import MODEL_KEYS, SOLVER_METHODS, PBEModel
 from hpcopt.problems.pbe.solver import Model, Solver
 from hpcopt.problems.pbe.torch_solver import METHODS, NOT_FINITE, TorchSolver
 
@@ -250,6 +250,11 @@ def test_a_method_the_backend_lacks_is_a_config_error_naming_the_allowed_ones(
     code, err = expand_with_problem(tmp_path, capsys, section)
     assert code == 2
     assert f"allowed: {allowed}" in err
+
+
+def test_the_config_offers_exactly_the_torch_solvers_methods() -> None:
+    # written twice: the config must not import torch to check a setting
+    assert set(SOLVER_METHODS["torch"]) == set(METHODS)
 
 
 @pytest.mark.parametrize("method", ["BDF", "Rodas4"])
