@@ -58,13 +58,14 @@ def step(
     enough = losses <= s["base_loss"] + ARMIJO * np.einsum("nd,nd->n", s["base_grad"], moved)
     accepted = fresh | (valid & np.isfinite(s["base_loss"]) & enough)
     curvature = accepted & ~fresh
+    change = grad - s["base_grad"]
     s["H"][curvature] = _bfgs_update(
         s["H"][curvature],
         moved[curvature],
-        grad[curvature] - s["base_grad"][curvature],
+        change[curvature],
         first=s["updates"][curvature] == 0,
     )
-    s["updates"] = s["updates"] + (curvature & _curved(moved, grad - s["base_grad"]))
+    s["updates"] = s["updates"] + (curvature & _curved(moved, change))
     s["base"] = np.where(accepted[:, None], x, s["base"])
     s["base_loss"] = np.where(accepted, losses, s["base_loss"])
     s["base_grad"] = np.where(accepted[:, None], grad, s["base_grad"])
