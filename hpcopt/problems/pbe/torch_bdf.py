@@ -199,6 +199,8 @@ class BatchedBDF:
                     errors[b] = budget_reason
                 break
             if not bool(s["alive"].all()):
+                # the members about to leave the working set keep their step counts
+                steps[self.members.cpu().numpy()] = s["steps"].cpu().numpy()
                 self._keep(s["alive"], select)
             calls += self._attempt(times, out, t_end)
             s = self.state
@@ -216,7 +218,7 @@ class BatchedBDF:
                 for b in self.members[mask].tolist():
                     errors[b] = why
             s["alive"] = s["alive"] & ~(small | over | singular | done)
-            steps[self.members.cpu().numpy()] = s["steps"].cpu().numpy()
+        steps[self.members.cpu().numpy()] = self.state["steps"].cpu().numpy()
         failed = torch.as_tensor([bool(e) for e in errors], device=dev)
         return torch.where(failed[:, None, None], np.nan, out), errors, calls, steps.tolist()
 
