@@ -1,3 +1,4 @@
+import importlib
 import json
 import os
 import signal
@@ -134,3 +135,15 @@ def test_resume_warns_when_the_campaign_was_made_by_another_version(tmp_path, ca
         f.attrs["sha256"] = digest(f)  # an edit, not damage: the file stays verifiable
     assert main(["resume", str(tmp_path / "c"), "-q"]) == 0
     assert "created with hpcopt 0.1.0" in capsys.readouterr().err
+
+
+def test_a_sigterm_is_reported_as_one_when_a_plain_keyboardinterrupt_carries_it(capsys):
+    cli = importlib.import_module("hpcopt.cli.main")  # the package exports main() itself
+    cli._SIGTERM_SEEN.clear()
+    assert cli._interrupted("c", KeyboardInterrupt()) == 130
+    cli._SIGTERM_SEEN.set()
+    try:
+        assert cli._interrupted("c", KeyboardInterrupt()) == 143
+    finally:
+        cli._SIGTERM_SEEN.clear()
+    assert "terminated (SIGTERM)" in capsys.readouterr().err

@@ -12,6 +12,7 @@ import contextlib
 import json
 import signal
 import sys
+import threading
 from collections.abc import Iterator, Sequence
 
 from rich.table import Table
@@ -183,13 +184,21 @@ class Terminated(KeyboardInterrupt):
     checkpoint, the engine and its private Ray shut down)."""
 
 
+# Set when SIGTERM arrives: the exception's type alone can lose it (a SIGTERM once ended
+# a Ray run with 130, a plain KeyboardInterrupt, likely re-raised by Ray's own signal
+# check inside a blocking call).
+_SIGTERM_SEEN = threading.Event()
+
+
 def _terminated(signum: int, frame: object) -> None:
+    _SIGTERM_SEEN.set()
     raise Terminated
 
 
 @contextlib.contextmanager
 def _sigterm_stops() -> Iterator[None]:
     """Turn SIGTERM into :class:`Terminated` while a campaign runs in this process."""
+    _SIGTERM_SEEN.clear()
     try:
         previous = signal.signal(signal.SIGTERM, _terminated)
     except ValueError:  # not the main thread: leave the signal alone
@@ -224,12 +233,13 @@ def _finish(outcomes: list[reporters.TrialOutcome], root: str) -> int:
 
 
 def _interrupted(root: str, stop: KeyboardInterrupt) -> int:
-    how = "terminated (SIGTERM)" if isinstance(stop, Terminated) else "interrupted"
+    terminated = isinstance(stop, Terminated) or _SIGTERM_SEEN.is_set()
+    how = "terminated (SIGTERM)" if terminated else "interrupted"
     print(
         f"\n{how}: every trial's last checkpoint is kept; continue with 'hpcopt resume {root}'",
         file=sys.stderr,
     )
-    return EXIT_TERMINATED if isinstance(stop, Terminated) else EXIT_INTERRUPTED
+    return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
 
 
 def _run(args: argparse.Namespace) -> int:
