@@ -2,23 +2,32 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 
 pytest.importorskip("torch")
 
 import torch
+from scipy.integrate import BDF
 from scipy.integrate._ivp.bdf import change_D
 
 from hpcopt.problems.pbe.grid import Grid
 from hpcopt.problems.pbe.solver import Model, Solver
-from hpcopt.problems.pbe.torch_bdf import step_change, tables
-from hpcopt.problems.pbe.torch_solver import TorchSolver
+from hpcopt.problems.pbe.torch_bdf import BatchedBDF, step_change, tables
+from hpcopt.problems.pbe.torch_solver import (
+    NOT_FINITE,
+    SINGULAR,
+    STEP_TOO_SMALL,
+    TorchSolver,
+)
 
 from .test_solver import ALL_1D, ALL_2D, TIMES, exponential_start, primary_2d
 
 DISCRETISATIONS = ["fixed_pivot", "cell_average"]
-TABLES = tables(torch.device("cpu"))
+TABLES = tables()
 
 
 def model_1d(discretisation: str = "fixed_pivot") -> tuple[Model, np.ndarray]:
@@ -40,9 +49,9 @@ def test_a_step_size_change_rewrites_the_differences_as_scipy_does(order: int) -
     D = rng.normal(size=(8, 3))
     want = D.copy()
     change_D(want, order, 0.37)
-    RU = step_change(torch.tensor([order]), torch.tensor([0.37], dtype=torch.float64))[0]
+    RU = step_change(np.array([order]), np.array([0.37]))[0]
     got = D.copy()
-    got[:6] = RU.numpy().T @ D[:6]
+    got[:6] = RU.T @ D[:6]
     np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-13)
 
 
@@ -55,9 +64,9 @@ def test_an_accepted_step_updates_the_differences_as_scipy_does(order: int) -> N
     want[order + 1] = d
     for i in reversed(range(order + 1)):
         want[i] += want[i + 1]
-    got = TABLES.update[order].numpy() @ D + TABLES.update_d[order].numpy()[:, None] * d
+    got = TABLES.update[order] @ D + TABLES.update_d[order][:, None] * d
     np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-13)
-    np.testing.assert_allclose(TABLES.predict[order, 0].numpy() @ D, D[: order + 1].sum(axis=0))
+    np.testing.assert_allclose(TABLES.predict[order, 0] @ D, D[: order + 1].sum(axis=0))
 
 
 @pytest.mark.parametrize("discretisation", DISCRETISATIONS)
@@ -114,9 +123,33 @@ def test_a_member_over_the_budget_fails_alone_with_the_numpy_solvers_words() -> 
     np.testing.assert_allclose(sol.N[0], alone.N[0], rtol=1e-12, atol=1e-12 * n0[1])
 
 
-def test_a_step_below_round_off_fails_the_member_with_scipys_words() -> None:
-    model, n0 = model_1d()
-    solver = TorchSolver(model, n0, method="BDF")
-    sol = solver.solve({**ALL_1D, "corr_beta": np.array([1.0, 1e30])}, np.array([0.0, 600.0]))
-    assert sol.error[0] == ""
-    assert sol.error[1].startswith("the integrator failed: Required step size is less than")
+def blow_up(rate: torch.Tensor) -> Callable:
+    """``select`` for ``dy/dt = a y^2`` per member (``y = 1 / (1 - a t)`` from 1: infinite
+    at ``t = 1 / a``), two states each."""
+
+    def select(members: torch.Tensor) -> tuple[Callable, Callable]:
+        a = rate[members]
+        return (
+            lambda y: a[:, None] * y**2,
+            lambda y, which: torch.diag_embed(2 * a[which, None] * y),
+        )
+
+    return select
+
+
+def test_a_member_whose_step_falls_below_round_off_fails_alone_with_scipys_words() -> None:
+    # a = 1 blows up at t = 1, inside the span: SciPy's BDF fails there with these words
+    scipy_bdf = BDF(lambda t, y: y**2, 0.0, np.ones(2), 2.0, jac=lambda t, y: np.diag(2 * y))
+    while scipy_bdf.status == "running":
+        message = scipy_bdf.step()
+    assert scipy_bdf.status == "failed" and 0.99 < scipy_bdf.t < 1.0
+    assert f"the integrator failed: {message}" == STEP_TOO_SMALL
+    rate = torch.tensor([0.1, 1.0], dtype=torch.float64)
+    bdf = BatchedBDF(1e-3, torch.full((2,), 1e-6, dtype=torch.float64), 10**6)
+    t = np.array([0.0, 0.5, 2.0])
+    failures = {"not_finite": NOT_FINITE, "too_small": STEP_TOO_SMALL, "singular": SINGULAR}
+    args = (t, time.monotonic() + 60, "budget", failures)
+    out, errors, _, _ = bdf.run(blow_up(rate), torch.ones(2, 2, dtype=torch.float64), *args)
+    assert errors == ["", STEP_TOO_SMALL]
+    np.testing.assert_allclose(out[0, :, 0].numpy(), 1 / (1 - 0.1 * t), rtol=1e-2)
+    assert torch.isnan(out[1]).all()

@@ -13,13 +13,19 @@ sides, so most steps reuse the last. Output times are not landed on: each member
 interpolant (the difference array's polynomial) is read at the output times its step
 passed.
 
+The work is split by size. What is one number per member (time, step size, order, Newton
+norms, error norms, counters and the decisions made from them) lives on the host in
+numpy; the states, difference arrays, Jacobians and Newton matrices live on the device in
+torch. A member-sized torch operation costs a few microseconds of dispatch on the CPU and
+a kernel launch on a GPU, numpy's a fraction of that, and the decisions need those
+numbers on the host anyway: each Newton iteration brings its ``W`` norms over once.
+
 The Newton iterations with a reused Jacobian are not the derivative of anything smooth,
 so solves to be differentiated use a Rosenbrock method (:mod:`.torch_solver`).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import time
 from collections.abc import Callable
@@ -42,31 +48,33 @@ Jacobian = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 @dataclass(frozen=True)
 class Tables:
-    """SciPy's BDF coefficients as tensors on one device, indexed by order (1 to 5).
+    """SciPy's BDF coefficients (numpy, on the host), indexed by order (1 to 5).
 
     ``predict`` ``(6, 2, 8)``: the prediction and ``psi`` as rows over the difference
     array ``D`` ``(8, n)`` (summing ``D[:order + 1]``, and ``gamma_k D_k / alpha_order``
     over ``k = 1..order``); ``update`` ``(6, 8, 8)`` and ``update_d`` ``(6, 8)``: after an
     accepted step with correction ``d``, ``D <- update D + update_d d`` (SciPy's ``D[o +
     2] = d - D[o + 1]; D[o + 1] = d; D[i] += D[i + 1]`` for ``i <= o``); ``alpha`` and
-    ``error_const`` ``(6,)``; ``i``, ``j``, ``inside``, ``eye`` and ``U`` the pieces of
-    SciPy's ``R(order, factor)`` and ``U(order) = R(order, 1)``."""
+    ``error_const`` ``(6,)``; ``U`` ``(6, 6, 6)`` SciPy's ``U(order) = R(order, 1)``."""
 
-    predict: torch.Tensor
-    update: torch.Tensor
-    update_d: torch.Tensor
-    alpha: torch.Tensor
-    error_const: torch.Tensor
-    i: torch.Tensor
-    j: torch.Tensor
-    inside: torch.Tensor
-    eye: torch.Tensor
-    U: torch.Tensor
+    predict: np.ndarray
+    update: np.ndarray
+    update_d: np.ndarray
+    alpha: np.ndarray
+    error_const: np.ndarray
+    U: np.ndarray
+
+
+_I = np.arange(1.0, MAX_ORDER + 1)[:, None]
+_J = np.arange(1.0, MAX_ORDER + 1)[None, :]
+_K = np.arange(MAX_ORDER + 1)
+# each order's (order + 1)-square block of R
+_INSIDE = (_K[None, :, None] <= _K[:, None, None]) & (_K[None, None, :] <= _K[:, None, None])
 
 
 @functools.cache
-def tables(device: torch.device) -> Tables:
-    """The :class:`Tables` on ``device``, made once per device."""
+def tables() -> Tables:
+    """The :class:`Tables`, made once."""
     rows = MAX_ORDER + 3
     predict = np.zeros((MAX_ORDER + 1, 2, rows))
     A = np.zeros((MAX_ORDER + 1, rows, rows))
@@ -80,26 +88,8 @@ def tables(device: torch.device) -> Tables:
         A[o, o + 2] = 0.0
         A[o, o + 2, o + 1] = -1.0
         b[o, : o + 3] = 1.0
-    k = np.arange(MAX_ORDER + 1)
-    # each order's (order + 1)-square block
-    inside = (k[None, :, None] <= k[:, None, None]) & (k[None, None, :] <= k[:, None, None])
-    arrays = {
-        "predict": predict,
-        "update": A,
-        "update_d": b,
-        "alpha": _ALPHA,
-        "error_const": _ERROR_CONST,
-        "i": np.arange(1.0, MAX_ORDER + 1)[:, None],
-        "j": np.arange(1.0, MAX_ORDER + 1)[None, :],
-        "inside": inside,
-        "eye": np.eye(MAX_ORDER + 1),
-    }
-    partial = {k: torch.as_tensor(a, device=device) for k, a in arrays.items()}
-    partial["U"] = torch.eye(MAX_ORDER + 1, dtype=torch.float64, device=device)
-    with_u = Tables(**partial)
-    orders = torch.arange(MAX_ORDER + 1, device=device)
-    U = _R(orders, torch.ones(MAX_ORDER + 1, dtype=torch.float64, device=device), with_u)
-    return dataclasses.replace(with_u, U=U)
+    U = _R(_K, np.ones(MAX_ORDER + 1))
+    return Tables(predict, A, b, _ALPHA, _ERROR_CONST, U)
 
 
 def rms(x: torch.Tensor) -> torch.Tensor:
@@ -107,22 +97,21 @@ def rms(x: torch.Tensor) -> torch.Tensor:
     return torch.linalg.vector_norm(x, dim=-1) / x.shape[-1] ** 0.5
 
 
-def _R(order: torch.Tensor, factor: torch.Tensor, tab: Tables) -> torch.Tensor:
+def _R(order: np.ndarray, factor: np.ndarray) -> np.ndarray:
     """SciPy's ``R(order, factor)`` per member, ``(W, 6, 6)``, the identity beyond each
     member's order."""
-    M = (tab.i - 1 - factor[:, None, None] * tab.j) / tab.i
+    M = np.zeros((len(order), MAX_ORDER + 1, MAX_ORDER + 1))
+    M[:, 1:, 1:] = (_I - 1 - factor[:, None, None] * _J) / _I
     # row 0 all ones, column 0 zero below it: cumprod over rows then gives R
-    M = torch.nn.functional.pad(M, (1, 0, 1, 0))
     M[:, 0] = 1.0
-    return torch.where(tab.inside[order], torch.cumprod(M, dim=1), tab.eye)
+    return np.where(_INSIDE[order], np.cumprod(M, axis=1), np.eye(MAX_ORDER + 1))
 
 
-def step_change(order: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+def step_change(order: np.ndarray, factor: np.ndarray) -> np.ndarray:
     """SciPy's ``R(order, factor) @ U(order)`` per member, ``(W, 6, 6)``, the identity
     beyond each member's order: ``D[:6] <- RU^T D[:6]`` re-expresses the difference array
     for a step ``factor`` times the last."""
-    tab = tables(factor.device)
-    return _R(order, factor, tab) @ tab.U[order]
+    return _R(order, factor) @ tables().U[order]
 
 
 class BatchedBDF:
@@ -136,8 +125,13 @@ class BatchedBDF:
 
     def __init__(self, rtol: float, atol: torch.Tensor, max_rhs_evals: int) -> None:
         self.rtol, self.atol, self.max_rhs_evals = rtol, atol, max_rhs_evals
-        self.tab = tables(atol.device)
+        self.device = atol.device
+        self.tab = tables()
         self.newton_tol = max(10 * np.finfo(float).eps / rtol, min(0.03, rtol**0.5))
+
+    def _dev(self, a: np.ndarray) -> torch.Tensor:
+        """A host array on the device (no copy on the CPU)."""
+        return torch.as_tensor(a, device=self.device)
 
     def run(
         self,
@@ -156,79 +150,75 @@ class BatchedBDF:
         ``budget_reason``), the number of batched right-hand-side evaluations and each
         member's accepted steps."""
         B, n = y0.shape
-        T, f64 = len(t), torch.float64
-        dev = y0.device
-        times = torch.as_tensor(t, dtype=f64, device=dev)
+        T = len(t)
         t_end = float(t[-1])
         first = int(np.searchsorted(t, 0.0, side="right"))
         out = y0.new_full((B, T, n), np.nan)
         out[:, :first] = y0[:, None]
         errors = [""] * B
-        members = torch.arange(B, device=dev)
-        rhs, jacobian = select(members)
-        self.members, self.rhs, self.jacobian = members, rhs, jacobian
+        self.members = np.arange(B)
+        self.rhs, self.jacobian = select(self._dev(self.members))
         calls = 2
-        f0 = rhs(y0)
+        f0 = self.rhs(y0)
         h = self._first_step(y0, f0, t_end)
-        finite = torch.isfinite(h)
-        for b in torch.nonzero(~finite)[:, 0].tolist():
+        finite = np.isfinite(h)
+        for b in np.flatnonzero(~finite):
             errors[b] = failures["not_finite"]
-        self.state = {
-            "t": torch.zeros(B, dtype=f64, device=dev),
-            "h": torch.where(finite, h, 1.0),
-            "order": torch.ones(B, dtype=torch.long, device=dev),
-            "equal": torch.zeros(B, dtype=torch.long, device=dev),
-            "D": torch.zeros(B, MAX_ORDER + 3, n, dtype=f64, device=dev),
-            "k_next": torch.full((B,), first, dtype=torch.long, device=dev),
-            "evals": torch.full((B,), 2, dtype=torch.long, device=dev),
-            "steps": torch.zeros(B, dtype=torch.long, device=dev),
-            "lu_ok": torch.zeros(B, dtype=torch.bool, device=dev),
-            "jac_new": torch.ones(B, dtype=torch.bool, device=dev),
-            "singular": torch.zeros(B, dtype=torch.bool, device=dev),
-            "alive": finite,
-        }
-        s = self.state
-        s["D"][:, 0] = y0
-        s["D"][:, 1] = torch.where(finite[:, None], f0 * s["h"][:, None], 0.0)
-        s["J"] = jacobian(y0, members)
-        s["inverse"] = torch.zeros_like(s["J"])
+        self.t = np.zeros(B)
+        self.h = np.where(finite, h, 1.0)
+        self.order = np.ones(B, dtype=int)
+        self.equal = np.zeros(B, dtype=int)
+        self.k_next = np.full(B, first)
+        self.evals = np.full(B, 2)
+        self.steps = np.zeros(B, dtype=int)
+        self.lu_ok = np.zeros(B, dtype=bool)
+        self.jac_new = np.ones(B, dtype=bool)
+        self.singular = np.zeros(B, dtype=bool)
+        self.alive = finite
+        self.retry = np.zeros(B, dtype=bool)
+        self.D = y0.new_zeros((B, MAX_ORDER + 3, n))
+        self.D[:, 0] = y0
+        self.D[:, 1] = torch.where(self._dev(finite)[:, None], f0 * self._dev(self.h)[:, None], 0.0)
+        self.J = self.jacobian(y0, self._dev(self.members))
+        self.inverse = torch.zeros_like(self.J)
         steps = np.zeros(B, dtype=int)
-        while bool(s["alive"].any()):
-            if time.monotonic() > deadline:
-                for b in self.members[s["alive"]].tolist():
-                    errors[b] = budget_reason
-                break
-            if not bool(s["alive"].all()):
-                # the members about to leave the working set keep their step counts
-                steps[self.members.cpu().numpy()] = s["steps"].cpu().numpy()
-                self._keep(s["alive"], select)
-            calls += self._attempt(times, out, t_end)
-            s = self.state
-            min_step = 10 * (torch.nextafter(s["t"], s["t"].new_tensor(np.inf)) - s["t"])
-            small = s["alive"] & (s["h"] < min_step)
-            over = s["alive"] & (s["evals"] > self.max_rhs_evals)
-            singular = s["alive"] & s["singular"]
-            done = s["alive"] & (s["k_next"] == T)
-            ends = (
-                (small, failures["too_small"]),
-                (over, budget_reason),
-                (singular, failures["singular"]),
-            )
-            for mask, why in ends:
-                for b in self.members[mask].tolist():
-                    errors[b] = why
-            s["alive"] = s["alive"] & ~(small | over | singular | done)
-        steps[self.members.cpu().numpy()] = self.state["steps"].cpu().numpy()
-        failed = torch.as_tensor([bool(e) for e in errors], device=dev)
+        with np.errstate(all="ignore"):
+            while self.alive.any():
+                if time.monotonic() > deadline:
+                    for b in self.members[self.alive]:
+                        errors[b] = budget_reason
+                    break
+                if not self.alive.all():
+                    # the members about to leave the working set keep their step counts
+                    steps[self.members] = self.steps
+                    self._keep(select)
+                calls += self._attempt(t, out, t_end)
+                ends = (
+                    (self.retry & (self.h < self._min_step()), failures["too_small"]),
+                    (self.evals > self.max_rhs_evals, budget_reason),
+                    (self.singular, failures["singular"]),
+                )
+                for mask, why in ends:  # the last that applies is the reason given
+                    for b in self.members[mask]:
+                        errors[b] = why
+                    self.alive = self.alive & ~mask
+                self.alive = self.alive & (self.k_next < T)
+        steps[self.members] = self.steps
+        failed = self._dev(np.array([bool(e) for e in errors]))
         return torch.where(failed[:, None, None], np.nan, out), errors, calls, steps.tolist()
 
-    def _keep(self, alive: torch.Tensor, select: Callable) -> None:
+    def _keep(self, select: Callable) -> None:
         """Drop the members that finished or failed from the working set."""
-        self.state = {k: v[alive] for k, v in self.state.items()}
-        self.members = self.members[alive]
-        self.rhs, self.jacobian = select(self.members)
+        keep = np.flatnonzero(self.alive)
+        for name in ("t", "h", "order", "equal", "k_next", "evals", "steps", "lu_ok"):
+            setattr(self, name, getattr(self, name)[keep])
+        for name in ("jac_new", "singular", "alive", "members", "retry"):
+            setattr(self, name, getattr(self, name)[keep])
+        rows = self._dev(keep)
+        self.D, self.J, self.inverse = self.D[rows], self.J[rows], self.inverse[rows]
+        self.rhs, self.jacobian = select(self._dev(self.members))
 
-    def _first_step(self, y0: torch.Tensor, f0: torch.Tensor, t_end: float) -> torch.Tensor:
+    def _first_step(self, y0: torch.Tensor, f0: torch.Tensor, t_end: float) -> np.ndarray:
         """SciPy's first step for order 1, per member ``(B,)``; NaN where not finite."""
         scale = self.atol + self.rtol * y0.abs()
         d0, d1 = rms(y0 / scale), rms(f0 / scale)
@@ -238,170 +228,207 @@ class BatchedBDF:
         tiny = (d1 <= 1e-15) & (d2 <= 1e-15)
         h1 = torch.where(tiny, (h0 * 1e-3).clamp_min(1e-6), (0.01 / torch.maximum(d1, d2)) ** 0.5)
         h = torch.minimum(torch.minimum(100 * h0, h1), h0.new_tensor(t_end))
-        return torch.where(torch.isfinite(h) & torch.isfinite(d2), h, np.nan)
+        return torch.where(torch.isfinite(h) & torch.isfinite(d2), h, np.nan).cpu().numpy()
 
-    def _rescale(self, mask: torch.Tensor, factor: torch.Tensor, reset_lu: torch.Tensor) -> None:
+    def _rescale(self, mask: np.ndarray, factor: np.ndarray, reset_lu: np.ndarray) -> None:
         """Steps ``factor`` times longer for the members ``mask``: their difference arrays
-        re-expressed, their equal-step count and (where ``reset_lu``) Newton matrix reset.
-        Every member is computed and the others kept by ``where``: cheaper on small
-        batches than picking the few out by a mask and writing them back."""
-        s = self.state
-        if not bool(mask.any()):
-            return
-        factor = torch.where(mask, factor, 1.0)
-        s["h"] = s["h"] * factor
-        RU = step_change(s["order"], factor)
-        D = s["D"][:, : MAX_ORDER + 1]
-        D.copy_(torch.where(mask[:, None, None], RU.transpose(1, 2) @ D, D))
-        s["equal"] = torch.where(mask, 0, s["equal"])
-        s["lu_ok"] = s["lu_ok"] & ~reset_lu
+        re-expressed, their equal-step count and (where ``reset_lu``) Newton matrix reset."""
+        which = np.flatnonzero(mask)
+        self.h[which] *= factor[which]
+        RU = self._dev(step_change(self.order[which], factor[which]))
+        rows = self._dev(which)
+        self.D[rows, : MAX_ORDER + 1] = RU.transpose(1, 2) @ self.D[rows, : MAX_ORDER + 1]
+        self.equal[which] = 0
+        self.lu_ok = self.lu_ok & ~reset_lu
 
-    def _attempt(self, times: torch.Tensor, out: torch.Tensor, t_end: float) -> int:
-        """One attempt at a step for every member of the working set; returns the number
-        of batched right-hand-side evaluations it took."""
-        s = self.state
-        alive = s["alive"]
-        past = alive & (s["t"] + s["h"] > t_end)
-        self._rescale(past, (t_end - s["t"]) / s["h"], past)
-        t_new = torch.where(past, t_end, s["t"] + s["h"])
-        s["h"] = torch.where(alive, t_new - s["t"], s["h"])
-        order, D = s["order"], s["D"]
-        y_predict, psi = (self.tab.predict[order] @ D).unbind(dim=1)
+    def _min_step(self) -> np.ndarray:
+        """SciPy's smallest step at each member's time: ten spacings of its float."""
+        return 10 * (np.nextafter(self.t, np.inf) - self.t)
+
+    def _attempt(self, t: np.ndarray, out: torch.Tensor, t_end: float) -> int:
+        """One attempt at a step for every member of the working set (all alive); returns
+        the number of batched right-hand-side evaluations it took."""
+        # as SciPy: a new step starts at least at the smallest step; a member that retries
+        # a step below it has failed (:meth:`run`)
+        low = ~self.retry & (self.h < self._min_step())
+        if low.any():
+            self._rescale(low, self._min_step() / self.h, np.zeros_like(low))
+        past = self.t + self.h > t_end
+        if past.any():
+            self._rescale(past, (t_end - self.t) / self.h, past)
+        t_new = np.where(past, t_end, self.t + self.h)
+        self.h = t_new - self.t
+        order = self.order
+        y_predict, psi = (self._dev(self.tab.predict[order]) @ self.D).unbind(dim=1)
         scale = self.atol + self.rtol * y_predict.abs()
-        c = s["h"] / self.tab.alpha[order]
-        stale = alive & ~s["lu_ok"]
-        if bool(stale.any()):
-            eye = torch.eye(D.shape[2], dtype=D.dtype, device=D.device)
-            inverse, info = torch.linalg.inv_ex(eye - c[stale, None, None] * s["J"][stale])
-            s["inverse"][stale] = inverse
-            s["singular"][stale] = s["singular"][stale] | (info != 0)
-            s["lu_ok"] = s["lu_ok"] | stale
+        c = self.h / self.tab.alpha[order]
+        stale = ~self.lu_ok
+        if stale.any():
+            eye = torch.eye(self.D.shape[2], dtype=self.D.dtype, device=self.device)
+            if stale.all():
+                self.inverse, info = torch.linalg.inv_ex(eye - self._dev(c)[:, None, None] * self.J)
+            else:
+                rows = self._dev(np.flatnonzero(stale))
+                matrix = eye - self._dev(c[stale])[:, None, None] * self.J[rows]
+                self.inverse[rows], info = torch.linalg.inv_ex(matrix)
+            self.singular[stale] |= info.cpu().numpy() != 0
+            self.lu_ok = np.ones_like(stale)
         converged, n_iter, y_new, d, calls = self._newton(y_predict, c, psi, scale)
-        failed = alive & ~converged
-        refresh = failed & ~s["jac_new"]
-        if bool(refresh.any()):
-            which = torch.nonzero(refresh)[:, 0]
-            s["J"][which] = self.jacobian(y_predict[which], which)
-            s["jac_new"] = s["jac_new"] | refresh
-            s["lu_ok"] = s["lu_ok"] & ~refresh
+        failed = ~converged
+        refresh = failed & ~self.jac_new
+        if refresh.any():
+            rows = self._dev(np.flatnonzero(refresh))
+            self.J[rows] = self.jacobian(y_predict[rows], rows)
+            self.jac_new = self.jac_new | refresh
+            self.lu_ok = self.lu_ok & ~refresh
         halve = failed & ~refresh
         safety = 0.9 * (2 * NEWTON_MAXITER + 1) / (2 * NEWTON_MAXITER + n_iter)
         scale = self.atol + self.rtol * y_new.abs()
-        error_norm = rms(self.tab.error_const[order][:, None] * d / scale)
+        error_const = self._dev(self.tab.error_const[order])
+        error_norm = rms(error_const[:, None] * d / scale).cpu().numpy()
         accept = converged & (error_norm <= 1)
         reject = converged & ~accept
-        shrink = (safety * error_norm ** (-1.0 / (order + 1))).nan_to_num(MIN_FACTOR)
-        factor = torch.where(halve, 0.5, shrink.clamp_min(MIN_FACTOR))
-        change = torch.zeros_like(accept)
-        if bool(accept.any()):
-            change, grow = self._accept(accept, t_new, y_new, d, scale, error_norm, safety)
-            factor = torch.where(change, grow, factor)
+        shrink = np.nan_to_num(safety * error_norm ** (-1.0 / (order + 1)), nan=MIN_FACTOR)
+        factor = np.where(halve, 0.5, np.maximum(shrink, MIN_FACTOR))
+        change = np.zeros_like(accept)
+        if accept.any():
+            change, grow = self._accept(accept, t_new, d, scale, error_norm, safety)
+            factor = np.where(change, grow, factor)
         # the members halved, shrunk and given a new order are apart, so one rescale
         # serves them all; as SciPy, a rejected step (its Newton iteration converged)
         # keeps its Newton matrix
-        self._rescale(halve | reject | change, factor, halve | change)
-        if bool(accept.any()):
-            self._sample(accept, times, out)
+        self.retry = halve | reject
+        if (halve | reject | change).any():
+            self._rescale(halve | reject | change, factor, halve | change)
+        if accept.any():
+            self._sample(accept, t, out)
         return calls
 
     def _newton(
-        self, y_predict: torch.Tensor, c: torch.Tensor, psi: torch.Tensor, scale: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int]:
+        self, y_predict: torch.Tensor, c: np.ndarray, psi: torch.Tensor, scale: torch.Tensor
+    ) -> tuple[np.ndarray, np.ndarray, torch.Tensor, torch.Tensor, int]:
         """SciPy's simplified Newton iteration for the BDF system, every member at once
         (a member stops at its own convergence or divergence): whether it converged, its
         iterations, the new states and their correction ``d`` ``(W, n)``, and the batched
         right-hand sides it took."""
-        s = self.state
-        running = s["alive"].clone()
-        converged = torch.zeros_like(running)
-        n_iter = torch.zeros_like(s["order"])
-        y, d = y_predict.clone(), torch.zeros_like(y_predict)
-        norm_old = torch.full_like(c, np.nan)
+        W = len(c)
+        c_dev = self._dev(c)[:, None]
+        running = np.ones(W, dtype=bool)
+        converged = np.zeros(W, dtype=bool)
+        n_iter = np.zeros(W, dtype=int)
+        y, d = y_predict, torch.zeros_like(y_predict)
+        norm_old = rate = np.full(W, np.nan)
         calls = 0
         for k in range(NEWTON_MAXITER):
-            if not bool(running.any()):
+            if not running.any():
                 break
             f = self.rhs(y)
             calls += 1
-            s["evals"] = s["evals"] + running.long()
-            running = running & torch.isfinite(f).all(dim=1)
-            g = c[:, None] * f - psi - d
-            dy = (s["inverse"] @ g[:, :, None])[:, :, 0]
-            norm = rms(dy / scale)
-            rate = norm / norm_old
+            self.evals += running
+            dy = (self.inverse @ (c_dev * f - psi - d)[:, :, None])[:, :, 0]
+            # one copy to the host: each member's norm and whether its f is finite
+            both = torch.stack([rms(dy / scale), torch.isfinite(f).all(dim=1)]).cpu().numpy()
+            norm, running = both[0], running & (both[1] > 0)
             if k > 0:
+                rate = norm / norm_old
                 slow = (rate >= 1) | (
                     rate ** (NEWTON_MAXITER - k) / (1 - rate) * norm > self.newton_tol
                 )
                 running = running & ~slow
-            y = torch.where(running[:, None], y + dy, y)
-            d = torch.where(running[:, None], d + dy, d)
+            if running.all():
+                y, d = y + dy, d + dy
+            else:
+                moving = self._dev(running)[:, None]
+                y, d = torch.where(moving, y + dy, y), torch.where(moving, d + dy, d)
             done = norm == 0
             if k > 0:
                 done = done | (rate / (1 - rate) * norm < self.newton_tol)
             done = running & done
             converged = converged | done
-            n_iter = torch.where(done, k + 1, n_iter)
+            n_iter[done] = k + 1
             running = running & ~done
             norm_old = norm
         return converged, n_iter, y, d, calls
 
     def _accept(
         self,
-        accept: torch.Tensor,
-        t_new: torch.Tensor,
-        y_new: torch.Tensor,
+        accept: np.ndarray,
+        t_new: np.ndarray,
         d: torch.Tensor,
         scale: torch.Tensor,
-        error_norm: torch.Tensor,
-        safety: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        error_norm: np.ndarray,
+        safety: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray]:
         """The accepted members move to ``t_new``: their difference arrays updated, and,
         after ``order + 1`` equal steps, a new order (SciPy's choice). Returns which
         members changed order and the factor on their step size, for :meth:`_rescale`."""
-        s = self.state
-        D, order = s["D"], s["order"]
-        s["t"] = torch.where(accept, t_new, s["t"])
-        s["steps"] = s["steps"] + accept.long()
-        s["jac_new"] = s["jac_new"] & ~accept
-        rows = torch.arange(D.shape[0], device=D.device)
-        updated = self.tab.update[order] @ D + self.tab.update_d[order][:, :, None] * d[:, None, :]
-        D = s["D"] = torch.where(accept[:, None, None], updated, D)
-        s["equal"] = s["equal"] + accept.long()
-        change = accept & (s["equal"] >= order + 1)
-        if not bool(change.any()):
+        order = self.order
+        self.t = np.where(accept, t_new, self.t)
+        self.steps += accept
+        self.jac_new = self.jac_new & ~accept
+        update = self._dev(self.tab.update[order])
+        update_d = self._dev(self.tab.update_d[order])[:, :, None]
+        if accept.all():
+            self.D = update @ self.D + update_d * d[:, None, :]
+        else:
+            which = np.flatnonzero(accept)
+            rows = self._dev(which)
+            self.D[rows] = update[rows] @ self.D[rows] + update_d[rows] * d[rows, None, :]
+        self.equal += accept
+        change = accept & (self.equal >= order + 1)
+        if not change.any():
             return change, error_norm
+        which = np.flatnonzero(change)
+        o = order[which]
+        rows = self._dev(which)
+        D, scale = self.D[rows], scale[rows]
+        pick = torch.arange(len(which), device=self.device)
         error_const = self.tab.error_const
-        lower = rms(error_const[(order - 1).clamp_min(0)][:, None] * D[rows, order] / scale)
-        lower = torch.where(order > 1, lower, np.inf)
-        higher = rms(
-            error_const[(order + 1).clamp_max(MAX_ORDER)][:, None]
-            * D[rows, (order + 2).clamp_max(MAX_ORDER + 2)]
-            / scale
+        lower = error_const[np.maximum(o - 1, 0)]
+        higher = error_const[np.minimum(o + 1, MAX_ORDER)]
+        norms_lh = (
+            torch.stack(
+                [
+                    rms(self._dev(lower)[:, None] * D[pick, self._dev(o)] / scale),
+                    rms(
+                        self._dev(higher)[:, None]
+                        * D[pick, self._dev(np.minimum(o + 2, 7))]
+                        / scale
+                    ),
+                ]
+            )
+            .cpu()
+            .numpy()
         )
-        higher = torch.where(order < MAX_ORDER, higher, np.inf)
-        norms = torch.stack([lower, error_norm, higher], dim=1)
-        powers = -1.0 / (order[:, None] + torch.arange(3, device=D.device)[None, :]).to(D.dtype)
-        factors = norms**powers
-        best = torch.argmax(factors, dim=1)
-        s["order"] = torch.where(change, order + best - 1, order)
-        return change, (safety * factors.max(dim=1).values).clamp_max(MAX_FACTOR)
+        norms = np.stack(
+            [
+                np.where(o > 1, norms_lh[0], np.inf),
+                error_norm[which],
+                np.where(o < MAX_ORDER, norms_lh[1], np.inf),
+            ],
+            axis=1,
+        )
+        factors = norms ** (-1.0 / (o[:, None] + np.arange(3)[None, :]))
+        self.order[which] = o + np.argmax(factors, axis=1) - 1
+        grow = np.ones_like(error_norm)
+        grow[which] = np.minimum(safety[which] * factors.max(axis=1), MAX_FACTOR)
+        return change, grow
 
-    def _sample(self, accept: torch.Tensor, times: torch.Tensor, out: torch.Tensor) -> None:
+    def _sample(self, accept: np.ndarray, times: np.ndarray, out: torch.Tensor) -> None:
         """Read each accepted member's interpolant at the output times its step passed."""
-        s = self.state
         T = len(times)
-        t, h, order, D = s["t"], s["h"], s["order"], s["D"]
-        j = torch.arange(MAX_ORDER, dtype=D.dtype, device=D.device)
+        j = np.arange(MAX_ORDER)
         while True:
-            k = s["k_next"]
-            hit = accept & (k < T) & (times[k.clamp_max(T - 1)] <= t)
-            if not bool(hit.any()):
+            k = self.k_next
+            hit = accept & (k < T) & (times[np.minimum(k, T - 1)] <= self.t)
+            if not hit.any():
                 return
-            w = torch.nonzero(hit)[:, 0]
-            tq = times[k[w]]
-            x = (tq[:, None] - (t[w, None] - h[w, None] * j)) / (h[w, None] * (1 + j))
-            p = torch.cumprod(x, dim=1) * (j[None, :] < order[w, None])
-            y = D[w, 0] + (p[:, None, :] @ D[w, 1 : MAX_ORDER + 1])[:, 0]
-            out[self.members[w], k[w]] = y
-            s["k_next"] = s["k_next"] + hit.long()
+            w = np.flatnonzero(hit)
+            t, h = self.t[w, None], self.h[w, None]
+            x = (times[k[w]][:, None] - (t - h * j)) / (h * (1 + j))
+            p = np.cumprod(x, axis=1) * (j[None, :] < self.order[w, None])
+            rows = self._dev(w)
+            D = self.D[rows]
+            y = D[:, 0] + (self._dev(p)[:, None, :] @ D[:, 1 : MAX_ORDER + 1])[:, 0]
+            out[self._dev(self.members[w]), self._dev(k[w])] = y
+            self.k_next[w] += 1
