@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -384,3 +386,26 @@ def test_an_unknown_discretisation_is_refused_with_the_allowed_ones() -> None:
     grid = Grid.geometric(1, 5, 2.0, (1.0,))
     with pytest.raises(ValueError, match="fixed_pivot, cell_average"):
         Model(grid, discretisation="pivot")
+
+
+@pytest.mark.parametrize("discretisation", ["fixed_pivot", "cell_average"])
+def test_a_batchs_sparse_breakage_gives_the_right_hand_side_of_the_whole_operator(
+    discretisation: str,
+) -> None:
+    grid = Grid.geometric(2, 6, 2.0, (5e-19, 5e-19))
+    model = Model(grid, "shear", "power_law", "power_law", discretisation=discretisation)
+    solver = Solver(model, primary_2d(grid))
+    rates = solver.rates({k: np.array([v, 2 * v, v / 3]) for k, v in ALL_2D.items()})
+    assert rates.breakage is not None
+    y = np.random.default_rng(0).uniform(0, 1, (3, grid.n))
+    whole = dataclasses.replace(rates, breakage=None)
+    np.testing.assert_allclose(solver.rhs(y, rates), solver.rhs(y, whole), rtol=1e-12, atol=1e-15)
+
+
+def test_one_member_and_a_half_full_operator_are_read_whole() -> None:
+    grid = Grid.geometric(2, 6, 2.0, (5e-19, 5e-19))
+    solver = Solver(Model(grid, "shear", "power_law", "power_law"), primary_2d(grid))
+    assert solver.rates(ALL_2D).breakage is None
+    grid_1d = Grid.geometric(1, 20, 2.0, (5e-19,))
+    one_d = Solver(Model(grid_1d, "shear", "power_law", "power_law"), np.r_[0, 1.0, np.zeros(18)])
+    assert one_d.rates({k: np.array([v, v]) for k, v in ALL_1D.items()}).breakage is None

@@ -130,6 +130,10 @@ class Solution:
         return np.array([not e for e in self.error])
 
 
+# the largest share of non-zero entries of the breakage operator read as a sparse one
+SPARSE_BREAKAGE_DENSITY = 0.25
+
+
 class _Budget(Exception):
     pass
 
@@ -240,6 +244,7 @@ class Solver:
             rates.S = breakage_rate(m.breakage, self.volumes, m.v_ref, p) * self.grid.active()
             rates.F = self.fragments.matrices(m.fragments, p, B)
             rates.L = self.breakage_operator(rates.S, rates.F)
+            rates.breakage = self.sparse_breakage(rates.L)
         return rates
 
     def breakage_operator(self, S: np.ndarray, F: np.ndarray) -> np.ndarray:
@@ -252,6 +257,20 @@ class Solver:
         diagonal = np.arange(n)
         L[:, diagonal, diagonal] -= S
         return L
+
+    def sparse_breakage(self, L: np.ndarray) -> SparseBreakage | None:
+        """``L`` at the entries where any member's is non-zero, for a batch whose ``L``
+        is at most a quarter non-zero: its gains ``L @ y`` then read that fraction of
+        ``L`` (15 % in 2-D with 10 classes a side, 6 % with the cell average), summed into
+        the rows by a sparse product as the collisions are. A denser ``L`` (half of it in
+        1-D) is faster read whole, and so is one member's, where the sparse product's
+        fixed cost is most of a right-hand side (measured, benchmarks/pbe_solver.py)."""
+        rows, cols = np.nonzero((L != 0).any(axis=0))
+        nnz = len(rows)
+        if L.shape[0] == 1 or nnz > SPARSE_BREAKAGE_DENSITY * L.shape[1] * L.shape[2]:
+            return None
+        add = sp.csr_matrix((np.ones(nnz), (rows, np.arange(nnz))), shape=(self.rows, nnz))
+        return SparseBreakage(np.ascontiguousarray(L[:, rows, cols].T), cols, add)
 
     def rhs(self, y: np.ndarray, rates: _Rates) -> np.ndarray:
         """``dy/dt`` for states ``y`` of shape ``(B, n)``."""
@@ -271,23 +290,35 @@ class Solver:
         cells = self._gains(y, rates)[:, n:]
         return d_gains[:, :n] + self.cells.births_jacobian(cells, d_gains[:, n:])
 
-    # The two below run on numpy arrays and, in :mod:`.torch_solver`, on torch tensors with
+    # The methods below run on numpy arrays and, in :mod:`.torch_solver`, on torch tensors with
     # the operators converted: one description of the discretisation for both backends.
     def _gains(self, y: np.ndarray, rates: _Rates) -> np.ndarray:
         """What the operators write for states ``y`` ``(B, n)``: ``(B, rows)``."""
+        yT = transposed(y)
+        if rates.breakage is not None:
+            # by rows, (rows, B), to add the collisions' before one transpose
+            b = take_rows(yT, rates.breakage.cols)
+            b *= rates.breakage.values
+            by_rows = rates.breakage.add @ b
+            if rates.beta is not None:
+                by_rows = by_rows + self.pairs.M @ self._collisions(yT, rates.beta)
+            return transposed(by_rows)
         if rates.L is None:
             out = zeros_like_shape(y, (y.shape[0], self.rows))
         else:
             out = (rates.L @ y[:, :, None])[:, :, 0]
         if rates.beta is not None:
-            yT = transposed(y)
-            # in place on the fresh gather: the same products as beta * first * second,
-            # without a third (pairs, B) array (a quarter of a small batch's rhs)
-            r = take_rows(yT, self.pairs.first)
-            r *= rates.beta
-            r *= take_rows(yT, self.pairs.second)
-            out = out + transposed(self.pairs.M @ r)
+            out = out + transposed(self.pairs.M @ self._collisions(yT, rates.beta))
         return out
+
+    def _collisions(self, yT: np.ndarray, beta: np.ndarray) -> np.ndarray:
+        """The collision rates ``beta_p y_i y_j`` of the pairs, ``(P, B)``, from the states
+        by class ``yT`` ``(n, B)``: in place on the fresh gather, without a third (P, B)
+        array (a quarter of a small batch's right-hand side)."""
+        r = take_rows(yT, self.pairs.first)
+        r *= beta
+        r *= take_rows(yT, self.pairs.second)
+        return r
 
     def _gain_jacobian(self, y: np.ndarray, rates: _Rates) -> np.ndarray:
         """``d gains / d y``, ``(B, rows, n)`` (breakage's part is ``rates.L`` itself)."""
@@ -439,6 +470,9 @@ class _Rates:
     S: np.ndarray | None = None  # (B, n)
     F: np.ndarray | None = None  # (B, n, n); with the cell average (B, (1 + dim) n, n)
     L: np.ndarray | None = None  # (B, rows, n): breakage's gains are L @ y
+    # L's non-zero entries, for the right-hand side; without it (rates made to be
+    # differentiated) the right-hand side reads L whole
+    breakage: SparseBreakage | None = None
 
     def members(self, idx: np.ndarray) -> _Rates:
         """The rates of the batch members ``idx`` (an index array, numpy or torch, as the
@@ -448,4 +482,21 @@ class _Rates:
             return None if a is None else a[idx]
 
         beta = None if self.beta is None else self.beta[:, idx]
-        return _Rates(B=len(idx), beta=beta, S=pick(self.S), F=pick(self.F), L=pick(self.L))
+        breakage = None if self.breakage is None else self.breakage.members(idx)
+        return _Rates(
+            B=len(idx), beta=beta, S=pick(self.S), F=pick(self.F), L=pick(self.L), breakage=breakage
+        )
+
+
+@dataclass(frozen=True)
+class SparseBreakage:
+    """The breakage operator ``L`` ``(B, rows, n)`` at the entries ``(rows_k, cols_k)``
+    where any member's is non-zero: ``L @ y`` is ``add @ (values * y[cols])`` with ``add``
+    the sparse ``(rows, nnz)`` matrix that sums entry ``k`` into row ``rows_k``."""
+
+    values: np.ndarray  # (nnz, B): entry-major, as beta
+    cols: np.ndarray  # (nnz,)
+    add: sp.csr_matrix  # (rows, nnz)
+
+    def members(self, idx: np.ndarray) -> SparseBreakage:
+        return SparseBreakage(self.values[:, idx], self.cols, self.add)

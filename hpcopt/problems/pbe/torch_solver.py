@@ -40,7 +40,14 @@ import torch
 from hpcopt.problems.pbe.cat import CellAverage
 from hpcopt.problems.pbe.cat2d import BilinearCellAverage
 from hpcopt.problems.pbe.operators import PairOperator
-from hpcopt.problems.pbe.solver import Model, Solution, Solver, _Rates, checked_times
+from hpcopt.problems.pbe.solver import (
+    Model,
+    Solution,
+    Solver,
+    SparseBreakage,
+    _Rates,
+    checked_times,
+)
 from hpcopt.problems.pbe.torch_bdf import BatchedBDF
 
 
@@ -192,12 +199,20 @@ class TorchSolver(Solver):
         def convert(a: np.ndarray | None) -> torch.Tensor | None:
             return None if a is None else self.to_device(a)
 
+        breakage = rates.breakage
+        if breakage is not None:
+            breakage = SparseBreakage(
+                self.to_device(breakage.values),
+                self.to_device(breakage.cols),
+                self._sparse(breakage.add),
+            )
         return _Rates(
             B=rates.B,
             beta=convert(rates.beta),
             S=convert(rates.S),
             F=convert(rates.F),
             L=convert(rates.L),
+            breakage=breakage,
         )
 
     def solve(self, params: Mapping[str, np.ndarray | float], t: np.ndarray) -> Solution:
