@@ -409,3 +409,17 @@ def test_one_member_and_a_half_full_operator_are_read_whole() -> None:
     grid_1d = Grid.geometric(1, 20, 2.0, (5e-19,))
     one_d = Solver(Model(grid_1d, "shear", "power_law", "power_law"), np.r_[0, 1.0, np.zeros(18)])
     assert one_d.rates({k: np.array([v, v]) for k, v in ALL_1D.items()}).breakage is None
+
+
+@pytest.mark.parametrize("dim", [1, 2])
+def test_the_rates_a_right_hand_side_reads_give_the_members_right_hand_side(dim: int) -> None:
+    grid = Grid.geometric(dim, 6 if dim == 2 else 20, 2.0, (5e-19,) * dim)
+    n0 = primary_2d(grid) if dim == 2 else np.r_[0, 1.0, np.zeros(18)]
+    solver = Solver(Model(grid, "shear", "power_law", "power_law"), n0)
+    params = ALL_2D if dim == 2 else ALL_1D
+    rates = solver.rates({k: np.array([v, 2 * v, v / 3]) for k, v in params.items()})
+    idx = np.array([2, 0])
+    y = np.random.default_rng(1).uniform(0, 1, (2, grid.n))
+    lean = rates.for_rhs(idx)
+    assert lean.S is None and lean.F is None
+    np.testing.assert_array_equal(solver.rhs(y, lean), solver.rhs(y, rates.members(idx)))

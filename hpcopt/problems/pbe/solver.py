@@ -487,6 +487,15 @@ class _Rates:
             B=len(idx), beta=beta, S=pick(self.S), F=pick(self.F), L=pick(self.L), breakage=breakage
         )
 
+    def for_rhs(self, idx: np.ndarray) -> _Rates:
+        """The rates of the members ``idx`` that :meth:`Solver.rhs` reads, copied: not
+        ``S`` and ``F``, nor ``L`` when ``breakage`` holds its entries (for the Jacobian,
+        take :meth:`members`)."""
+        whole = None if self.L is None or self.breakage is not None else self.L[idx]
+        beta = None if self.beta is None else self.beta[:, idx]
+        breakage = None if self.breakage is None else self.breakage.members(idx)
+        return _Rates(B=len(idx), beta=beta, L=whole, breakage=breakage)
+
 
 @dataclass(frozen=True)
 class SparseBreakage:

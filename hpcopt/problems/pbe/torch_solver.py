@@ -316,10 +316,12 @@ class TorchSolver(Solver):
             return y0[:, None].expand(B, T, n).clone(), [""] * B, 0, [0] * B
 
         def select(members: torch.Tensor) -> tuple[Callable, Callable]:
-            sub = rates if len(members) == B else rates.members(members)
+            # the Jacobian's rates are picked from the whole batch's when it is needed (a
+            # few times a solve), so a shrinking working set copies only what rhs reads
+            sub = rates if len(members) == B else rates.for_rhs(members)
             return (
                 lambda y: self.rhs(y, sub),
-                lambda y, which: self.jacobian(y, sub.members(which)),
+                lambda y, which: self.jacobian(y, rates.members(members[which])),
             )
 
         bdf = BatchedBDF(self.rtol, self.atol_t, self.max_rhs_evals)
