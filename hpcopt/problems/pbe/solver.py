@@ -294,9 +294,9 @@ class Solver:
     # the operators converted: one description of the discretisation for both backends.
     def _gains(self, y: np.ndarray, rates: _Rates) -> np.ndarray:
         """What the operators write for states ``y`` ``(B, n)``: ``(B, rows)``."""
-        yT = transposed(y)
         if rates.breakage is not None:
             # by rows, (rows, B), to add the collisions' before one transpose
+            yT = transposed(y)
             b = take_rows(yT, rates.breakage.cols)
             b *= rates.breakage.values
             by_rows = rates.breakage.add @ b
@@ -308,7 +308,8 @@ class Solver:
         else:
             out = (rates.L @ y[:, :, None])[:, :, 0]
         if rates.beta is not None:
-            out = out + transposed(self.pairs.M @ self._collisions(yT, rates.beta))
+            collisions = self._collisions(transposed(y), rates.beta)
+            out = out + transposed(self.pairs.M @ collisions)
         return out
 
     def _collisions(self, yT: np.ndarray, beta: np.ndarray) -> np.ndarray:
