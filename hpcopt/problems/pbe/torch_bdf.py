@@ -42,6 +42,12 @@ _GAMMA = np.hstack((0, np.cumsum(1 / np.arange(1, MAX_ORDER + 1))))
 _ALPHA = (1 - _KAPPA) * _GAMMA
 _ERROR_CONST = _KAPPA * _GAMMA + 1 / np.arange(1, MAX_ORDER + 2)
 
+# what the host holds per member of the working set
+MEMBER_STATE = (
+    "members", "t", "h", "order", "equal", "k_next", "evals", "steps",
+    "lu_ok", "jac_new", "singular", "alive", "retry",
+)  # fmt: skip
+
 Rhs = Callable[[torch.Tensor], torch.Tensor]
 Jacobian = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -210,9 +216,7 @@ class BatchedBDF:
     def _keep(self, select: Callable) -> None:
         """Drop the members that finished or failed from the working set."""
         keep = np.flatnonzero(self.alive)
-        for name in ("t", "h", "order", "equal", "k_next", "evals", "steps", "lu_ok"):
-            setattr(self, name, getattr(self, name)[keep])
-        for name in ("jac_new", "singular", "alive", "members", "retry"):
+        for name in MEMBER_STATE:
             setattr(self, name, getattr(self, name)[keep])
         rows = self._dev(keep)
         self.D, self.J, self.inverse = self.D[rows], self.J[rows], self.inverse[rows]
