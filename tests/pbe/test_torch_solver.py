@@ -13,6 +13,7 @@ pytest.importorskip("torch")
 
 import torch
 
+from hpcopt.problems.pbe import torch_bdf
 from hpcopt.problems.pbe.forward import build_solver, solver_backend
 from hpcopt.problems.pbe.grid import Grid
 from hpcopt.problems.pbe.sections import MODEL_KEYS, SOLVER_METHODS, PBEModel
@@ -163,12 +164,17 @@ def test_a_failing_member_fails_alone_with_its_reason(method: str) -> None:
         np.testing.assert_allclose(sol.N[b], alone.N[0], rtol=1e-12, atol=1e-12 * n0[1])
 
 
-@pytest.mark.parametrize(("method", "factor"), [("BDF", "inv_ex"), ("Rodas4", "lu_factor_ex")])
+@pytest.mark.parametrize(
+    ("method", "factor", "lu_from"),
+    [("BDF", "inv_ex", None), ("BDF", "lu_factor_ex", 1), ("Rodas4", "lu_factor_ex", None)],
+)
 def test_a_member_whose_newton_matrix_is_singular_fails_alone_with_the_numpy_words(
-    monkeypatch: pytest.MonkeyPatch, method: str, factor: str
+    monkeypatch: pytest.MonkeyPatch, method: str, factor: str, lu_from: int | None
 ) -> None:
     # LAPACK reports the singular member (info > 0) rather than raising for the batch
     real = getattr(torch.linalg, factor)
+    if lu_from is not None:  # the BDF factorises this small system's matrices
+        monkeypatch.setattr(torch_bdf, "LU_FROM_STATES", lu_from)
 
     def second_member_singular(A: torch.Tensor):
         *out, info = real(A)
@@ -181,9 +187,9 @@ def test_a_member_whose_newton_matrix_is_singular_fails_alone_with_the_numpy_wor
     solver = TorchSolver(model, n0, method=method)
     batch = {k: np.array([v, v, v]) for k, v in ALL_1D.items()}
     t = np.linspace(0, 600, 5)
-    monkeypatch.setattr(torch.linalg, factor, second_member_singular)
-    sol = solver.solve(batch, t)
-    monkeypatch.undo()
+    with monkeypatch.context() as patch:
+        patch.setattr(torch.linalg, factor, second_member_singular)
+        sol = solver.solve(batch, t)
     assert sol.error == ["", "the integrator failed: LinAlgError: Singular matrix", ""]
     assert np.all(np.isnan(sol.N[1]))
     alone = solver.solve({k: v[0] for k, v in batch.items()}, t)
