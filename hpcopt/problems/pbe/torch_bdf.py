@@ -316,11 +316,12 @@ class BatchedBDF:
     def _factorise(self, stale: np.ndarray, c: np.ndarray) -> None:
         """The Newton matrices ``I - c J`` of the members ``stale`` factorised (or
         inverted); LAPACK's report of a singular one marks that member."""
-        eye = torch.eye(self.D.shape[2], dtype=self.D.dtype, device=self.device)
         every = stale.all()
         rows = slice(None) if every else self._dev(np.flatnonzero(stale))
-        J = self.J if every else self.J[rows]
-        matrix = eye - self._dev(c[stale])[:, None, None] * J
+        # I - c J, made in place on one copy of J
+        minus_c = self._dev(-c[stale])[:, None, None]
+        matrix = self.J * minus_c if every else self.J[rows].mul_(minus_c)
+        matrix.diagonal(dim1=1, dim2=2).add_(1.0)
         if self.pivots is None:
             self.newton[rows], info = torch.linalg.inv_ex(matrix)
         else:
