@@ -482,11 +482,11 @@ class _Rates:
         def pick(a: np.ndarray | None) -> np.ndarray | None:
             return None if a is None else a[idx]
 
-        beta = None if self.beta is None else self.beta[:, idx]
-        breakage = None if self.breakage is None else self.breakage.members(idx)
-        return _Rates(
-            B=len(idx), beta=beta, S=pick(self.S), F=pick(self.F), L=pick(self.L), breakage=breakage
-        )
+        lean = self.for_rhs(idx)
+        lean.S, lean.F = pick(self.S), pick(self.F)
+        if lean.L is None:  # left out where breakage holds its entries
+            lean.L = pick(self.L)
+        return lean
 
     def for_rhs(self, idx: np.ndarray) -> _Rates:
         """The rates of the members ``idx`` that :meth:`Solver.rhs` reads, copied: not
